@@ -45,13 +45,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends -t bookworm-backports "${image_bp[@]}" >/dev/null
 fi
 
-# Rust tools the test suite uses.
+# cargo fuzz runs on the stable toolchain with RUSTC_BOOTSTRAP=1 (see scripts/fuzz.sh).
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "setup-host: installing cargo-fuzz" >&2
     cargo install --locked -q cargo-fuzz
-fi
-if ! rustup toolchain list | grep -q nightly; then
-    echo "setup-host: installing nightly toolchain for cargo fuzz" >&2
-    rustup toolchain install nightly --profile minimal -q || echo "setup-host: no nightly toolchain; fuzz targets will be skipped visibly" >&2
 fi
 echo "setup-host: ok" >&2
