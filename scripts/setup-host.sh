@@ -25,7 +25,7 @@ base=(nftables iproute2 kmod fuse3 libfuse3-dev pkg-config openssl curl socat nc
       python3 python3-matplotlib jq systemd dbus)
 bench=(stunnel4 haproxy nginx-light libnginx-mod-stream iperf3 wrk nghttp2-client sslscan testssl.sh)
 image_bp=(mkosi qemu-system-x86 qemu-utils)
-image=(debian-archive-keyring apt dpkg-dev zstd cpio ovmf bubblewrap uidmap systemd-container squashfs-tools e2fsprogs dosfstools mtools)
+image=(debian-archive-keyring apt dpkg-dev zstd cpio ovmf bubblewrap uidmap systemd-container squashfs-tools e2fsprogs dosfstools mtools reprepro)
 
 missing=()
 for p in "${base[@]}" "${bench[@]}" "${image[@]}" "${image_bp[@]}"; do

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Builds the podmesh podVM image with mkosi (see mkosi.conf and image/README.md).
+#
+#   image/build.sh [--profile production|test] [--no-cargo]
+#
+# Output: build/image/<profile>/podmesh.vmlinuz + podmesh.cpio (+ build-info.txt).
+# Env: PODMESH_KATA_AGENT=/path/to/kata-agent installs a real agent instead of the stand-in;
+#      PODMESH_IMAGE_CACHE (default /var/cache/podmesh/image) keeps the kernel .debs, the apt
+#      package cache and mkosi's incremental cache across builds and fresh clones.
+#
+# Workarounds this build host needs (all applied here):
+#  - mkosi 24 from bookworm-backports (bookworm's mkosi 14 cannot build this tree);
+#  - only deb.debian.org is reachable: LocalMirror= in mkosi.conf, plus a package-manager
+#    tree with the bookworm-security suite on deb.debian.org and the Debian archive keyring
+#    (LocalMirror drops signed-by and the security suite);
+#  - the 6.12 kernel comes from bookworm-backports as .debs through PackageDirectories=
+#    (image/fetch-kernel.sh); `kmod` (modinfo) on the host resolves module dependencies for
+#    KernelModulesInclude=;
+#  - systemd.firstboot=off on the kernel command line (no prompt on the serial console).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile=production
+cargo_build=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --profile) profile=${2:?--profile needs production or test}; shift 2 ;;
+        --no-cargo) cargo_build=0; shift ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "image/build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+case "$profile" in production|test) ;; *)
+    echo "image/build.sh: unknown profile '$profile' (production or test)" >&2; exit 2 ;;
+esac
+if [ "$(id -u)" -ne 0 ]; then
+    echo "image/build.sh: needs root (mkosi installs packages into a namespace and runs depmod/preset)" >&2
+    exit 1
+fi
+for tool in mkosi modinfo apt-get bwrap cpio; do
+    command -v "$tool" >/dev/null || {
+        echo "image/build.sh: '$tool' is missing; run scripts/setup-host.sh" >&2; exit 1; }
+done
+if ! mkosi --version | grep -qE '^mkosi (2[4-9]|[3-9][0-9])'; then
+    echo "image/build.sh: need mkosi >= 24 (bookworm-backports), found '$(mkosi --version)'" >&2
+    exit 1
+fi
+
+t0=$(date +%s)
+progress() { printf 'image[%s] %3ss %s\n' "$profile" "$(( $(date +%s) - t0 ))" "$*" >&2; }
+
+cache=${PODMESH_IMAGE_CACHE:-/var/cache/podmesh/image}
+work=build/image
+stage=$work/stage-$profile
+out=$work/$profile
+mkdir -p "$cache/debs" "$cache/packages" "$cache/mkosi" "$work" "$out"
+
+# 1. Release binaries.
+bins=(podmesh)
+[ "$profile" = test ] && bins+=(tsm-sim)
+if [ "$cargo_build" = 1 ]; then
+    progress "cargo build --release ${bins[*]}"
+    cargo build --release --locked $(printf -- '-p %s ' "${bins[@]}") --bins >&2
+fi
+for b in "${bins[@]}"; do
+    [ -x "target/release/$b" ] || {
+        echo "image/build.sh: target/release/$b is missing (cargo build --release -p $b)" >&2; exit 1; }
+done
+
+# 2. Stage what goes into the image on top of image/tree (and image/test-tree).
+progress "staging binaries and units into $stage"
+rm -rf "$stage"
+install -d "$stage/usr/bin" "$stage/usr/lib/systemd/system" "$stage/usr/lib/systemd/system-preset" \
+    "$stage/usr/share/dbus-1/system.d"
+for b in "${bins[@]}"; do install -m 0755 "target/release/$b" "$stage/usr/bin/$b"; done
+shopt -s nullglob
+for f in units/*.service units/*.socket units/*.target units/*.timer units/*.path units/*.mount; do
+    install -m 0644 "$f" "$stage/usr/lib/systemd/system/"
+done
+for d in units/*.d; do
+    install -d "$stage/usr/lib/systemd/system/$(basename "$d")"
+    for f in "$d"/*.conf; do install -m 0644 "$f" "$stage/usr/lib/systemd/system/$(basename "$d")/"; done
+done
+for f in units/*.preset; do install -m 0644 "$f" "$stage/usr/lib/systemd/system-preset/"; done
+# D-Bus system bus policy files (<busconfig>) go to the system.d directory.
+for f in units/*.conf; do
+    grep -q '<busconfig' "$f" && install -m 0644 "$f" "$stage/usr/share/dbus-1/system.d/"
+done
+shopt -u nullglob
+if [ -n "${PODMESH_KATA_AGENT:-}" ]; then
+    [ -x "$PODMESH_KATA_AGENT" ] || {
+        echo "image/build.sh: PODMESH_KATA_AGENT=$PODMESH_KATA_AGENT is not an executable file" >&2; exit 1; }
+    install -m 0755 "$PODMESH_KATA_AGENT" "$stage/usr/bin/kata-agent"
+    progress "kata-agent: real binary from $PODMESH_KATA_AGENT"
+else
+    ln -s /usr/libexec/podmesh/kata-agent-standin "$stage/usr/bin/kata-agent"
+    progress "kata-agent: STAND-IN (set PODMESH_KATA_AGENT=/path/to/kata-agent for the real one)"
+fi
+
+# 3. Package manager tree: bookworm-security on deb.debian.org, and the archive keyring.
+pkgmngr=$work/pkgmngr
+rm -rf "$pkgmngr"
+install -d "$pkgmngr/etc/apt/sources.list.d" "$pkgmngr/etc/apt/trusted.gpg.d"
+install -m 0644 /usr/share/keyrings/debian-archive-keyring.gpg "$pkgmngr/etc/apt/trusted.gpg.d/"
+cat >"$pkgmngr/etc/apt/sources.list.d/podmesh-security.sources" <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+SRC
+
+# 4. The backports kernel as local .debs.
+progress "kernel .debs (bookworm-backports) in $cache/debs"
+bash image/fetch-kernel.sh "$cache/debs" >/dev/null
+
+# 5. mkosi. Incremental: the package-installed tree is cached, so a rebuild only re-applies
+# the trees, presets and module filtering.
+progress "mkosi build (first build ~1-2 min; cached ~30 s)"
+mkosi --profile "$profile" \
+    --package-directory "$cache/debs" \
+    --package-cache-dir "$cache/packages" \
+    --cache-dir "$cache/mkosi" \
+    --incremental \
+    --extra-tree "$stage:/" \
+    --force \
+    build >"$work/mkosi-$profile.log" 2>&1 || {
+        tail -n 40 "$work/mkosi-$profile.log" >&2
+        echo "image/build.sh: mkosi failed (full log: $work/mkosi-$profile.log)" >&2
+        exit 1
+    }
+
+kernel=$out/podmesh.vmlinuz
+cpio_img=$out/podmesh.cpio
+for f in "$kernel" "$cpio_img"; do
+    [ -s "$f" ] || { echo "image/build.sh: mkosi did not produce $f (log: $work/mkosi-$profile.log)" >&2; exit 1; }
+done
+secs=$(( $(date +%s) - t0 ))
+{
+    echo "profile=$profile"
+    echo "build_seconds=$secs"
+    echo "kernel=$kernel $(stat -c %s "$kernel")"
+    echo "cpio=$cpio_img $(stat -c %s "$cpio_img")"
+    echo "kata_agent=${PODMESH_KATA_AGENT:-standin}"
+} >"$out/build-info.txt"
+progress "done: $(du -h "$kernel" | cut -f1) kernel, $(du -h "$cpio_img" | cut -f1) cpio in ${secs}s -> $out"
