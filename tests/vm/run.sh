@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# The VM boot test: builds the test image once, boots it under QEMU (TCG) three times and
+# proves the boot contract from the guest's own journal (streamed as JSON over virtio-serial).
+#
+#   boot 1 "mesh":    simulated TEE (tsm-sim), coordinator on the host side of a tap device:
+#                     deny before kata-agent, certificate through the TEE, deny removed only
+#                     after proxy_ready; then from outside the guest: mTLS port only with a
+#                     mesh certificate, #true port in plaintext; systemd-analyze verify clean.
+#   boot 2 "broken":  an invalid mesh config: deny table stays, port unreachable, reason logged.
+#   boot 3 "no-tee":  the real kernel configfs-tsm without a provider (TCG has none):
+#                     attestation fails with the ENXIO explanation, deny table stays.
+#
+# Prints image size, build time and the boot timeline (kernel -> deny installed -> kata-agent
+# -> certificate written -> proxy ready). Needs root. Every failed check exits non-zero.
+# Env: PMVM_KEEP=1 keeps the work directory; PMVM_SMP (default 1) vCPUs per guest.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source tests/vm/lib.sh
+
+[ "$(id -u)" = 0 ] || pmvm_die "tests/vm/run.sh needs root (mkosi, network namespaces, tap devices, FUSE)"
+pmvm_require_tools qemu-system-x86_64 mkosi jq socat openssl ip
+
+work=$(mktemp -d /tmp/pmvm-test.XXXXXX)
+ns=pmvm-t$$
+qemu_pid="" coord_pid="" simfs=""
+cleanup() {
+    local rc=$?
+    [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
+    [ -n "$coord_pid" ] && kill "$coord_pid" 2>/dev/null || true
+    [ -n "$simfs" ] && { fusermount3 -u "$simfs" 2>/dev/null || umount -l "$simfs" 2>/dev/null || true; }
+    wait 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+    if [ "${PMVM_KEEP:-0}" = 1 ] || [ $rc -ne 0 ]; then
+        echo "tests/vm: logs kept in $work" >&2
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+
+failures=()
+check() {  # check DESCRIPTION COMMAND...: record a failed assertion, keep going within a boot
+    local what=$1; shift
+    if "$@"; then pmvm_log "ok   $what"; else pmvm_log "FAIL $what"; failures+=("$what"); fi
+}
+
+# ---- build ---------------------------------------------------------------------------------
+pmvm_log "building host binaries (release) and the test image"
+t_build=$SECONDS
+cargo build --release --locked -p podmesh -p tsm-sim -p coordinator --bins >&2
+bash image/build.sh --profile test --no-cargo
+build_secs=$((SECONDS - t_build))
+pmvm_require_bins podmesh podmesh-coordinator tsm-sim
+img_bytes=$(stat -c %s build/image/test/podmesh.cpio)
+kernel_bytes=$(stat -c %s build/image/test/podmesh.vmlinuz)
+
+# ---- host side: namespace + coordinator ----------------------------------------------------
+pmvm_netns_up "$ns"
+source tests/vm/cluster.sh
+cluster_start "$work" "$ns"   # sets coord_pid, simfs, PMVM_ROOT_CA; see tests/vm/cluster.sh
+
+# boot NAME [run-qemu args...]: start the guest in the background, sets qemu_pid, J (journal), C (ctl)
+boot() {
+    local name=$1; shift
+    J=$work/$name.journal.json C=$work/$name.ctl
+    rm -f "$C"
+    pmvm_log "boot '$name': starting QEMU (TCG; serial log $work/$name.serial.log)"
+    boot_t0=$SECONDS
+    image/run-qemu --profile test --netns "$ns" --smp "${PMVM_SMP:-1}" \
+        --serial-log "$work/$name.serial.log" --journal-out "$J" --ctl-socket "$C" \
+        --pidfile "$work/$name.pid" "$@" >"$work/$name.qemu.log" 2>&1 &
+    qemu_pid=$!
+}
+shutdown_guest() {
+    [ -n "$qemu_pid" ] || return 0
+    kill "$qemu_pid" 2>/dev/null || true
+    [ -s "$work/$1.pid" ] && kill "$(cat "$work/$1.pid")" 2>/dev/null || true
+    wait "$qemu_pid" 2>/dev/null || true
+    qemu_pid=""
+}
+dump_podmesh_journal() {
+    pmvm_log "podmesh journal of boot '$1':"
+    pmvm_jq "$J" 'select((._SYSTEMD_UNIT // .UNIT // "") | test("podmesh|kata|tsm-sim")) |
+        "  \(.__MONOTONIC_TIMESTAMP | tonumber / 1e6 | tostring | .[0:7])s \(._SYSTEMD_UNIT // .UNIT): \(.MESSAGE)"' >&2 || true
+}
+mesh_cmdline=(--ingress "plain#8081#true##tls#8082#false" --coordinator "$PMVM_HOST_IP:$PMVM_COORD_PORT"
+              --root-ca "$PMVM_ROOT_CA")
+
+# ---- boot 1: the mesh -----------------------------------------------------------------------
+boot mesh "${mesh_cmdline[@]}" --env-file "$work/guest.env"
+if ! pmvm_wait "$J" 300 "PODMESH_EVENT=proxy_ready" '.PODMESH_EVENT == "proxy_ready"' "$qemu_pid"; then
+    dump_podmesh_journal mesh
+    pmvm_die "boot 'mesh': podmesh-proxy never became ready (serial log: $work/mesh.serial.log)"
+fi
+ready_wall=$((SECONDS - boot_t0))
+# The deny table removal follows readiness; give it a moment to reach the journal.
+pmvm_wait "$J" 30 "deny_removed" '.PODMESH_EVENT == "deny_removed"' "$qemu_pid" || true
+
+deny_done=$(pmvm_unit_job_usec "$J" podmesh-deny.service done)
+deny_installed=$(pmvm_event_usec "$J" deny_installed)
+kata_start=$(pmvm_event_usec "$J" kata_agent_started)
+kata_table=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "kata_agent_started") | .PODMESH_DENY_TABLE_PRESENT' | head -n1)
+cert=$(pmvm_event_usec "$J" certificate_written podmesh-attest.service)
+ready=$(pmvm_event_usec "$J" proxy_ready podmesh-proxy.service)
+removed=$(pmvm_event_usec "$J" deny_removed podmesh-proxy.service)
+lt() { [ -n "$1" ] && [ -n "$2" ] && [ "$1" -lt "$2" ]; }
+
+check "podmesh-deny.service finished (start job done)" test -n "$deny_done"
+check "kata-agent started after podmesh-deny.service finished" lt "$deny_done" "$kata_start"
+check "inet podmesh_deny existed when kata-agent started" test "$kata_table" = true
+check "podmesh-attest wrote a certificate through the simulated TEE" test -n "$cert"
+check "podmesh-proxy signalled proxy_ready" test -n "$ready"
+check "podmesh-proxy removed the deny table only after proxy_ready" lt "$ready" "$removed"
+if out=$(pmvm_ctl "$C" "$J" deny-state); then
+    failures+=("deny table gone after proxy_ready"); pmvm_log "FAIL deny table still present: $out"
+else
+    pmvm_log "ok   deny table gone after proxy_ready"
+fi
+if out=$(pmvm_ctl "$C" "$J" verify-units); then
+    pmvm_log "ok   systemd-analyze verify clean for our units (in the guest)"
+else
+    failures+=("systemd-analyze verify"); pmvm_log "FAIL systemd-analyze verify: $out"
+fi
+
+# From outside the guest (the host side of the tap, in our namespace).
+in_ns() { ip netns exec "$ns" "$@"; }
+plain=$(in_ns timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8081" </dev/null 2>&1 || true)
+check "#true port 8081 answers in plaintext" grep -q "pmvm-app port 8081" <<<"$plain"
+raw=$(in_ns timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8080" </dev/null 2>&1 || true)
+check "mTLS port 8080 gives plaintext clients nothing from the app" bash -c '! grep -q "pmvm-app" <<<"$1"' _ "$raw"
+nocert=$(in_ns timeout 10 openssl s_client -quiet -ign_eof -connect "$PMVM_GUEST_IP:8080" </dev/null 2>&1 || true)
+check "mTLS port 8080 refuses a TLS client without a certificate" bash -c '! grep -q "pmvm-app" <<<"$1"' _ "$nocert"
+client_tls=$work/client-tls
+if cluster_client_cert "$client_tls"; then
+    withcert=$(in_ns timeout 10 openssl s_client -quiet -ign_eof -connect "$PMVM_GUEST_IP:8080" \
+        -cert "$client_tls/certChain.pem" -key "$client_tls/key.pem" -CAfile "$client_tls/mesh-ca.pem" \
+        -verify_return_error </dev/null 2>&1 || true)
+    check "mTLS port 8080 answers a client with a mesh certificate" grep -q "pmvm-app port 8080" <<<"$withcert"
+else
+    failures+=("client mesh certificate for the host-side pod")
+fi
+tls_only=$(in_ns timeout 10 openssl s_client -quiet -ign_eof -connect "$PMVM_GUEST_IP:8082" </dev/null 2>&1 || true)
+check "#false port 8082 answers over TLS without a client certificate" grep -q "pmvm-app port 8082" <<<"$tls_only"
+
+kernel_usec=0
+timeline=$(printf '%-22s %8s\n' "kernel start" "0.000" \
+    "deny installed" "$(pmvm_ms "${deny_installed:-$deny_done}")" \
+    "kata-agent start" "$(pmvm_ms "$kata_start")" \
+    "certificate written" "$(pmvm_ms "$cert")" \
+    "proxy ready" "$(pmvm_ms "$ready")" \
+    "deny table removed" "$(pmvm_ms "$removed")")
+[ ${#failures[@]} -eq 0 ] || dump_podmesh_journal mesh
+shutdown_guest mesh
+
+# ---- boot 2: broken mesh config -------------------------------------------------------------
+boot broken --ingress "plain#8081#true##plain#99999#true" --coordinator "$PMVM_HOST_IP:$PMVM_COORD_PORT" \
+    --root-ca "$PMVM_ROOT_CA" --env-file "$work/guest.env"
+if pmvm_wait "$J" 240 "a podmesh unit to fail on the broken config" \
+        '((.UNIT // "") | test("^podmesh-(proxy|attest)\\.service$")) and (.MESSAGE | test("Failed with result"))' "$qemu_pid"; then
+    pmvm_log "ok   a podmesh unit failed on the broken config"
+else
+    failures+=("broken config: a podmesh unit fails")
+fi
+reason=$(pmvm_jq "$J" 'select((._SYSTEMD_UNIT // "") | test("^podmesh-")) | select(.PRIORITY | tonumber <= 3) | .MESSAGE' | head -n3)
+check "broken config: the reason (entry and port) is in the journal" grep -qE '99999|port' <<<"$reason"
+pmvm_log "     reason: ${reason//$'\n'/ | }"
+if out=$(pmvm_ctl "$C" "$J" deny-state); then
+    pmvm_log "ok   broken config: deny table still installed"
+else
+    failures+=("broken config: deny table stays"); pmvm_log "FAIL deny table missing: $out"
+fi
+plain=$(in_ns timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8081" </dev/null 2>&1 || true)
+check "broken config: port 8081 unreachable" bash -c '! grep -q "pmvm-app" <<<"$1"' _ "$plain"
+[ ${#failures[@]} -eq 0 ] || dump_podmesh_journal broken
+shutdown_guest broken
+
+# ---- boot 3: real kernel TSM, no provider -----------------------------------------------------
+boot no-tee "${mesh_cmdline[@]}" --append "systemd.mask=tsm-sim.service"
+if pmvm_wait "$J" 240 "attestation to fail on the provider-less kernel TSM" \
+        '(._SYSTEMD_UNIT // "") == "podmesh-attest.service" and ((.PODMESH_EVENT // "") | test("no_tee|attestation_failed"))' "$qemu_pid"; then
+    msg=$(pmvm_jq "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service" and ((.PODMESH_EVENT // "") | test("no_tee|attestation_failed"))) | .MESSAGE' | head -n1)
+    pmvm_log "     attest: $msg"
+    check "no TEE provider: the message explains ENXIO" grep -qiE 'ENXIO|no such device or address|provider' <<<"$msg"
+else
+    failures+=("no TEE provider: attestation fails")
+fi
+if out=$(pmvm_ctl "$C" "$J" deny-state); then
+    pmvm_log "ok   no TEE provider: deny table still installed"
+else
+    failures+=("no TEE provider: deny table stays"); pmvm_log "FAIL deny table missing: $out"
+fi
+[ ${#failures[@]} -eq 0 ] || dump_podmesh_journal no-tee
+shutdown_guest no-tee
+
+# ---- report ------------------------------------------------------------------------------------
+cat >&2 <<EOF
+
+== VM boot test ==
+image: kernel $((kernel_bytes / 1048576)) MiB, OS cpio $((img_bytes / 1048576)) MiB (uncompressed, in RAM)
+build: ${build_secs}s (cargo release + mkosi; see build/image/test/build-info.txt)
+boot 'mesh' (TCG, ${PMVM_SMP:-1} vCPU), guest monotonic seconds:
+$timeline
+boot to proxy ready, wall clock from QEMU start: ${ready_wall}s
+EOF
+if [ ${#failures[@]} -ne 0 ]; then
+    printf 'FAILED: %s\n' "${failures[@]}" >&2
+    exit 1
+fi
+echo "tests/vm: all checks passed" >&2
