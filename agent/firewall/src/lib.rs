@@ -1,1 +1,10 @@
-//! placeholder
+//! nftables rulesets as data, applied atomically through the real `nft`, optionally
+//! inside a named network namespace.
+//!
+//! - [`nft`]: run a JSON batch through `nft -j -f -` (one transaction), list and inspect tables.
+//! - [`deny`]: the default-deny ingress table `inet podmesh_deny` that guards a pod from boot
+//!   until the mesh proxy is ready.
+#![deny(unsafe_code)]
+
+pub mod deny;
+pub mod nft;

@@ -1,0 +1,178 @@
+//! The default-deny ingress table `inet podmesh_deny`.
+//!
+//! Installed at boot before kata-agent starts containers, removed by the mesh proxy (or by
+//! the attest daemon when no mesh is configured) once interception is in place. Ruleset:
+//!
+//! ```text
+//! table inet podmesh_deny {
+//!     chain input {
+//!         type filter hook input priority filter; policy drop;
+//!         iifname "lo" accept
+//!         ct state established,related accept
+//!         meta l4proto ipv6-icmp icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept
+//!         counter drop comment "podmesh: default deny until the mesh is ready"
+//!     }
+//! }
+//! ```
+//!
+//! IPv6 neighbour discovery stays open: without it the pod's own outbound IPv6 (whose replies
+//! are `established`) would stop working once neighbour entries expire. Every install
+//! replaces the table in one transaction (see [`crate::nft::replace_table`]), so installing
+//! twice leaves one table and a failed install leaves the previous state untouched.
+
+use crate::nft::{self, Nft, NftError};
+use nftables::{
+    batch::Batch,
+    expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem, CT},
+    schema::{Chain, NfListObject, Nftables, Rule},
+    stmt::{AnonymousCounter, Counter, Match, Operator, Statement},
+    types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
+};
+use std::borrow::Cow;
+
+/// Table family of the deny table.
+pub const FAMILY: NfFamily = NfFamily::INet;
+/// Table name of the deny table.
+pub const TABLE: &str = "podmesh_deny";
+/// Name of its base chain (input hook).
+pub const CHAIN: &str = "input";
+/// Comment on the final drop rule; visible in `nft list table inet podmesh_deny`.
+pub const DROP_COMMENT: &str = "podmesh: default deny until the mesh is ready";
+
+/// Errors of the deny table operations.
+#[derive(Debug, thiserror::Error)]
+pub enum DenyError {
+    #[error("installing table inet {TABLE}{}: {source}", in_netns(.netns))]
+    Install { netns: Option<String>, source: NftError },
+    #[error("removing table inet {TABLE}{}: {source}", in_netns(.netns))]
+    Remove { netns: Option<String>, source: NftError },
+    #[error("inspecting table inet {TABLE}{}: {source}", in_netns(.netns))]
+    Inspect { netns: Option<String>, source: NftError },
+}
+
+fn in_netns(netns: &Option<String>) -> String {
+    netns.as_ref().map(|n| format!(" in netns {n}")).unwrap_or_default()
+}
+
+/// Installs (or atomically replaces) the deny table. Never leaves a partial ruleset.
+pub fn install(netns: Option<&str>) -> Result<(), DenyError> {
+    let err = |source| DenyError::Install { netns: netns.map(str::to_string), source };
+    Nft::new(netns).map_err(err)?.apply(&install_batch()).map_err(err)
+}
+
+/// Removes the deny table; `Ok(false)` when it was not installed (not an error).
+pub fn remove(netns: Option<&str>) -> Result<bool, DenyError> {
+    let err = |source| DenyError::Remove { netns: netns.map(str::to_string), source };
+    Nft::new(netns).map_err(err)?.delete_table(FAMILY, TABLE).map_err(err)
+}
+
+/// Whether the deny table exists.
+pub fn is_installed(netns: Option<&str>) -> Result<bool, DenyError> {
+    let err = |source| DenyError::Inspect { netns: netns.map(str::to_string), source };
+    Nft::new(netns).map_err(err)?.table_exists(FAMILY, TABLE).map_err(err)
+}
+
+/// The single transaction [`install`] applies: replace the table, add chain and rules.
+pub fn install_batch() -> Nftables<'static> {
+    let mut batch = Batch::new();
+    nft::replace_table(&mut batch, FAMILY, TABLE);
+    batch.add(NfListObject::Chain(Chain {
+        family: FAMILY,
+        table: TABLE.into(),
+        name: CHAIN.into(),
+        _type: Some(NfChainType::Filter),
+        hook: Some(NfHook::Input),
+        prio: Some(0),
+        policy: Some(NfChainPolicy::Drop),
+        ..Chain::default()
+    }));
+    for (expr, comment) in rules() {
+        batch.add(NfListObject::Rule(Rule {
+            family: FAMILY,
+            table: TABLE.into(),
+            chain: CHAIN.into(),
+            expr: Cow::Owned(expr),
+            comment: comment.map(Cow::Borrowed),
+            ..Rule::default()
+        }));
+    }
+    batch.to_nftables()
+}
+
+fn rules() -> Vec<(Vec<Statement<'static>>, Option<&'static str>)> {
+    let accept = Statement::Accept(None);
+    vec![
+        (vec![eq(meta(MetaKey::Iifname), Expression::String("lo".into())), accept.clone()], None),
+        (
+            vec![
+                Statement::Match(Match {
+                    left: Expression::Named(NamedExpression::CT(CT { key: "state".into(), family: None, dir: None })),
+                    right: Expression::List(vec![str_expr("established"), str_expr("related")]),
+                    op: Operator::IN,
+                }),
+                accept.clone(),
+            ],
+            None,
+        ),
+        (
+            vec![
+                eq(meta(MetaKey::L4proto), str_expr("ipv6-icmp")),
+                Statement::Match(Match {
+                    left: Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+                        protocol: "icmpv6".into(),
+                        field: "type".into(),
+                    }))),
+                    right: Expression::Named(NamedExpression::Set(
+                        ["nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert"]
+                            .into_iter()
+                            .map(|t| SetItem::Element(str_expr(t)))
+                            .collect(),
+                    )),
+                    op: Operator::EQ,
+                }),
+                accept,
+            ],
+            None,
+        ),
+        (
+            vec![Statement::Counter(Counter::Anonymous(Some(AnonymousCounter::default()))), Statement::Drop(None)],
+            Some(DROP_COMMENT),
+        ),
+    ]
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn str_expr(s: &'static str) -> Expression<'static> {
+    Expression::String(Cow::Borrowed(s))
+}
+
+fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match { left, right, op: Operator::EQ })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_starts_by_replacing_the_table_and_has_one_base_chain() {
+        let json = serde_json::to_value(install_batch()).unwrap();
+        let cmds = json["nftables"].as_array().unwrap();
+        assert_eq!(cmds[0]["add"]["table"]["name"], TABLE);
+        assert_eq!(cmds[1]["delete"]["table"]["name"], TABLE);
+        assert_eq!(cmds[2]["add"]["table"]["name"], TABLE);
+        assert_eq!(cmds[3]["add"]["chain"]["hook"], "input");
+        assert_eq!(cmds[3]["add"]["chain"]["policy"], "drop");
+        assert_eq!(cmds.len(), 4 + 4);
+    }
+
+    #[test]
+    fn error_names_the_netns() {
+        let err = install(Some("pmfw-nonexistent-ns")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("podmesh_deny") && msg.contains("pmfw-nonexistent-ns"), "{msg}");
+    }
+}
