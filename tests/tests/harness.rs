@@ -14,8 +14,8 @@ fn pair_connects_over_ipv4_and_ipv6_and_cleans_up() {
     let names = [pods.a.name().to_string(), pods.b.name().to_string()];
     let listener = pods.a.in_netns(|| TcpListener::bind("[::]:7001")).unwrap().unwrap();
     pods.a.wait_for_port(7001, Duration::from_secs(5)).unwrap();
-    for ip in [PodPair::V4_A.into(), PodPair::V6_A.into()] {
-        let target = addr::<std::net::IpAddr>(ip, 7001);
+    for ip in [std::net::IpAddr::from(PodPair::V4_A), PodPair::V6_A.into()] {
+        let target = addr(ip, 7001);
         assert!(pods.b.tcp_connects(target, Duration::from_secs(2)).unwrap(), "{target}");
         listener.accept().unwrap();
     }
