@@ -1,5 +1,6 @@
 //! `podmesh`: the guest binary. One subcommand per systemd unit, plus inspection tools.
 
+mod attest;
 mod logging;
 mod cmd_attest;
 mod cmd_config;

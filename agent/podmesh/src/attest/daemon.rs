@@ -1,0 +1,262 @@
+//! The attestation loop: attest, write the files, open the pod when no mesh proxy will,
+//! renew at half-life, retry with backoff, stop cleanly on SIGTERM.
+
+use super::backoff::Backoff;
+use super::bus::{Bus, State};
+use super::coordinator::{api, Coordinator, CoordinatorError};
+use super::issued::{self, IssuedError, IssuedPem, Verified};
+use super::tls_dir::{self, TlsDirError, TlsFiles};
+use super::workload_key::{KeyError, WorkloadKey};
+use base64::Engine;
+use rustls_pki_types::UnixTime;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tee::tsm::{TsmClient, TsmError};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+
+pub struct Settings {
+    pub coordinator: Coordinator,
+    pub tls_dir: PathBuf,
+    pub tsm_root: PathBuf,
+    pub privlevel: Option<u8>,
+    /// `mesh::config::load` found a mesh configuration: the proxy removes the deny table.
+    pub mesh_configured: bool,
+    pub open_without_coordinator: bool,
+    pub netns: Option<String>,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub dbus: bool,
+    /// Exit after the first certificate is written (benchmarks, one-shot provisioning).
+    pub once: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Coordinator(#[from] CoordinatorError),
+    #[error(transparent)]
+    Tee(#[from] TsmError),
+    #[error(transparent)]
+    Issued(#[from] IssuedError),
+    #[error(transparent)]
+    TlsDir(#[from] TlsDirError),
+    #[error("the configfs-tsm worker thread died: {0}")]
+    Worker(String),
+}
+
+impl AttemptError {
+    /// Errors no retry can fix: there is no TEE to ask.
+    fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            AttemptError::Tee(TsmError::NotConfidential { .. } | TsmError::NoTsmReport { .. } | TsmError::VmpckDisabled { .. })
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    NoTee(AttemptError),
+    #[error("removing the deny table: {0}")]
+    Deny(#[from] firewall::deny::DenyError),
+    #[error("installing the SIGTERM/SIGINT handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Exit codes the unit keeps from restarting (RestartPreventExitStatus=).
+pub const EXIT_NO_TEE: u8 = 69;
+
+enum Wake {
+    Timer,
+    Reattest,
+    Shutdown,
+}
+
+pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let reattest = Arc::new(Notify::new());
+    let bus = if s.dbus { Bus::connect(reattest.clone()).await } else { Bus::disabled() };
+
+    // Fail fast and clearly when there is no TEE at all, before waiting on a coordinator.
+    if let Err(e) = read_report(&s, [0u8; 64]).await {
+        if e.is_fatal() {
+            bus.set_state(State::Failed).await;
+            notify_status(&format!("failed: {e}"));
+            return Err(DaemonError::NoTee(e));
+        }
+    }
+
+    let mut backoff = Backoff::new(s.backoff_initial, s.backoff_max);
+    let mut current: Option<Verified> = None;
+    let mut opened = false;
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let outcome = tokio::select! {
+            r = attest_once(&mut s) => r,
+            _ = sigterm.recv() => return Ok(stopping()),
+            _ = sigint.recv() => return Ok(stopping()),
+        };
+        let wait = match outcome {
+            Ok(v) => {
+                backoff.reset();
+                attempt = 0;
+                let fp = v.mesh_ca.sha256.clone();
+                tracing::info!(
+                    PODMESH_EVENT = "certificate_written",
+                    PODMESH_CERT_EXPIRY = v.leaf.not_after,
+                    PODMESH_MESH_CA_SHA256 = %fp,
+                    "mesh certificate written to {} (SANs {}, expires {}, mesh CA {fp})",
+                    s.tls_dir.display(),
+                    v.leaf.sans.join(","),
+                    v.leaf.not_after,
+                );
+                bus.renewed(u64::try_from(v.leaf.not_after).unwrap_or(0), &fp).await;
+                let status = format!("certificate valid until {} (mesh CA {fp})", v.leaf.not_after);
+                if current.is_none() {
+                    notify(&[
+                        sd_notify::NotifyState::Ready,
+                        sd_notify::NotifyState::Status(&status),
+                        sd_notify::NotifyState::Custom("PODMESH_EVENT=certificate_written"),
+                    ]);
+                } else {
+                    notify_status(&status);
+                }
+                if !s.mesh_configured && !opened {
+                    open_pod(&s, "no mesh is configured and the certificate is in place")?;
+                    opened = true;
+                }
+                let renew_in = secs_until(v.leaf.renew_at());
+                current = Some(v);
+                if s.once {
+                    return Ok(());
+                }
+                tracing::info!(PODMESH_EVENT = "renewal_scheduled", "renewing in {} s (half the certificate lifetime)", renew_in.as_secs());
+                renew_in
+            }
+            Err(e) if e.is_fatal() => {
+                bus.set_state(State::Failed).await;
+                notify_status(&format!("failed: {e}"));
+                return Err(DaemonError::NoTee(e));
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    PODMESH_EVENT = "attestation_failed",
+                    PODMESH_ATTEMPT = attempt,
+                    "attestation attempt {attempt} failed: {e}; retrying in {} ms",
+                    delay.as_millis()
+                );
+                notify_status(&format!("attempt {attempt} failed: {e}"));
+                let unreachable = matches!(&e, AttemptError::Coordinator(c) if c.is_unreachable());
+                if unreachable && s.open_without_coordinator && !s.mesh_configured && !opened {
+                    open_pod(&s, "--open-without-coordinator is set, no mesh is configured and the coordinator is unreachable")?;
+                    opened = true;
+                    if current.is_none() {
+                        notify(&[sd_notify::NotifyState::Ready]);
+                    }
+                }
+                if let Some(cur) = &current {
+                    if now_secs() >= cur.leaf.not_after {
+                        tracing::error!(PODMESH_EVENT = "certificate_expired", "the mesh certificate expired at {} and renewal keeps failing", cur.leaf.not_after);
+                        bus.set_state(State::Expired).await;
+                    }
+                }
+                delay
+            }
+        };
+        let wake = tokio::select! {
+            _ = tokio::time::sleep(wait) => Wake::Timer,
+            _ = reattest.notified() => Wake::Reattest,
+            _ = sigterm.recv() => Wake::Shutdown,
+            _ = sigint.recv() => Wake::Shutdown,
+        };
+        match wake {
+            Wake::Shutdown => return Ok(stopping()),
+            Wake::Reattest => backoff.reset(),
+            Wake::Timer => {}
+        }
+        if let Some(cur) = &current {
+            if now_secs() < cur.leaf.not_after {
+                bus.set_state(State::Renewing).await;
+            }
+        }
+    }
+}
+
+/// One full attestation with a fresh key. Writes the files only when every check passed.
+async fn attest_once(s: &mut Settings) -> Result<Verified, AttemptError> {
+    let key = WorkloadKey::generate()?;
+    let nonce = s.coordinator.nonce().await?;
+    let report = read_report(s, key.report_data(&nonce.nonce)).await?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let request = api::IssueRequest {
+        nonce_id: nonce.id,
+        provider: report.provider.as_str().to_owned(),
+        report_b64: b64.encode(&report.outblob),
+        auxblob_b64: report.auxblob.as_ref().map(|a| b64.encode(a)),
+        public_key_spki_b64: b64.encode(key.spki_der()),
+    };
+    let issued = s.coordinator.issue(&request).await?;
+    let pem = IssuedPem { mesh_ca: &issued.mesh_ca_pem, cert_chain: &issued.cert_chain_pem, root_ca: &issued.root_ca_pem };
+    let verified = issued::verify(&pem, &key.spki_der(), s.coordinator.anchor(), UnixTime::now())?;
+    let key_pem = key.private_key_pem();
+    let files = TlsFiles {
+        mesh_ca_pem: issued.mesh_ca_pem.as_bytes(),
+        cert_chain_pem: issued.cert_chain_pem.as_bytes(),
+        key_pem: key_pem.as_bytes(),
+        root_ca_pem: issued.root_ca_pem.as_bytes(),
+    };
+    let dir = s.tls_dir.clone();
+    tls_dir::write_atomically(&dir, &files)?;
+    Ok(verified)
+}
+
+/// configfs-tsm blocks (TDX GetQuote can take seconds): keep it off the async threads.
+async fn read_report(s: &Settings, report_data: [u8; 64]) -> Result<tee::tsm::TsmReport, AttemptError> {
+    let root = s.tsm_root.clone();
+    let privlevel = s.privlevel;
+    tokio::task::spawn_blocking(move || TsmClient::new(root).report(&report_data, privlevel))
+        .await
+        .map_err(|e| AttemptError::Worker(e.to_string()))?
+        .map_err(AttemptError::from)
+}
+
+fn open_pod(s: &Settings, why: &str) -> Result<(), DaemonError> {
+    let was = firewall::deny::remove(s.netns.as_deref())?;
+    tracing::warn!(
+        PODMESH_EVENT = "deny_removed",
+        "deny table {}: {why}; pod ports are now reachable without the mesh proxy",
+        if was { "removed" } else { "was already absent" }
+    );
+    Ok(())
+}
+
+fn stopping() {
+    tracing::info!(PODMESH_EVENT = "stopping", "stopping on signal; tls files stay in place");
+    notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("sd_notify failed: {e}");
+    }
+}
+
+fn notify_status(status: &str) {
+    notify(&[sd_notify::NotifyState::Status(status)]);
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn secs_until(t: i64) -> Duration {
+    Duration::from_secs(u64::try_from(t - now_secs()).unwrap_or(0).max(1))
+}

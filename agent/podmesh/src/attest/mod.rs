@@ -1,0 +1,14 @@
+//! The attestation daemon's parts: key, coordinator client, checks, files, bus, loop.
+
+pub mod backoff;
+pub mod bus;
+pub mod cert_info;
+pub mod coordinator;
+pub mod coordinator_tls;
+pub mod daemon;
+pub mod endpoint;
+pub mod http;
+pub mod issued;
+pub mod kernel_cmdline;
+pub mod tls_dir;
+pub mod workload_key;
