@@ -1,0 +1,221 @@
+//! HTTPS client for the coordinator API (used by `podmesh attest`, the CLI, tests, benchmarks).
+//! One request per TLS connection: attestation is rare, simplicity wins.
+
+use crate::api::{self, CaResponse, CertificateRequest, CertificateResponse, ErrorBody, ManifestResponse, NonceResponse, Reason};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const MAX_RESPONSE: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("coordinator URL {url:?}: {why}")]
+    Url { url: String, why: &'static str },
+    #[error("coordinator trust: {0}")]
+    Trust(String),
+    #[error("connecting to the coordinator at {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("coordinator at {addr} did not answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("talking to the coordinator at {addr}: {why}")]
+    Http { addr: String, why: String },
+    #[error("coordinator rejected the request ({status}): {reason}: {detail}")]
+    Rejected { status: u16, reason: Reason, detail: String },
+    #[error("coordinator answered {status} with an unexpected body: {body}")]
+    Unexpected { status: u16, body: String },
+}
+
+/// How the client authenticates the coordinator.
+#[derive(Debug, Clone)]
+pub enum ServerTrust {
+    /// The coordinator's root CA certificate (PEM).
+    RootCaPem(String),
+    /// SHA-256 of the root CA certificate's DER; the coordinator sends its root in the handshake.
+    RootFingerprint([u8; 32]),
+    /// Accept the root the coordinator presents (chain and name are still checked against it).
+    /// Only for bootstrapping; callers must log it loudly.
+    TrustOnFirstUse,
+}
+
+pub struct Client {
+    addr: String,
+    host: String,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+    timeout: Duration,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Pins the root by fingerprint, or takes the presented root (TOFU), then runs normal WebPKI checks.
+#[derive(Debug)]
+struct PresentedRootVerifier {
+    fingerprint: Option<[u8; 32]>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PresentedRootVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let root = match self.fingerprint {
+            Some(fp) => intermediates.iter().find(|c| Sha256::digest(c.as_ref()).as_slice() == fp),
+            None => intermediates.last(),
+        }
+        .ok_or(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))?;
+        let mut roots = RootCertStore::empty();
+        roots.add(root.clone().into_owned())?;
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl Client {
+    /// `url` is `https://HOST:PORT` (a trailing `/` is fine).
+    pub fn new(url: &str, trust: ServerTrust) -> Result<Self, ClientError> {
+        let bad = |why| ClientError::Url { url: url.to_owned(), why };
+        let rest = url.strip_prefix("https://").ok_or_else(|| bad("must start with https://"))?;
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') {
+            return Err(bad("must be https://HOST:PORT without a path"));
+        }
+        let (host, port) = authority.rsplit_once(':').ok_or_else(|| bad("needs an explicit :PORT"))?;
+        port.parse::<u16>().map_err(|_| bad("port is not a number 0..65535"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let server_name = ServerName::try_from(host.clone()).map_err(|_| bad("host is neither a DNS name nor an IP"))?;
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Trust(e.to_string()))?;
+        let config = match trust {
+            ServerTrust::RootCaPem(pem) => {
+                let mut roots = RootCertStore::empty();
+                for cert in pki::pem::certificates(&pem, "coordinator root CA").map_err(|e| ClientError::Trust(e.to_string()))? {
+                    roots.add(cert).map_err(|e| ClientError::Trust(format!("coordinator root CA: {e}")))?;
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            ServerTrust::RootFingerprint(fp) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PresentedRootVerifier { fingerprint: Some(fp), provider: provider() }))
+                .with_no_client_auth(),
+            ServerTrust::TrustOnFirstUse => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PresentedRootVerifier { fingerprint: None, provider: provider() }))
+                .with_no_client_auth(),
+        };
+        let mut config = config;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            addr: format!("{}:{port}", if host.contains(':') { format!("[{host}]") } else { host.clone() }),
+            host,
+            server_name,
+            connector: TlsConnector::from(Arc::new(config)),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub async fn nonce(&self) -> Result<NonceResponse, ClientError> {
+        self.call("POST", api::NONCE_PATH, None, None).await
+    }
+
+    pub async fn certificate(&self, request: &CertificateRequest) -> Result<CertificateResponse, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Http { addr: self.addr.clone(), why: e.to_string() })?;
+        self.call("POST", api::CERTIFICATE_PATH, Some(body), None).await
+    }
+
+    pub async fn ca(&self) -> Result<CaResponse, ClientError> {
+        self.call("GET", api::CA_PATH, None, None).await
+    }
+
+    pub async fn manifest(&self) -> Result<ManifestResponse, ClientError> {
+        self.call("GET", api::MANIFEST_PATH, None, None).await
+    }
+
+    pub async fn set_manifest(&self, owner_token: &str, manifest_json: Vec<u8>) -> Result<ManifestResponse, ClientError> {
+        self.call("PUT", api::MANIFEST_PATH, Some(manifest_json), Some(owner_token)).await
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(&self, method: &str, path: &str, body: Option<Vec<u8>>, token: Option<&str>) -> Result<T, ClientError> {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
+        let (status, bytes) = self.raw(method, path, body.unwrap_or_default(), &headers).await?;
+        if status == 200 {
+            return serde_json::from_slice(&bytes)
+                .map_err(|_| ClientError::Unexpected { status, body: String::from_utf8_lossy(&bytes).chars().take(200).collect() });
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(e) => Err(ClientError::Rejected { status, reason: e.reason, detail: e.detail }),
+            Err(_) => Err(ClientError::Unexpected { status, body: String::from_utf8_lossy(&bytes).chars().take(200).collect() }),
+        }
+    }
+
+    /// One raw request: (status, body). For tests and tools.
+    pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Result<(u16, Vec<u8>), ClientError> {
+        tokio::time::timeout(self.timeout, self.raw_inner(method, path, body, headers))
+            .await
+            .map_err(|_| ClientError::Timeout { addr: self.addr.clone(), timeout: self.timeout })?
+    }
+
+    async fn raw_inner(&self, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Result<(u16, Vec<u8>), ClientError> {
+        let http = |why: String| ClientError::Http { addr: self.addr.clone(), why };
+        let tcp = TcpStream::connect(&self.addr).await.map_err(|source| ClientError::Connect { addr: self.addr.clone(), source })?;
+        let tls = self.connector.connect(self.server_name.clone(), tcp).await.map_err(|e| http(format!("TLS: {e}")))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| http(e.to_string()))?;
+        let driver = tokio::spawn(conn);
+        let mut request = hyper::Request::builder().method(method).uri(path).header("host", &self.host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| http(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(|e| http(e.to_string()))?;
+        let status = response.status().as_u16();
+        let bytes = Limited::new(response.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| http(format!("reading the response: {e}")))?
+            .to_bytes();
+        driver.abort();
+        Ok((status, bytes.to_vec()))
+    }
+}
