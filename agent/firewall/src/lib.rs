@@ -4,7 +4,11 @@
 //! - [`nft`]: run a JSON batch through `nft -j -f -` (one transaction), list and inspect tables.
 //! - [`deny`]: the default-deny ingress table `inet podmesh_deny` that guards a pod from boot
 //!   until the mesh proxy is ready.
+//! - [`tproxy`]: the interception table `inet podmesh_tproxy` of the mesh proxy.
+//! - [`routes`]: the fwmark policy routes that deliver TPROXY'd packets locally.
 #![deny(unsafe_code)]
 
 pub mod deny;
 pub mod nft;
+pub mod routes;
+pub mod tproxy;

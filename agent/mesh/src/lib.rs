@@ -1,1 +1,26 @@
-//! placeholder
+//! The mesh proxy: configuration grammar and the data plane.
+//!
+//! Data plane (`podmesh proxy`):
+//! - [`proxy`]: lifecycle: TLS, listeners, interception, readiness, drain.
+//! - [`ingress`] / [`egress`]: TPROXY'd (m)TLS termination; mTLS origination from 127.x.
+//! - [`tls`] + [`reload`]: validated rustls configs from the tls dir, hot reloaded.
+//! - [`copy`]: bidirectional copy with pooled buffers, half-close and idle timeout.
+//! - [`sockopt`]: transparent listeners and marked upstream sockets.
+//! - [`readiness`], [`limits`], [`metrics`], [`admin`]: tokens, connection limit and drain,
+//!   counters, the admin HTTP endpoints.
+#![deny(unsafe_code)]
+
+pub mod admin;
+mod conn;
+pub mod copy;
+pub mod egress;
+pub mod ingress;
+pub mod limits;
+pub mod metrics;
+pub mod proxy;
+pub mod readiness;
+pub mod reload;
+pub mod sockopt;
+pub mod tls;
+
+pub use conn::Timeouts;

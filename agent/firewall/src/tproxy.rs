@@ -1,0 +1,303 @@
+//! The interception table `inet podmesh_tproxy`: inbound TCP goes to the proxy's listeners.
+//!
+//! ```text
+//! table inet podmesh_tproxy {
+//!     chain prerouting {
+//!         type filter hook prerouting priority mangle; policy accept;
+//!         iifname "lo" return                                  # the pod talking to itself
+//!         meta l4proto != tcp return                           # only TCP is intercepted
+//!         ct direction reply return                            # replies to our own outbound connections
+//!         tcp dport { 15006, 15007 } counter reject with tcp reset   # no direct use of the listeners (self-loop)
+//!         tcp dport { <#true ports>, <admin port> } return     # plaintext straight to the app
+//!         meta l4proto tcp socket transparent 1 meta mark set M accept   # packets of proxied connections
+//!         tcp dport { <#false ports> } tproxy to :15007 meta mark set M accept
+//!         tcp dport { <#false ports> } counter reject with tcp reset     # fail closed: no listener
+//!         meta l4proto tcp tproxy to :15006 meta mark set M accept
+//!         counter reject with tcp reset                        # fail closed: no listener
+//!     }
+//! }
+//! ```
+//!
+//! A `tproxy` statement that finds no transparent socket does not drop; the packet falls
+//! through. The reject after each one is what keeps a dead proxy from handing plaintext to
+//! the app. The family-less `tproxy to :PORT` serves IPv4 and IPv6 alike. The mark `M`
+//! selects the policy route of [`crate::routes`] that delivers the packets locally.
+
+use crate::nft::{self, Nft, NftError};
+use nftables::{
+    batch::Batch,
+    expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem, Socket, SocketAttr, CT},
+    schema::{Chain, NfListObject, Nftables, Rule},
+    stmt::{AnonymousCounter, Counter, Mangle, Match, Operator, Reject, RejectType, Statement, TProxy},
+    types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
+};
+use std::borrow::Cow;
+
+/// Table family of the interception table.
+pub const FAMILY: NfFamily = NfFamily::INet;
+/// Table name of the interception table.
+pub const TABLE: &str = "podmesh_tproxy";
+/// Its base chain (prerouting hook, mangle priority).
+pub const CHAIN: &str = "prerouting";
+/// Priority `mangle`.
+const MANGLE_PRIORITY: i32 = -150;
+
+/// What to intercept and where to send it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Spec {
+    /// Transparent mTLS listener (all intercepted ports not listed below).
+    pub mtls_port: u16,
+    /// Transparent TLS-only listener (`#false` entries).
+    pub tls_port: u16,
+    /// Ports passed straight to the app (`#true` entries and the admin port).
+    pub passthrough_ports: Vec<u16>,
+    /// Ports terminated with TLS but without client authentication (`#false` entries).
+    pub tls_only_ports: Vec<u16>,
+    /// fwmark of intercepted packets; the policy route matches it. Must be non-zero.
+    pub mark: u32,
+}
+
+/// Errors of the interception table.
+#[derive(Debug, thiserror::Error)]
+pub enum TproxyError {
+    #[error("invalid interception spec: {0}")]
+    Spec(String),
+    #[error("installing table inet {TABLE}{}: {source}", in_netns(.netns))]
+    Install { netns: Option<String>, source: NftError },
+    #[error("removing table inet {TABLE}{}: {source}", in_netns(.netns))]
+    Remove { netns: Option<String>, source: NftError },
+    #[error("inspecting table inet {TABLE}{}: {source}", in_netns(.netns))]
+    Inspect { netns: Option<String>, source: NftError },
+}
+
+fn in_netns(netns: &Option<String>) -> String {
+    netns.as_ref().map(|n| format!(" in netns {n}")).unwrap_or_default()
+}
+
+impl Spec {
+    /// Rejects specs that would loop or leave a port unprotected.
+    pub fn check(&self) -> Result<(), TproxyError> {
+        let bad = |m: String| Err(TproxyError::Spec(m));
+        if self.mark == 0 {
+            return bad("the TPROXY mark must be non-zero".into());
+        }
+        if self.mtls_port == 0 || self.tls_port == 0 || self.mtls_port == self.tls_port {
+            return bad(format!("listener ports must be distinct and non-zero (mTLS {}, TLS {})", self.mtls_port, self.tls_port));
+        }
+        let own = [self.mtls_port, self.tls_port];
+        for p in self.passthrough_ports.iter().chain(&self.tls_only_ports) {
+            if own.contains(p) {
+                return bad(format!("port {p} is one of the proxy's own listener ports"));
+            }
+            if *p == 0 {
+                return bad("port 0 cannot be intercepted or passed through".into());
+            }
+        }
+        if let Some(p) = self.passthrough_ports.iter().find(|p| self.tls_only_ports.contains(p)) {
+            return bad(format!("port {p} is both passed through and TLS-only"));
+        }
+        Ok(())
+    }
+}
+
+/// Installs (or atomically replaces) the interception table.
+pub fn install(spec: &Spec, netns: Option<&str>) -> Result<(), TproxyError> {
+    spec.check()?;
+    let err = |source| TproxyError::Install { netns: netns.map(str::to_string), source };
+    Nft::new(netns).map_err(err)?.apply(&install_batch(spec)).map_err(err)
+}
+
+/// Removes the interception table; `Ok(false)` when absent.
+pub fn remove(netns: Option<&str>) -> Result<bool, TproxyError> {
+    let err = |source| TproxyError::Remove { netns: netns.map(str::to_string), source };
+    Nft::new(netns).map_err(err)?.delete_table(FAMILY, TABLE).map_err(err)
+}
+
+/// Whether the interception table exists.
+pub fn is_installed(netns: Option<&str>) -> Result<bool, TproxyError> {
+    let err = |source| TproxyError::Inspect { netns: netns.map(str::to_string), source };
+    Nft::new(netns).map_err(err)?.table_exists(FAMILY, TABLE).map_err(err)
+}
+
+/// The single transaction [`install`] applies.
+pub fn install_batch(spec: &Spec) -> Nftables<'static> {
+    let mut batch = Batch::new();
+    nft::replace_table(&mut batch, FAMILY, TABLE);
+    batch.add(NfListObject::Chain(Chain {
+        family: FAMILY,
+        table: TABLE.into(),
+        name: CHAIN.into(),
+        _type: Some(NfChainType::Filter),
+        hook: Some(NfHook::Prerouting),
+        prio: Some(MANGLE_PRIORITY),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    }));
+    for (expr, comment) in rules(spec) {
+        batch.add(NfListObject::Rule(Rule {
+            family: FAMILY,
+            table: TABLE.into(),
+            chain: CHAIN.into(),
+            expr: Cow::Owned(expr),
+            comment: comment.map(Cow::Borrowed),
+            ..Rule::default()
+        }));
+    }
+    batch.to_nftables()
+}
+
+type Rules = Vec<(Vec<Statement<'static>>, Option<&'static str>)>;
+
+fn rules(spec: &Spec) -> Rules {
+    let ret = || Statement::Return(None);
+    let tcp = || eq(meta(MetaKey::L4proto), Expression::String("tcp".into()));
+    let mark = || {
+        Statement::Mangle(Mangle { key: meta(MetaKey::Mark), value: Expression::Number(spec.mark) })
+    };
+    let reject = || {
+        vec![
+            Statement::Counter(Counter::Anonymous(Some(AnonymousCounter::default()))),
+            Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None))),
+        ]
+    };
+    let mut out: Rules = vec![
+        (vec![eq(meta(MetaKey::Iifname), Expression::String("lo".into())), ret()], None),
+        (
+            vec![
+                Statement::Match(Match {
+                    left: meta(MetaKey::L4proto),
+                    right: Expression::String("tcp".into()),
+                    op: Operator::NEQ,
+                }),
+                ret(),
+            ],
+            None,
+        ),
+        (
+            vec![
+                eq(
+                    Expression::Named(NamedExpression::CT(CT { key: "direction".into(), family: None, dir: None })),
+                    Expression::String("reply".into()),
+                ),
+                ret(),
+            ],
+            None,
+        ),
+        (
+            [vec![dport_in(&[spec.mtls_port, spec.tls_port])], reject()].concat(),
+            Some("podmesh: the proxy listeners take no direct connections"),
+        ),
+    ];
+    if !spec.passthrough_ports.is_empty() {
+        out.push((vec![dport_in(&spec.passthrough_ports), ret()], Some("podmesh: plaintext ports")));
+    }
+    out.push((
+        vec![
+            tcp(),
+            eq(
+                Expression::Named(NamedExpression::Socket(Socket { key: Cow::Owned(SocketAttr::Transparent) })),
+                Expression::Number(1),
+            ),
+            mark(),
+            Statement::Accept(None),
+        ],
+        Some("podmesh: packets of proxied connections"),
+    ));
+    if !spec.tls_only_ports.is_empty() {
+        out.push((
+            vec![dport_in(&spec.tls_only_ports), tproxy(spec.tls_port), mark(), Statement::Accept(None)],
+            Some("podmesh: TLS-only ports"),
+        ));
+        out.push((
+            [vec![dport_in(&spec.tls_only_ports)], reject()].concat(),
+            Some("podmesh: fail closed, TLS listener not running"),
+        ));
+    }
+    out.push((vec![tcp(), tproxy(spec.mtls_port), mark(), Statement::Accept(None)], Some("podmesh: mTLS")));
+    out.push((reject(), Some("podmesh: fail closed, mTLS listener not running")));
+    out
+}
+
+fn tproxy(port: u16) -> Statement<'static> {
+    Statement::TProxy(TProxy { family: None, port, addr: None })
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match { left, right, op: Operator::EQ })
+}
+
+fn dport_in(ports: &[u16]) -> Statement<'static> {
+    let mut ports = ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    eq(
+        Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+            protocol: "tcp".into(),
+            field: "dport".into(),
+        }))),
+        Expression::Named(NamedExpression::Set(ports.into_iter().map(|p| SetItem::Element(Expression::Number(p.into()))).collect())),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec { mtls_port: 15006, tls_port: 15007, passthrough_ports: vec![80, 9000], tls_only_ports: vec![443], mark: 1 }
+    }
+
+    #[test]
+    fn every_tproxy_rule_is_followed_by_a_reject() {
+        let r = rules(&spec());
+        for (i, (stmts, _)) in r.iter().enumerate() {
+            if stmts.iter().any(|s| matches!(s, Statement::TProxy(_))) {
+                let next = &r[i + 1].0;
+                assert!(next.iter().any(|s| matches!(s, Statement::Reject(_))), "rule {i} not followed by a reject");
+            }
+        }
+    }
+
+    #[test]
+    fn batch_serializes_to_the_documented_ruleset() {
+        let json = serde_json::to_string(&install_batch(&spec())).unwrap();
+        for needle in [
+            r#"{"tproxy":{"port":15006}}"#,
+            r#"{"tproxy":{"port":15007}}"#,
+            r#"{"mangle":{"key":{"meta":{"key":"mark"}},"value":1}}"#,
+            r#"{"match":{"left":{"socket":{"key":"transparent"}},"right":1,"op":"=="}}"#,
+            r#"{"match":{"left":{"ct":{"key":"direction"}},"right":"reply","op":"=="}}"#,
+            r#""prio":-150"#,
+            r#"{"reject":{"type":"tcp reset"}}"#,
+        ] {
+            assert!(json.contains(needle), "missing {needle} in {json}");
+        }
+    }
+
+    #[test]
+    fn no_passthrough_or_tls_only_rules_when_empty() {
+        let s = Spec { passthrough_ports: vec![], tls_only_ports: vec![], ..spec() };
+        let r = rules(&s);
+        assert!(!r.iter().any(|(st, _)| st.iter().any(|s| matches!(s, Statement::TProxy(TProxy { port: 15007, .. })))));
+        assert_eq!(r.iter().filter(|(st, _)| st.iter().any(|s| matches!(s, Statement::TProxy(_)))).count(), 1);
+    }
+
+    #[test]
+    fn bad_specs_are_rejected_with_the_reason() {
+        let cases = [
+            (Spec { mark: 0, ..spec() }, "mark"),
+            (Spec { tls_port: 15006, ..spec() }, "distinct"),
+            (Spec { passthrough_ports: vec![15006], ..spec() }, "own listener"),
+            (Spec { tls_only_ports: vec![80], ..spec() }, "both"),
+            (Spec { passthrough_ports: vec![0], ..spec() }, "port 0"),
+        ];
+        for (s, needle) in cases {
+            let e = s.check().unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! What every connection handler shares: TLS configs, limits, timeouts, marks, metrics.
+
+use crate::{limits::Limits, metrics::Route, reload::TlsWatch};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+/// Per-connection time limits.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Timeouts {
+    /// TLS handshake, from accept (ingress) or from connect (egress).
+    pub handshake: Duration,
+    /// TCP connect to the upstream (including DNS resolution on egress).
+    pub connect: Duration,
+    /// No byte in either direction for this long closes the connection.
+    pub idle: Duration,
+}
+
+/// State shared by all listeners of one proxy.
+pub struct Shared {
+    pub tls: TlsWatch,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    /// `SO_MARK` of upstream sockets (0 = none); never the TPROXY mark.
+    pub upstream_mark: u32,
+    /// Our own listener ports (mTLS, TLS-only, admin): destinations we refuse (self-loop).
+    pub own_ports: Vec<u16>,
+}
+
+/// Counts a connection as active while alive.
+pub struct Active(Arc<Route>);
+
+impl Active {
+    pub fn new(route: Arc<Route>) -> Self {
+        route.accepted.fetch_add(1, Ordering::Relaxed);
+        route.active.fetch_add(1, Ordering::Relaxed);
+        Self(route)
+    }
+
+    pub fn route(&self) -> &Route {
+        &self.0
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accept errors (EMFILE, ENOBUFS, ...) are transient: log, back off briefly, keep serving.
+pub async fn accept_error(listener: &str, e: std::io::Error) {
+    tracing::warn!(PODMESH_EVENT = "accept_failed", "accept on {listener} failed: {e}; retrying");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Connects to `dest` from a socket with the upstream mark, within the connect timeout.
+pub async fn connect_upstream(dest: std::net::SocketAddr, shared: &Shared) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = crate::sockopt::upstream_socket(dest, shared.upstream_mark).map_err(std::io::Error::other)?;
+    match tokio::time::timeout(shared.timeouts.connect, socket.connect(dest)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}
+

@@ -1,0 +1,107 @@
+//! Egress: plaintext from the app on a 127.x address, mTLS originated to the remote.
+
+use crate::{
+    conn::{accept_error, connect_upstream, Active, Shared},
+    copy,
+    metrics::{Failure, Route},
+    sockopt,
+};
+use rustls_pki_types::ServerName;
+use std::{net::SocketAddr, sync::Arc};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Where one egress entry goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Host name or IP address of the remote (as configured).
+    pub host: String,
+    pub port: u16,
+    /// Also check the server's SAN against `host`.
+    pub strict: bool,
+    /// TLS server name derived from `host`.
+    pub server_name: ServerName<'static>,
+}
+
+/// Accepts until the proxy drains.
+pub async fn serve(listener: TcpListener, target: Target, route: Arc<Route>, shared: Arc<Shared>) {
+    let target = Arc::new(target);
+    let name = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            biased;
+            _ = shared.limits.stopped() => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => { accept_error(&name, e).await; continue; }
+            },
+        };
+        let Some(permit) = shared.limits.try_admit() else {
+            route.fail(Failure::Limit);
+            continue;
+        };
+        let (shared, target, route) = (shared.clone(), target.clone(), route.clone());
+        tokio::spawn(async move {
+            let active = Active::new(route);
+            handle(stream, &target, &shared, &active).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(mut app: TcpStream, target: &Target, shared: &Shared, active: &Active) {
+    let route = active.route();
+    let _ = sockopt::tune_accepted(&app);
+    let remote = match dial(target, shared).await {
+        Ok(s) => s,
+        Err(e) => {
+            route.fail(Failure::Upstream);
+            tracing::debug!("egress to {}:{}: {e}", target.host, target.port);
+            return;
+        }
+    };
+    let config = {
+        let current = shared.tls.borrow();
+        if target.strict { current.client_strict.clone() } else { current.client.clone() }
+    };
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let handshake = connector.connect(target.server_name.clone(), remote);
+    let mut tls = match tokio::time::timeout(shared.timeouts.handshake, handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            route.fail(Failure::of_handshake(&e));
+            tracing::debug!("egress handshake with {}:{} failed: {e}", target.host, target.port);
+            return;
+        }
+        Err(_) => {
+            route.fail(Failure::HandshakeTimeout);
+            return;
+        }
+    };
+    route.proxied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let counters = copy::Counters { a_to_b: &route.bytes_up, b_to_a: &route.bytes_down };
+    if let Err(e) = copy::bidirectional(&mut app, &mut tls, shared.timeouts.idle, counters).await {
+        tracing::debug!("egress connection to {}:{} ended: {e}", target.host, target.port);
+    }
+}
+
+/// Resolves the remote (IP literals skip DNS) and connects to the first address that
+/// answers, all within the connect timeout.
+async fn dial(target: &Target, shared: &Shared) -> std::io::Result<TcpStream> {
+    let host = target.host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return connect_upstream(SocketAddr::new(ip, target.port), shared).await;
+    }
+    let resolve = tokio::net::lookup_host((host, target.port));
+    let addrs: Vec<SocketAddr> = match tokio::time::timeout(shared.timeouts.connect, resolve).await {
+        Ok(r) => r?.collect(),
+        Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("resolving {host} timed out"))),
+    };
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} resolved to no address"));
+    for addr in addrs {
+        match connect_upstream(addr, shared).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}

@@ -1,0 +1,119 @@
+//! Ingress: TPROXY'd connections terminated with (m)TLS, forwarded in plaintext to the app.
+//!
+//! The accepted socket's local address is the original destination (the app's port). The
+//! upstream connection is opened only after the handshake completed: with TLS 1.3 a client
+//! without a valid certificate sees its own handshake finish before the alert arrives, and
+//! must never have caused a connection to the app.
+
+use crate::{
+    conn::{accept_error, connect_upstream, Active, Shared},
+    copy,
+    metrics::{Failure, Route},
+    sockopt,
+};
+use std::{net::SocketAddr, sync::Arc};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Which of the two ingress listeners this is.
+pub enum Listener {
+    /// Client certificate required; serves every intercepted port not listed otherwise.
+    Mtls { route: Arc<Route> },
+    /// `#false` entries: TLS without client certificate, one route per entry port.
+    TlsOnly { routes: Vec<(u16, Arc<Route>)> },
+}
+
+impl Listener {
+    fn route_for(&self, port: u16) -> Option<&Arc<Route>> {
+        match self {
+            Listener::Mtls { route } => Some(route),
+            Listener::TlsOnly { routes } => routes.iter().find(|(p, _)| *p == port).map(|(_, r)| r),
+        }
+    }
+
+    fn fallback(&self) -> Option<&Arc<Route>> {
+        match self {
+            Listener::Mtls { route } => Some(route),
+            Listener::TlsOnly { routes } => routes.first().map(|(_, r)| r),
+        }
+    }
+}
+
+/// Accepts until the proxy drains.
+pub async fn serve(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
+    let kind = Arc::new(kind);
+    let name = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            biased;
+            _ = shared.limits.stopped() => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => { accept_error(&name, e).await; continue; }
+            },
+        };
+        let Ok(orig) = stream.local_addr() else { continue };
+        if shared.own_ports.contains(&orig.port()) {
+            if let Some(r) = kind.fallback() {
+                r.fail(Failure::SelfLoop);
+            }
+            continue; // dropped: a connection to our own port would loop through us
+        }
+        let Some(route) = kind.route_for(orig.port()).cloned() else {
+            // Only nft decides which port lands here; anything else is refused, never served
+            // without the client authentication it should have had.
+            if let Some(r) = kind.fallback() {
+                r.fail(Failure::WrongListener);
+            }
+            continue;
+        };
+        let Some(permit) = shared.limits.try_admit() else {
+            route.fail(Failure::Limit);
+            continue;
+        };
+        let shared = shared.clone();
+        let kind = kind.clone();
+        tokio::spawn(async move {
+            let active = Active::new(route);
+            handle(stream, orig, &kind, &shared, &active).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &Shared, active: &Active) {
+    let route = active.route();
+    let _ = sockopt::tune_accepted(&stream);
+    let config = {
+        let current = shared.tls.borrow();
+        match kind {
+            Listener::Mtls { .. } => current.mtls_server.clone(),
+            Listener::TlsOnly { .. } => current.tls_server.clone(),
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let mut tls = match tokio::time::timeout(shared.timeouts.handshake, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            route.fail(Failure::of_handshake(&e));
+            tracing::debug!("ingress handshake for {orig} failed: {e}");
+            return;
+        }
+        Err(_) => {
+            route.fail(Failure::HandshakeTimeout);
+            return;
+        }
+    };
+    let mut upstream = match connect_upstream(orig, shared).await {
+        Ok(s) => s,
+        Err(e) => {
+            route.fail(Failure::Upstream);
+            tracing::debug!("ingress upstream {orig}: {e}");
+            return;
+        }
+    };
+    route.proxied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let counters = copy::Counters { a_to_b: &route.bytes_up, b_to_a: &route.bytes_down };
+    if let Err(e) = copy::bidirectional(&mut tls, &mut upstream, shared.timeouts.idle, counters).await {
+        tracing::debug!("ingress connection to {orig} ended: {e}");
+    }
+}

@@ -1,0 +1,177 @@
+//! Per-route counters, rendered as Prometheus text on the admin port.
+//!
+//! Routes are fixed at startup (the mTLS listener, each `#false` entry, each egress entry),
+//! so the hot path touches only preallocated atomics: no map lookup, no lock.
+
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+/// Why a connection failed before or while being proxied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The TLS handshake did not finish in time.
+    HandshakeTimeout,
+    /// mTLS listener: the client sent no certificate.
+    NoClientCert,
+    /// The peer's certificate did not verify (unknown CA, expired, wrong name, ...).
+    BadCertificate,
+    /// Any other TLS protocol error (plaintext, wrong version, alerts, ...).
+    Protocol,
+    /// The upstream (app or remote) refused the connection, timed out or did not resolve.
+    Upstream,
+    /// Connection addressed to one of our own listener ports (a self-loop).
+    SelfLoop,
+    /// Over the connection limit.
+    Limit,
+    /// Arrived on a listener that does not serve its destination port.
+    WrongListener,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 8] = [
+        Failure::HandshakeTimeout,
+        Failure::NoClientCert,
+        Failure::BadCertificate,
+        Failure::Protocol,
+        Failure::Upstream,
+        Failure::SelfLoop,
+        Failure::Limit,
+        Failure::WrongListener,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::HandshakeTimeout => "handshake_timeout",
+            Failure::NoClientCert => "no_client_cert",
+            Failure::BadCertificate => "bad_certificate",
+            Failure::Protocol => "protocol",
+            Failure::Upstream => "upstream",
+            Failure::SelfLoop => "self_loop",
+            Failure::Limit => "limit",
+            Failure::WrongListener => "wrong_listener",
+        }
+    }
+
+    /// Classifies a handshake error from rustls (wrapped in io::Error by tokio-rustls).
+    pub fn of_handshake(e: &std::io::Error) -> Self {
+        use rustls::Error;
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+            Some(Error::NoCertificatesPresented) => Failure::NoClientCert,
+            Some(Error::InvalidCertificate(_)) => Failure::BadCertificate,
+            Some(Error::AlertReceived(rustls::AlertDescription::BadCertificate))
+            | Some(Error::AlertReceived(rustls::AlertDescription::UnknownCA))
+            | Some(Error::AlertReceived(rustls::AlertDescription::CertificateExpired)) => Failure::BadCertificate,
+            Some(Error::AlertReceived(rustls::AlertDescription::CertificateRequired)) => Failure::NoClientCert,
+            Some(_) => Failure::Protocol,
+            None if e.kind() == std::io::ErrorKind::TimedOut => Failure::HandshakeTimeout,
+            None => Failure::Protocol,
+        }
+    }
+}
+
+/// Counters of one route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub kind: &'static str,
+    pub accepted: AtomicU64,
+    pub active: AtomicU64,
+    pub proxied: AtomicU64,
+    /// Bytes from the downstream (accepting) side to the upstream side.
+    pub bytes_up: AtomicU64,
+    /// Bytes from upstream back to downstream.
+    pub bytes_down: AtomicU64,
+    failures: [AtomicU64; Failure::ALL.len()],
+}
+
+impl Route {
+    pub fn new(name: impl Into<String>, kind: &'static str) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            accepted: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            proxied: AtomicU64::new(0),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            failures: Default::default(),
+        }
+    }
+
+    pub fn fail(&self, f: Failure) {
+        self.failures[f as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failures(&self, f: Failure) -> u64 {
+        self.failures[f as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Renders all routes in the Prometheus text exposition format.
+pub fn render(routes: &[std::sync::Arc<Route>]) -> String {
+    let mut out = String::with_capacity(2048);
+    let families: [(&str, &str, &str, fn(&Route) -> u64); 5] = [
+        ("podmesh_connections_total", "counter", "Connections accepted.", |r| r.accepted.load(Ordering::Relaxed)),
+        ("podmesh_connections_active", "gauge", "Connections currently open.", |r| r.active.load(Ordering::Relaxed)),
+        ("podmesh_connections_proxied_total", "counter", "Connections that reached their upstream.", |r| {
+            r.proxied.load(Ordering::Relaxed)
+        }),
+        ("podmesh_bytes_upstream_total", "counter", "Bytes copied from the accepting side to the upstream.", |r| {
+            r.bytes_up.load(Ordering::Relaxed)
+        }),
+        ("podmesh_bytes_downstream_total", "counter", "Bytes copied from the upstream back.", |r| {
+            r.bytes_down.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, kind, help, get) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for r in routes {
+            let _ = writeln!(out, "{name}{{route=\"{}\",kind=\"{}\"}} {}", escape(&r.name), r.kind, get(r));
+        }
+    }
+    let name = "podmesh_connection_failures_total";
+    let _ = writeln!(out, "# HELP {name} Connections that failed, by reason.\n# TYPE {name} counter");
+    for r in routes {
+        for f in Failure::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{route=\"{}\",kind=\"{}\",reason=\"{}\"}} {}",
+                escape(&r.name),
+                r.kind,
+                f.as_str(),
+                r.failures(f)
+            );
+        }
+    }
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn renders_counters_and_failures_per_route() {
+        let r = Arc::new(Route::new("web\"x", "ingress_tls"));
+        r.accepted.fetch_add(3, Ordering::Relaxed);
+        r.fail(Failure::NoClientCert);
+        let text = render(&[r]);
+        assert!(text.contains("podmesh_connections_total{route=\"web\\\"x\",kind=\"ingress_tls\"} 3"), "{text}");
+        assert!(text.contains("reason=\"no_client_cert\"} 1"), "{text}");
+        assert!(text.contains("# TYPE podmesh_connections_active gauge"));
+    }
+
+    #[test]
+    fn failure_indices_match_all() {
+        for (i, f) in Failure::ALL.iter().enumerate() {
+            assert_eq!(*f as usize, i);
+        }
+    }
+}

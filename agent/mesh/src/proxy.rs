@@ -1,0 +1,330 @@
+//! The proxy's lifecycle: load TLS, bind listeners, install interception, then (and only
+//! then) remove the deny table and report ready; serve; drain on shutdown.
+//!
+//! Every startup step holds a readiness token. Any failure before the last token is gone
+//! returns an error: the deny table is never touched, so the pod stays closed.
+
+use crate::{
+    admin::{self, AdminState},
+    conn::{Shared, Timeouts},
+    egress, ingress,
+    limits::Limits,
+    metrics::Route,
+    readiness::Readiness,
+    reload::{Fingerprint, Reloader},
+    sockopt, tls,
+};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+
+/// Knobs of the proxy (flags of `podmesh proxy`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Options {
+    pub tls_dir: PathBuf,
+    /// Transparent mTLS listener port.
+    pub mtls_port: u16,
+    /// Transparent TLS-only listener port (`#false` entries).
+    pub tls_port: u16,
+    /// fwmark set on intercepted packets (policy routing).
+    pub tproxy_mark: u32,
+    /// Routing table of the `local` default route.
+    pub route_table: u32,
+    /// `SO_MARK` of upstream sockets; must differ from `tproxy_mark` (0 = none).
+    pub upstream_mark: u32,
+    pub timeouts: Timeouts,
+    pub max_connections: u32,
+    /// How long SIGTERM waits for open connections.
+    pub drain_timeout: Duration,
+    /// How often the tls dir is checked for new material.
+    pub reload_interval: Duration,
+    /// Network namespace for nft/ip operations (tests); `None` = our own.
+    pub netns: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tls_dir: PathBuf::from("/run/podmesh/tls"),
+            mtls_port: 15006,
+            tls_port: 15007,
+            tproxy_mark: 0x1,
+            route_table: 100,
+            upstream_mark: 0x2,
+            timeouts: Timeouts {
+                handshake: Duration::from_secs(10),
+                connect: Duration::from_secs(5),
+                idle: Duration::from_secs(3600),
+            },
+            max_connections: 65_536,
+            drain_timeout: Duration::from_secs(20),
+            reload_interval: Duration::from_secs(1),
+            netns: None,
+        }
+    }
+}
+
+/// What to proxy, resolved from the mesh configuration.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Plan {
+    /// `None` = ingress `DISABLED`: no interception at all.
+    pub ingress: Option<IngressPlan>,
+    pub egress: Vec<EgressPlan>,
+    pub admin_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IngressPlan {
+    /// `#true` entries: plaintext straight to the app.
+    pub plaintext: Vec<(String, u16)>,
+    /// `#false` entries: TLS without client certificate.
+    pub tls_only: Vec<(String, u16)>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EgressPlan {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub remote_host: String,
+    pub remote_port: u16,
+    pub strict: bool,
+}
+
+/// Why the proxy could not start (or stop cleanly). One line each.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("invalid proxy options: {0}")]
+    Options(String),
+    #[error("TLS material in {dir} is not usable: {source}")]
+    Tls { dir: PathBuf, source: tls::TlsError },
+    #[error("{what}: {source}")]
+    Listen { what: String, source: sockopt::SockoptError },
+    #[error("egress entry {name}: {source}")]
+    Egress { name: String, source: tls::TlsError },
+    #[error(transparent)]
+    Tproxy(#[from] firewall::tproxy::TproxyError),
+    #[error("installing the policy routes: {0}")]
+    Routes(#[from] firewall::routes::RoutesError),
+    #[error("removing the deny table after readiness: {0}")]
+    Deny(#[from] firewall::deny::DenyError),
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+impl Options {
+    fn check(&self, plan: &Plan) -> Result<(), ProxyError> {
+        let bad = |m: String| Err(ProxyError::Options(m));
+        if self.upstream_mark != 0 && self.upstream_mark == self.tproxy_mark {
+            return bad(format!(
+                "--upstream-mark {:#x} equals --tproxy-mark: upstream connections would be routed to the local table and fail",
+                self.upstream_mark
+            ));
+        }
+        if self.mtls_port == self.tls_port {
+            return bad(format!("--mtls-port and --tls-port are both {}", self.mtls_port));
+        }
+        if let Some(admin) = plan.admin_port {
+            if admin == self.mtls_port || admin == self.tls_port {
+                return bad(format!("admin port {admin} collides with a proxy listener port"));
+            }
+        }
+        if let Some(ingress) = &plan.ingress {
+            for (name, port) in ingress.plaintext.iter().chain(&ingress.tls_only) {
+                if *port == self.mtls_port || *port == self.tls_port {
+                    return bad(format!("ingress entry {name}: port {port} is a proxy listener port"));
+                }
+                if Some(*port) == plan.admin_port {
+                    return bad(format!("ingress entry {name}: port {port} is the admin port"));
+                }
+            }
+        }
+        let t = &self.timeouts;
+        if [t.handshake, t.connect, t.idle, self.reload_interval].iter().any(Duration::is_zero) {
+            return bad("timeouts and the reload interval must be greater than zero".into());
+        }
+        if self.max_connections == 0 {
+            return bad("--max-connections must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Runs the proxy until `shutdown` resolves, then drains. `on_ready` runs once, right after
+/// the deny table is gone (the caller sends `READY=1`).
+pub async fn run(
+    plan: Plan,
+    opts: Options,
+    config_json: String,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(),
+) -> Result<(), ProxyError> {
+    opts.check(&plan)?;
+    let netns = opts.netns.clone();
+    let readiness = Readiness::new();
+    let tls_token = readiness.token("tls material");
+    let rules_token = plan.ingress.as_ref().map(|_| readiness.token("interception rules"));
+    let limits = Limits::new(opts.max_connections);
+
+    // Routes (metrics) are fixed up front.
+    let mtls_route = Arc::new(Route::new("mtls", "ingress_mtls"));
+    let tls_routes: Vec<(u16, Arc<Route>)> = plan
+        .ingress
+        .iter()
+        .flat_map(|i| &i.tls_only)
+        .map(|(name, port)| (*port, Arc::new(Route::new(name.clone(), "ingress_tls"))))
+        .collect();
+    let egress_routes: Vec<Arc<Route>> = plan.egress.iter().map(|e| Arc::new(Route::new(e.name.clone(), "egress"))).collect();
+    let mut all_routes = Vec::new();
+    if plan.ingress.is_some() {
+        all_routes.push(mtls_route.clone());
+        all_routes.extend(tls_routes.iter().map(|(_, r)| r.clone()));
+    }
+    all_routes.extend(egress_routes.iter().cloned());
+
+    // The admin listener comes first, so /ready can tell what startup is waiting for.
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(port) = plan.admin_port {
+        let addr = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+        let listener = bind(sockopt::plain_listener(addr), || format!("admin listener on port {port}"))?;
+        let state = Arc::new(AdminState { readiness: readiness.clone(), routes: all_routes.clone(), config_json });
+        let limits = limits.clone();
+        tasks.spawn(async move { admin::serve(listener, state, async move { limits.stopped().await }).await });
+    }
+
+    // TLS material: loaded and verified before anything can accept a connection.
+    let dir = opts.tls_dir.clone();
+    let (seen, configs) = tokio::task::spawn_blocking(move || {
+        let seen = Fingerprint::of(&dir);
+        (seen, tls::TlsConfigs::load(&dir, rustls_pki_types::UnixTime::now()))
+    })
+    .await
+    .map_err(|e| ProxyError::Task(e.to_string()))?;
+    let configs = configs.map_err(|source| ProxyError::Tls { dir: opts.tls_dir.clone(), source })?;
+    tracing::info!(PODMESH_EVENT = "tls_loaded", "TLS material from {} verified against the mesh CA ({})", opts.tls_dir.display(), configs.summary);
+    let (reloader, tls_watch) = Reloader::new(opts.tls_dir.clone(), seen, configs);
+    drop(tls_token);
+
+    let mut own_ports = vec![opts.mtls_port, opts.tls_port];
+    own_ports.extend(plan.admin_port);
+    let shared = Arc::new(Shared {
+        tls: tls_watch,
+        limits: limits.clone(),
+        timeouts: opts.timeouts,
+        upstream_mark: opts.upstream_mark,
+        own_ports,
+    });
+
+    // Listeners: bound now (a port in use fails startup), served once ready.
+    let mut serve: Vec<Box<dyn FnOnce(&mut tokio::task::JoinSet<()>) + Send>> = Vec::new();
+    if plan.ingress.is_some() {
+        let token = readiness.token(format!("mTLS listener on port {}", opts.mtls_port));
+        let l = bind(sockopt::transparent_listener(opts.mtls_port), || format!("mTLS listener on port {}", opts.mtls_port))?;
+        let (sh, route) = (shared.clone(), mtls_route.clone());
+        serve.push(Box::new(move |t| {
+            t.spawn(ingress::serve(l, ingress::Listener::Mtls { route }, sh));
+        }));
+        drop(token);
+        if !tls_routes.is_empty() {
+            let token = readiness.token(format!("TLS listener on port {}", opts.tls_port));
+            let l = bind(sockopt::transparent_listener(opts.tls_port), || format!("TLS listener on port {}", opts.tls_port))?;
+            let (sh, routes) = (shared.clone(), tls_routes.clone());
+            serve.push(Box::new(move |t| {
+                t.spawn(ingress::serve(l, ingress::Listener::TlsOnly { routes }, sh));
+            }));
+            drop(token);
+        }
+    }
+    for (entry, route) in plan.egress.iter().zip(&egress_routes) {
+        let token = readiness.token(format!("egress listener {} on {}", entry.name, entry.listen));
+        let server_name = tls::server_name(&entry.remote_host)
+            .map_err(|source| ProxyError::Egress { name: entry.name.clone(), source })?;
+        let l = bind(sockopt::plain_listener(entry.listen), || format!("egress entry {} listener on {}", entry.name, entry.listen))?;
+        let target = egress::Target {
+            host: entry.remote_host.clone(),
+            port: entry.remote_port,
+            strict: entry.strict,
+            server_name,
+        };
+        let (sh, route) = (shared.clone(), route.clone());
+        serve.push(Box::new(move |t| {
+            t.spawn(egress::serve(l, target, route, sh));
+        }));
+        drop(token);
+    }
+
+    // Interception: only after the listeners exist, so no packet is ever steered nowhere
+    // while we are up (the deny table still guards the pod until the end of startup).
+    if let Some(ingress) = &plan.ingress {
+        let mut passthrough: Vec<u16> = ingress.plaintext.iter().map(|(_, p)| *p).collect();
+        passthrough.extend(plan.admin_port);
+        let spec = firewall::tproxy::Spec {
+            mtls_port: opts.mtls_port,
+            tls_port: opts.tls_port,
+            passthrough_ports: passthrough,
+            tls_only_ports: ingress.tls_only.iter().map(|(_, p)| *p).collect(),
+            mark: opts.tproxy_mark,
+        };
+        let routes = firewall::routes::RouteSpec { mark: opts.tproxy_mark, table: opts.route_table };
+        let ns = netns.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), ProxyError> {
+            firewall::tproxy::install(&spec, ns.as_deref())?;
+            firewall::routes::install(routes, ns.as_deref())?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| ProxyError::Task(e.to_string()))??;
+        tracing::info!(PODMESH_EVENT = "tproxy_installed", "interception table inet {} and policy routes (mark {:#x}, table {}) installed", firewall::tproxy::TABLE, opts.tproxy_mark, opts.route_table);
+        drop(rules_token);
+    }
+
+    // All tokens are gone: open the pod, then tell systemd.
+    readiness.wait().await;
+    for start in serve {
+        start(&mut tasks);
+    }
+    let ns = netns.clone();
+    let removed = tokio::task::spawn_blocking(move || firewall::deny::remove(ns.as_deref()))
+        .await
+        .map_err(|e| ProxyError::Task(e.to_string()))??;
+    on_ready();
+    tracing::info!(
+        PODMESH_EVENT = "proxy_ready",
+        "proxy ready: ingress {}, {} egress entr{}, deny table {}",
+        match &plan.ingress {
+            None => "disabled".to_string(),
+            Some(i) => format!("intercepted (mTLS :{}, {} TLS-only, {} plaintext port(s))", opts.mtls_port, i.tls_only.len(), i.plaintext.len()),
+        },
+        plan.egress.len(),
+        if plan.egress.len() == 1 { "y" } else { "ies" },
+        if removed { "removed" } else { "was not installed" }
+    );
+    tasks.spawn(reloader.run(opts.reload_interval));
+
+    shutdown.await;
+    tracing::info!(PODMESH_EVENT = "proxy_draining", "shutdown requested: not accepting, draining {} connection(s) for up to {:?}", limits.active(), opts.drain_timeout);
+    let left = limits.drain(opts.drain_timeout).await;
+    tasks.abort_all();
+    if let Some(_ingress) = &plan.ingress {
+        // The interception table stays: with the listeners gone it rejects (fail closed)
+        // until the next start replaces it. Only the routes go.
+        let routes = firewall::routes::RouteSpec { mark: opts.tproxy_mark, table: opts.route_table };
+        let ns = netns.clone();
+        match tokio::task::spawn_blocking(move || firewall::routes::remove(routes, ns.as_deref())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(PODMESH_EVENT = "routes_remove_failed", "{e}"),
+            Err(e) => tracing::warn!(PODMESH_EVENT = "routes_remove_failed", "{e}"),
+        }
+    }
+    tracing::info!(PODMESH_EVENT = "proxy_stopped", "proxy stopped ({left} connection(s) cut at the drain deadline)");
+    Ok(())
+}
+
+fn bind(
+    r: Result<std::net::TcpListener, sockopt::SockoptError>,
+    what: impl FnOnce() -> String,
+) -> Result<TcpListener, ProxyError> {
+    let std = r.map_err(|source| ProxyError::Listen { what: what(), source })?;
+    TcpListener::from_std(std).map_err(|e| ProxyError::Listen {
+        what: "registering a listener with the runtime".into(),
+        source: sockopt::SockoptError::Listen { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source: e },
+    })
+}
