@@ -10,20 +10,29 @@
 //!         iifname "lo" accept
 //!         ct state established,related accept
 //!         meta l4proto ipv6-icmp icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept
+//!         tcp flags ack / syn,ack accept comment "podmesh: keep connections opened before ..."
 //!         counter drop comment "podmesh: default deny until the mesh is ready"
 //!     }
 //! }
 //! ```
 //!
 //! IPv6 neighbour discovery stays open: without it the pod's own outbound IPv6 (whose replies
-//! are `established`) would stop working once neighbour entries expire. Every install
+//! are `established`) would stop working once neighbour entries expire.
+//!
+//! TCP segments with ACK and without SYN pass: conntrack only starts tracking in a namespace once a ruleset
+//! needs it, so a connection opened before the first install is first seen mid-stream, as
+//! `ct state new`. Such segments cannot open a connection (a listener answers them with RST;
+//! SYN cookies are only honoured after a SYN-queue overflow, which needs SYNs to get through),
+//! so letting them pass keeps established connections alive without opening any port.
+//!
+//! Every install
 //! replaces the table in one transaction (see [`crate::nft::replace_table`]), so installing
 //! twice leaves one table and a failed install leaves the previous state untouched.
 
 use crate::nft::{self, Nft, NftError};
 use nftables::{
     batch::Batch,
-    expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem, CT},
+    expr::{BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem, CT},
     schema::{Chain, NfListObject, Nftables, Rule},
     stmt::{AnonymousCounter, Counter, Match, Operator, Statement},
     types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
@@ -38,6 +47,9 @@ pub const TABLE: &str = "podmesh_deny";
 pub const CHAIN: &str = "input";
 /// Comment on the final drop rule; visible in `nft list table inet podmesh_deny`.
 pub const DROP_COMMENT: &str = "podmesh: default deny until the mesh is ready";
+
+/// Comment on the rule that lets conntrack pick up connections that predate the table.
+pub const MIDSTREAM_COMMENT: &str = "podmesh: keep connections opened before the table (no SYN, cannot open one)";
 
 /// Errors of the deny table operations.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +147,23 @@ fn rules() -> Vec<(Vec<Statement<'static>>, Option<&'static str>)> {
             None,
         ),
         (
+            vec![
+                eq(meta(MetaKey::L4proto), str_expr("tcp")),
+                eq(
+                    Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                        Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+                            protocol: "tcp".into(),
+                            field: "flags".into(),
+                        }))),
+                        Expression::List(vec![str_expr("syn"), str_expr("ack")]),
+                    ))),
+                    str_expr("ack"),
+                ),
+                Statement::Accept(None),
+            ],
+            Some(MIDSTREAM_COMMENT),
+        ),
+        (
             vec![Statement::Counter(Counter::Anonymous(Some(AnonymousCounter::default()))), Statement::Drop(None)],
             Some(DROP_COMMENT),
         ),
@@ -166,7 +195,7 @@ mod tests {
         assert_eq!(cmds[2]["add"]["table"]["name"], TABLE);
         assert_eq!(cmds[3]["add"]["chain"]["hook"], "input");
         assert_eq!(cmds[3]["add"]["chain"]["policy"], "drop");
-        assert_eq!(cmds.len(), 4 + 4);
+        assert_eq!(cmds.len(), 4 + 5);
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub const NETNS_DIR: &str = "/run/netns";
 /// Why an `nft` operation failed. Each message is one line naming what failed and why.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
-    #[error("`{program}` not found in PATH: install the nftables package")]
+    #[error("`{program}` not found (searched PATH and /usr/sbin, /sbin): install the nftables package")]
     NftMissing { program: String },
     #[error("`ip` not found in PATH (needed to enter netns {netns:?}): install the iproute2 package")]
     IpMissing { netns: String },
@@ -73,6 +73,15 @@ impl Nft {
     /// Locates `nft` (and `ip` for a named namespace) and checks that the namespace exists.
     pub fn new(netns: Option<&str>) -> Result<Self, NftError> {
         let nft = find_in_path("nft").ok_or_else(|| NftError::NftMissing { program: "nft".into() })?;
+        Self::with_nft(netns, &nft)
+    }
+
+    /// Like [`Nft::new`] with an explicit `nft` executable (tests, unusual installs).
+    pub fn with_nft(netns: Option<&str>, nft: &Path) -> Result<Self, NftError> {
+        if !is_executable(nft) {
+            return Err(NftError::NftMissing { program: nft.display().to_string() });
+        }
+        let nft = nft.to_path_buf();
         let ip = match netns {
             None => None,
             Some(name) => {
