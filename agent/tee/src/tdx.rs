@@ -62,6 +62,8 @@ pub enum TdxError {
     TcbLevelNotFound,
     #[error("TDX: a signature does not verify (quote, QE report, PCK chain or collateral): {0}")]
     BadSignature(String),
+    #[error("TDX: a certificate in the PCK or collateral chain is not valid at the given time: {0}")]
+    CertificateExpired(String),
     #[error("TDX: a certificate in the chain is revoked: {0}")]
     Revoked(String),
     #[error("TDX: quote verification failed: {0}")]
@@ -396,6 +398,8 @@ fn classify(msg: String) -> TdxError {
     let lower = msg.to_lowercase();
     if lower.contains("no matching tcb level") {
         TdxError::TcbLevelNotFound
+    } else if lower.contains("certnotvalidyet") || lower.contains("certexpired") {
+        TdxError::CertificateExpired(msg)
     } else if lower.contains("revoked") {
         TdxError::Revoked(msg)
     } else if lower.contains("signature") || lower.contains("hash mismatch") || lower.contains("report data") {
