@@ -51,15 +51,16 @@ pub const DROP_COMMENT: &str = "podmesh: default deny until the mesh is ready";
 /// Comment on the rule that lets conntrack pick up connections that predate the table.
 pub const MIDSTREAM_COMMENT: &str = "podmesh: keep connections opened before the table (no SYN, cannot open one)";
 
-/// Errors of the deny table operations.
+/// Errors of the deny table operations. The message already contains the cause (one line),
+/// so the cause is not chained as `source` again.
 #[derive(Debug, thiserror::Error)]
 pub enum DenyError {
-    #[error("installing table inet {TABLE}{}: {source}", in_netns(.netns))]
-    Install { netns: Option<String>, source: NftError },
-    #[error("removing table inet {TABLE}{}: {source}", in_netns(.netns))]
-    Remove { netns: Option<String>, source: NftError },
-    #[error("inspecting table inet {TABLE}{}: {source}", in_netns(.netns))]
-    Inspect { netns: Option<String>, source: NftError },
+    #[error("installing table inet {TABLE}{}: {reason}", in_netns(.netns))]
+    Install { netns: Option<String>, reason: NftError },
+    #[error("removing table inet {TABLE}{}: {reason}", in_netns(.netns))]
+    Remove { netns: Option<String>, reason: NftError },
+    #[error("inspecting table inet {TABLE}{}: {reason}", in_netns(.netns))]
+    Inspect { netns: Option<String>, reason: NftError },
 }
 
 fn in_netns(netns: &Option<String>) -> String {
@@ -68,19 +69,19 @@ fn in_netns(netns: &Option<String>) -> String {
 
 /// Installs (or atomically replaces) the deny table. Never leaves a partial ruleset.
 pub fn install(netns: Option<&str>) -> Result<(), DenyError> {
-    let err = |source| DenyError::Install { netns: netns.map(str::to_string), source };
+    let err = |reason| DenyError::Install { netns: netns.map(str::to_string), reason };
     Nft::new(netns).map_err(err)?.apply(&install_batch()).map_err(err)
 }
 
 /// Removes the deny table; `Ok(false)` when it was not installed (not an error).
 pub fn remove(netns: Option<&str>) -> Result<bool, DenyError> {
-    let err = |source| DenyError::Remove { netns: netns.map(str::to_string), source };
+    let err = |reason| DenyError::Remove { netns: netns.map(str::to_string), reason };
     Nft::new(netns).map_err(err)?.delete_table(FAMILY, TABLE).map_err(err)
 }
 
 /// Whether the deny table exists.
 pub fn is_installed(netns: Option<&str>) -> Result<bool, DenyError> {
-    let err = |source| DenyError::Inspect { netns: netns.map(str::to_string), source };
+    let err = |reason| DenyError::Inspect { netns: netns.map(str::to_string), reason };
     Nft::new(netns).map_err(err)?.table_exists(FAMILY, TABLE).map_err(err)
 }
 

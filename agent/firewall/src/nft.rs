@@ -36,7 +36,8 @@ use std::{
 /// Directory where `ip netns` keeps named network namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
 
-/// Why an `nft` operation failed. Each message is one line naming what failed and why.
+/// Why an `nft` operation failed. Each message is one line naming what failed and why
+/// (causes are part of the message, not chained again as `source`).
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
     #[error("`{program}` not found (searched PATH and /usr/sbin, /sbin): install the nftables package")]
@@ -51,14 +52,14 @@ pub enum NftError {
     KernelUnsupported { action: String, stderr: String },
     #[error("not permitted to change nftables while {action} (needs root / CAP_NET_ADMIN): {stderr}")]
     NotPermitted { action: String, stderr: String },
-    #[error("cannot run `{command}` while {action}: {source}")]
-    Spawn { command: String, action: String, source: std::io::Error },
+    #[error("cannot run `{command}` while {action}: {error}")]
+    Spawn { command: String, action: String, error: std::io::Error },
     #[error("`{command}` failed (exit {status}) while {action}: {stderr}")]
     Failed { command: String, action: String, status: String, stderr: String },
     #[error("cannot serialize the nft batch: {0}")]
     Serialize(serde_json::Error),
-    #[error("`{command}` printed JSON we cannot parse while {action}: {source}")]
-    BadJson { command: String, action: String, source: serde_json::Error },
+    #[error("`{command}` printed JSON we cannot parse while {action}: {error}")]
+    BadJson { command: String, action: String, error: serde_json::Error },
 }
 
 /// Handle on the `nft` of one network namespace (`None` = the caller's own namespace).
@@ -142,10 +143,10 @@ impl Nft {
 
     fn list(&self, args: &[&str], action: &str) -> Result<Nftables<'static>, NftError> {
         let out = self.run(args, None, action)?;
-        serde_json::from_str(&out).map_err(|source| NftError::BadJson {
+        serde_json::from_str(&out).map_err(|error| NftError::BadJson {
             command: self.describe(args),
             action: action.to_string(),
-            source,
+            error,
         })
     }
 
@@ -171,7 +172,7 @@ impl Nft {
     /// Runs nft with `args`, feeding `stdin`; returns stdout or a classified error.
     fn run(&self, args: &[&str], stdin: Option<&str>, action: &str) -> Result<String, NftError> {
         let command = self.describe(args);
-        let spawn_err = |source| NftError::Spawn { command: command.clone(), action: action.into(), source };
+        let spawn_err = |error| NftError::Spawn { command: command.clone(), action: action.into(), error };
         let mut child = self
             .command()
             .args(args)
