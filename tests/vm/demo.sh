@@ -39,7 +39,7 @@ demo_vm() {
         image/run-qemu --profile test --netns "$ns" --serial-log "$work/serial.log" \
             --journal-out "$J" --ctl-socket "$C" --pidfile "$work/qemu.pid" \
             --ingress "plain#8081#true" --coordinator "$PMVM_HOST_IP:$PMVM_COORD_PORT" \
-            --root-ca "$PMVM_ROOT_CA" --env-file "$work/guest.env" >"$work/qemu.log" 2>&1 &
+            --root-ca "$PMVM_ROOT_CA" --env-file "$work/guest.env" "${PMVM_GUEST_CREDS[@]}" >"$work/qemu.log" 2>&1 &
         qemu_pid=$!
         local start=$SECONDS last=""
         while :; do

@@ -57,7 +57,7 @@ kernel_bytes=$(stat -c %s build/image/test/podmesh.vmlinuz)
 # ---- host side: namespace + coordinator ----------------------------------------------------
 pmvm_netns_up "$ns"
 source tests/vm/cluster.sh
-cluster_start "$work" "$ns"   # sets coord_pid, simfs, PMVM_ROOT_CA; see tests/vm/cluster.sh
+cluster_start "$work" "$ns"   # sets coord_pid, PMVM_ROOT_CA, PMVM_GUEST_CREDS (tests/vm/cluster.sh)
 
 # boot NAME [run-qemu args...]: start the guest in the background, sets qemu_pid, J (journal), C (ctl)
 boot() {
@@ -68,7 +68,7 @@ boot() {
     boot_t0=$SECONDS
     image/run-qemu --profile test --netns "$ns" --smp "${PMVM_SMP:-1}" \
         --serial-log "$work/$name.serial.log" --journal-out "$J" --ctl-socket "$C" \
-        --pidfile "$work/$name.pid" "$@" >"$work/$name.qemu.log" 2>&1 &
+        --pidfile "$work/$name.pid" "${PMVM_GUEST_CREDS[@]}" "$@" >"$work/$name.qemu.log" 2>&1 &
     qemu_pid=$!
 }
 shutdown_guest() {

@@ -1,0 +1,80 @@
+# The host side of the podVM tests and the demo: a simulated TEE chain, a manifest that admits
+# the podVM and a second pod by their SNP HOST_DATA, and podmesh-coordinator serving inside the
+# test's network namespace (the guest reaches it through the tap as 10.77.0.1). Source after
+# tests/vm/lib.sh. Variables set for the caller: coord_pid, simfs (host tsm-sim mount, for
+# cleanup), PMVM_ROOT_CA; files in WORK: guest.env, tsm-sim.tgz (guest credential).
+
+# Launch values of the simulated podVM (SNP): a fixed measurement, and HOST_DATA per pod.
+PMVM_MEASUREMENT=$(printf 'podmesh-test-measurement' | sha384sum | cut -c1-96)
+PMVM_HOSTDATA_VM=$(printf 'podmesh-test-podvm' | sha256sum | cut -c1-64)
+PMVM_HOSTDATA_POD2=$(printf 'podmesh-test-pod2' | sha256sum | cut -c1-64)
+
+# cluster_start WORK NETNS
+cluster_start() {
+    local work=$1 ns=$2
+    local sim=$work/sim state=$work/coordinator
+    mkdir -p "$sim/anchor" "$state"
+
+    # The simulated AMD chain (ARK/ASK/VCEK keys) lives in one state directory: the anchor
+    # goes to the coordinator, the whole state to the guest's tsm-sim (credential).
+    "$PMVM_BIN/tsm-sim" anchor --state "$sim/state" --out "$sim/anchor" >"$work/tsm-sim-anchor.log" 2>&1 ||
+        pmvm_die "tsm-sim anchor failed: $(tail -n3 "$work/tsm-sim-anchor.log")"
+    mkdir -p "$sim/guest"
+    cp -a "$sim/state" "$sim/guest/state"
+    printf '%s\n' --host-data "$PMVM_HOSTDATA_VM" --measurement "$PMVM_MEASUREMENT" --policy 0x30000 >"$sim/guest/args"
+    tar -czf "$work/tsm-sim.tgz" -C "$sim/guest" state args
+
+    cat >"$work/manifest.json" <<EOF
+{
+  "reference_values": {
+    "snp": { "products": ["Genoa"], "measurements": ["$PMVM_MEASUREMENT"], "guest_policy": "0x30000" }
+  },
+  "policies": {
+    "$PMVM_HOSTDATA_VM": { "name": "podvm", "sans": ["podvm", "$PMVM_GUEST_IP"] },
+    "$PMVM_HOSTDATA_POD2": { "name": "pod2", "sans": ["pod2"] }
+  },
+  "allow_simulated_tee": true
+}
+EOF
+    ip netns exec "$ns" "$PMVM_BIN/podmesh-coordinator" serve --listen "0.0.0.0:$PMVM_COORD_PORT" \
+        --state "$state" --manifest "$work/manifest.json" --sim-anchor "$sim/anchor" \
+        --san "$PMVM_HOST_IP" >"$work/coordinator.log" 2>&1 &
+    coord_pid=$!
+    local i
+    for i in $(seq 1 100); do
+        [ -s "$state/root-ca.pem" ] && ip netns exec "$ns" bash -c "exec 3<>/dev/tcp/127.0.0.1/$PMVM_COORD_PORT" 2>/dev/null && break
+        kill -0 "$coord_pid" 2>/dev/null || pmvm_die "podmesh-coordinator exited: $(tail -n5 "$work/coordinator.log")"
+        sleep 0.2
+    done
+    [ -s "$state/root-ca.pem" ] || pmvm_die "podmesh-coordinator wrote no $state/root-ca.pem in 20 s"
+    PMVM_ROOT_CA=$state/root-ca.pem
+
+    # The guest's env-file (credential podmesh.env): fast retries under TCG.
+    printf '%s\n' "PODMESH_BACKOFF_MAX=5s" >"$work/guest.env"
+    PMVM_GUEST_CREDS=(--credential "pmvm.tsm-sim=$work/tsm-sim.tgz")
+    pmvm_log "coordinator up (pid $coord_pid), simulated anchor $sim/anchor"
+    CLUSTER_WORK=$work CLUSTER_NS=$ns CLUSTER_SIM=$sim
+}
+
+# cluster_client_cert DIR: a mesh certificate for the second pod (the host side of the tap),
+# obtained like any workload: tsm-sim on the host (its own HOST_DATA) + `podmesh attest --once`.
+cluster_client_cert() {
+    local dir=$1 mnt=$CLUSTER_WORK/pod2-tsm i
+    mkdir -p "$dir" "$mnt"
+    "$PMVM_BIN/tsm-sim" mount --root "$mnt" --tee snp --state "$CLUSTER_SIM/state" \
+        --host-data "$PMVM_HOSTDATA_POD2" --measurement "$PMVM_MEASUREMENT" --policy 0x30000 \
+        >"$CLUSTER_WORK/pod2-tsm-sim.log" 2>&1 &
+    simfs=$mnt
+    for i in $(seq 1 50); do [ -d "$mnt/report" ] && break; sleep 0.1; done
+    [ -d "$mnt/report" ] || { pmvm_log "tsm-sim mount for pod2 failed: $(tail -n3 "$CLUSTER_WORK/pod2-tsm-sim.log")"; return 1; }
+    if ! ip netns exec "$CLUSTER_NS" env -u PODMESH_NETNS "$PMVM_BIN/podmesh" attest --once --no-dbus \
+            --coordinator "$PMVM_HOST_IP:$PMVM_COORD_PORT" --coordinator-root-ca "$PMVM_ROOT_CA" \
+            --tsm-root "$mnt" --tls-dir "$dir" --kernel-cmdline /dev/null \
+            >"$CLUSTER_WORK/pod2-attest.log" 2>&1; then
+        pmvm_log "pod2: podmesh attest --once failed: $(tail -n3 "$CLUSTER_WORK/pod2-attest.log")"
+        return 1
+    fi
+    [ -s "$dir/certChain.pem" ] && [ -s "$dir/key.pem" ] && [ -s "$dir/mesh-ca.pem" ] || {
+        pmvm_log "pod2: attest wrote no certificate files into $dir"; return 1; }
+    pmvm_log "pod2: mesh certificate from the coordinator in $dir"
+}
