@@ -54,6 +54,8 @@ impl SnpReport {
             1 => SigningKey::Vlek,
             other => return Err(SnpError::NoSigningKey { signing_key: other }),
         };
+        // v3+ carry CPUID family/model: a specific error for unknown parts before `sev` runs.
+        let product = if version >= 3 { Some(Product::from_cpuid(bytes[0x188], bytes[0x189])?) } else { None };
         // v2 reports predate Turin, so they always use the Milan/Genoa TCB layout. `sev`
         // guesses the layout from CHIP_ID for v2 and refuses a masked (all-zero) one, so it
         // parses a copy with a neutral CHIP_ID; the real one is put back afterwards.
@@ -65,10 +67,6 @@ impl SnpReport {
             report
         } else {
             AttestationReport::from_bytes(bytes).map_err(|e| SnpError::Parse(e.to_string()))?
-        };
-        let product = match (report.cpuid_fam_id, report.cpuid_mod_id) {
-            (Some(family), Some(model)) => Some(Product::from_cpuid(family, model)?),
-            _ => None,
         };
         Ok(SnpReport { raw: bytes.to_vec(), report, product, signing_key })
     }
