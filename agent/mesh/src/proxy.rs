@@ -89,6 +89,38 @@ pub struct EgressPlan {
     pub strict: bool,
 }
 
+impl Plan {
+    /// Resolves the parsed mesh configuration.
+    pub fn from_config(config: &crate::config::MeshConfig) -> Self {
+        use crate::config::{Ingress, IngressMode};
+        let ingress = match &config.ingress {
+            Ingress::Disabled => None,
+            Ingress::Intercept(entries) => {
+                let mut plan = IngressPlan::default();
+                for e in entries {
+                    match e.mode {
+                        IngressMode::Plaintext => plan.plaintext.push((e.name.clone(), e.port)),
+                        IngressMode::TlsOnly => plan.tls_only.push((e.name.clone(), e.port)),
+                    }
+                }
+                Some(plan)
+            }
+        };
+        let egress = config
+            .egress
+            .iter()
+            .map(|e| EgressPlan {
+                name: e.name.clone(),
+                listen: e.listen,
+                remote_host: e.remote_host.to_string(),
+                remote_port: e.remote_port,
+                strict: e.strict,
+            })
+            .collect();
+        Self { ingress, egress, admin_port: config.admin_port }
+    }
+}
+
 /// Why the proxy could not start (or stop cleanly). One line each.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
