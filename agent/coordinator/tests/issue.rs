@@ -1,0 +1,279 @@
+//! Issuing over real TLS on loopback with tsm-sim SNP evidence: happy path and every rejection.
+
+mod common;
+
+use common::*;
+use coordinator::api::{CertificateRequest, ErrorBody, Reason};
+use coordinator::client::ClientError;
+use coordinator::server::Limits;
+use pki::{AttestationClaims, Platform};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn verifies(anchor_pem: &str, chain_pem: &str, name: Option<&str>) -> bool {
+    let mut roots = RootCertStore::empty();
+    roots.add(pki::pem::certificate(anchor_pem, "anchor").unwrap()).unwrap();
+    let roots = Arc::new(roots);
+    let chain: Vec<CertificateDer<'static>> = pki::pem::certificates(chain_pem, "chain").unwrap();
+    let (leaf, rest) = chain.split_first().unwrap();
+    match name {
+        Some(name) => WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .build()
+            .unwrap()
+            .verify_server_cert(leaf, rest, &ServerName::try_from(name.to_owned()).unwrap(), &[], UnixTime::now())
+            .is_ok(),
+        None => WebPkiClientVerifier::builder_with_provider(roots, provider())
+            .build()
+            .unwrap()
+            .verify_client_cert(leaf, rest, UnixTime::now())
+            .is_ok(),
+    }
+}
+
+fn leaf_only(chain_pem: &str) -> String {
+    let chain = pki::pem::certificates(chain_pem, "chain").unwrap();
+    pki::pem::encode("CERTIFICATE", &chain[0])
+}
+
+fn expect_rejection(result: Result<impl std::fmt::Debug, ClientError>, reason: Reason) {
+    match result {
+        Err(ClientError::Rejected { reason: got, status, detail }) => {
+            assert_eq!(got, reason, "wrong reason ({status}): {detail}");
+            assert!((400..500).contains(&status), "{status}");
+            assert!(!detail.is_empty());
+        }
+        other => panic!("expected rejection {reason}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn issues_a_mesh_certificate_for_simulated_snp_evidence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = SimPlatform::new(tmp.path());
+    let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), sim_config(&platform), Limits::default()).await;
+    let client = running.client();
+    let guest = platform.guest(MEASUREMENT, WEB_HOST_DATA);
+    let workload = Workload::new();
+    let issued = attest(&client, &guest, &workload).await.expect("certificate issued");
+
+    assert_eq!(issued.workload, "web");
+    assert_eq!(issued.root_ca_pem, running.root_pem);
+    assert_eq!(pki::pem::certificates(&issued.cert_chain_pem, "chain").unwrap().len(), 2);
+    // the leaf verifies directly against the mesh CA, and via the intermediate against the root
+    assert!(verifies(&issued.mesh_ca_pem, &leaf_only(&issued.cert_chain_pem), Some("web.default.svc")));
+    assert!(verifies(&issued.mesh_ca_pem, &issued.cert_chain_pem, Some("10.0.0.7")));
+    assert!(verifies(&issued.root_ca_pem, &issued.cert_chain_pem, None));
+    assert!(!verifies(&issued.mesh_ca_pem, &issued.cert_chain_pem, Some("db")));
+
+    let leaf = &pki::pem::certificates(&issued.cert_chain_pem, "chain").unwrap()[0];
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).unwrap();
+    assert_eq!(cert.public_key().raw, workload.spki.as_slice(), "certificate carries the workload key");
+    let claims = AttestationClaims::from_certificate(leaf).unwrap();
+    assert_eq!(claims.platform, Platform::Snp);
+    assert_eq!(claims.measurement, MEASUREMENT);
+    assert_eq!(claims.host_data, WEB_HOST_DATA);
+    assert_eq!(claims.policy, 0x30000u64.to_le_bytes());
+    assert!(claims.simulated);
+    assert_eq!(claims.workload, "web");
+    let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    assert_eq!(lifetime, 24 * 3600 + 300);
+    assert_eq!(cert.validity().not_after.timestamp() as u64, issued.not_after);
+
+    // a workload without any DNS name, authenticated by CSR instead of a bare SPKI
+    let db = platform.guest(MEASUREMENT, DB_HOST_DATA);
+    let key = pki::leaf::new_workload_key().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap().serialize_request(&key).unwrap();
+    let nonce = client.nonce().await.unwrap().nonce;
+    let request = CertificateRequest {
+        evidence: snp_evidence(&db, &pki::leaf::spki_of(&key), &nonce),
+        nonce,
+        public_key: None,
+        csr: Some(csr.der().to_vec()),
+    };
+    let issued = client.certificate(&request).await.expect("CSR issue");
+    assert_eq!(issued.workload, "db");
+    assert!(verifies(&issued.mesh_ca_pem, &issued.cert_chain_pem, Some("10.0.0.8")));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn every_bad_attestation_is_rejected_with_its_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = SimPlatform::new(tmp.path());
+    let config = coordinator::service::Config { nonce_ttl: Duration::from_secs(2), ..sim_config(&platform) };
+    let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), config, Limits::default()).await;
+    let client = running.client();
+    let good = platform.guest(MEASUREMENT, WEB_HOST_DATA);
+    let workload = Workload::new();
+
+    // wrong measurement
+    let other = platform.guest([0xbb; 48], WEB_HOST_DATA);
+    expect_rejection(attest(&client, &other, &workload).await, Reason::MeasurementMismatch);
+    // unknown host data
+    let stranger = platform.guest(MEASUREMENT, [0x99; 32]);
+    expect_rejection(attest(&client, &stranger, &workload).await, Reason::UnknownHostData);
+
+    // replayed nonce: a successful request, then the same request again
+    let nonce = client.nonce().await.unwrap().nonce;
+    let request = CertificateRequest {
+        evidence: snp_evidence(&good, &workload.spki, &nonce),
+        nonce: nonce.clone(),
+        public_key: Some(workload.spki.clone()),
+        csr: None,
+    };
+    client.certificate(&request).await.expect("first use succeeds");
+    expect_rejection(client.certificate(&request).await, Reason::NonceReplayed);
+
+    // a nonce the coordinator never issued
+    let mut unknown = request.clone();
+    unknown.nonce = vec![7; 32];
+    expect_rejection(client.certificate(&unknown).await, Reason::NonceUnknown);
+
+    // report data bound to another key: evidence for key A, certificate asked for key B
+    let other_key = Workload::new();
+    let nonce = client.nonce().await.unwrap().nonce;
+    let request = CertificateRequest {
+        evidence: snp_evidence(&good, &workload.spki, &nonce),
+        nonce,
+        public_key: Some(other_key.spki.clone()),
+        csr: None,
+    };
+    expect_rejection(client.certificate(&request).await, Reason::ReportDataMismatch);
+
+    // report data bound to another nonce
+    let nonce = client.nonce().await.unwrap().nonce;
+    let request = CertificateRequest {
+        evidence: snp_evidence(&good, &workload.spki, &[0u8; 32]),
+        nonce,
+        public_key: Some(workload.spki.clone()),
+        csr: None,
+    };
+    expect_rejection(client.certificate(&request).await, Reason::ReportDataMismatch);
+
+    // tampered report: flip a measurement bit after signing
+    let nonce = client.nonce().await.unwrap().nonce;
+    let mut evidence = snp_evidence(&good, &workload.spki, &nonce);
+    if let coordinator::api::Evidence::Snp { report, .. } = &mut evidence {
+        report[0x90] ^= 1;
+    }
+    let request = CertificateRequest { evidence, nonce, public_key: Some(workload.spki.clone()), csr: None };
+    expect_rejection(client.certificate(&request).await, Reason::EvidenceInvalid);
+
+    // truncated report and a garbage certificate table
+    let nonce = client.nonce().await.unwrap().nonce;
+    let request = CertificateRequest {
+        evidence: coordinator::api::Evidence::Snp { report: vec![0; 100], cert_table: Some(vec![1, 2, 3]) },
+        nonce,
+        public_key: Some(workload.spki.clone()),
+        csr: None,
+    };
+    expect_rejection(client.certificate(&request).await, Reason::EvidenceInvalid);
+
+    // TDX evidence without TDX reference values in the manifest
+    let nonce = client.nonce().await.unwrap().nonce;
+    let request = CertificateRequest {
+        evidence: coordinator::api::Evidence::Tdx { quote: vec![0; 64] },
+        nonce,
+        public_key: Some(workload.spki.clone()),
+        csr: None,
+    };
+    expect_rejection(client.certificate(&request).await, Reason::PlatformNotAllowed);
+
+    // garbage public key, and both key fields at once
+    let nonce = client.nonce().await.unwrap().nonce;
+    let request = CertificateRequest {
+        evidence: snp_evidence(&good, b"junk", &nonce),
+        nonce,
+        public_key: Some(b"junk".to_vec()),
+        csr: None,
+    };
+    expect_rejection(client.certificate(&request).await, Reason::InvalidPublicKey);
+    let mut both = request.clone();
+    both.csr = Some(vec![1]);
+    expect_rejection(client.certificate(&both).await, Reason::MalformedRequest);
+
+    // expired nonce
+    let nonce = client.nonce().await.unwrap().nonce;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let request = CertificateRequest {
+        evidence: snp_evidence(&good, &workload.spki, &nonce),
+        nonce,
+        public_key: Some(workload.spki.clone()),
+        csr: None,
+    };
+    expect_rejection(client.certificate(&request).await, Reason::NonceExpired);
+
+    // and after all that, the honest workload still gets its certificate
+    attest(&client, &good, &workload).await.expect("coordinator still serves");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn simulated_evidence_needs_the_manifest_opt_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = SimPlatform::new(tmp.path());
+    let guest = platform.guest(MEASUREMENT, WEB_HOST_DATA);
+    let workload = Workload::new();
+
+    // anchor loaded, manifest does not opt in: recognised and refused
+    let running = start(&tmp.path().join("a"), Some(manifest(&manifest_json(false, &MEASUREMENT))), sim_config(&platform), Limits::default()).await;
+    expect_rejection(attest(&running.client(), &guest, &workload).await, Reason::SimulatedNotAllowed);
+    running.stop().await;
+
+    // no anchor at all: just untrusted evidence
+    let running = start(&tmp.path().join("b"), Some(manifest(&manifest_json(false, &MEASUREMENT))), Default::default(), Limits::default()).await;
+    expect_rejection(attest(&running.client(), &guest, &workload).await, Reason::EvidenceInvalid);
+    running.stop().await;
+
+    // opting in without an anchor is a configuration error, caught before anything is written
+    let err = coordinator::service::Coordinator::open(&tmp.path().join("c"), Some(manifest(&manifest_json(true, &MEASUREMENT))), Default::default())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("--sim-anchor"), "{err}");
+    assert!(!tmp.path().join("c").exists());
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_get_json_4xx() {
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = SimPlatform::new(tmp.path());
+    let limits = Limits { body_bytes: 32 * 1024, ..Limits::default() };
+    let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), sim_config(&platform), limits).await;
+    let client = running.client();
+    let json = [("content-type", "application/json")];
+    let cases: Vec<(&str, &str, Vec<u8>, u16, Reason)> = vec![
+        ("POST", "/v1/certificate", b"{".to_vec(), 400, Reason::MalformedRequest),
+        ("POST", "/v1/certificate", b"".to_vec(), 400, Reason::MalformedRequest),
+        ("POST", "/v1/certificate", b"\xff\xfe\x00".to_vec(), 400, Reason::MalformedRequest),
+        ("POST", "/v1/certificate", br#"{"nonce":"%%%","evidence":{"platform":"snp","report":""}}"#.to_vec(), 400, Reason::MalformedRequest),
+        ("POST", "/v1/certificate", br#"{"nonce":"","evidence":{"platform":"sgx"}}"#.to_vec(), 400, Reason::MalformedRequest),
+        ("POST", "/v1/certificate", vec![b'a'; 40_000], 413, Reason::BodyTooLarge),
+        ("PUT", "/v1/manifest", vec![b'{'; 40_000], 413, Reason::BodyTooLarge),
+        ("PUT", "/v1/manifest", b"{}".to_vec(), 403, Reason::ManifestUpdateDisabled),
+        ("GET", "/v1/nope", vec![], 404, Reason::NotFound),
+        ("GET", "/v1/certificate", vec![], 405, Reason::MethodNotAllowed),
+        ("DELETE", "/v1/manifest", vec![], 405, Reason::MethodNotAllowed),
+    ];
+    for (method, path, body, status, reason) in cases {
+        let (got, bytes) = client.raw(method, path, body, &json).await.expect("server answers");
+        let parsed: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {}", String::from_utf8_lossy(&bytes)));
+        assert_eq!((got, parsed.reason), (status, reason), "{method} {path}: {}", parsed.detail);
+    }
+    // the read-only endpoints work, and the coordinator survived all of the above
+    let ca = client.ca().await.unwrap();
+    assert_eq!(ca.root_ca_pem, running.root_pem);
+    assert_eq!(ca.manifest_generation, 1);
+    let m = client.manifest().await.unwrap();
+    assert_eq!(m.manifest["allow_simulated_tee"], true);
+    attest(&client, &platform.guest(MEASUREMENT, WEB_HOST_DATA), &Workload::new()).await.unwrap();
+    running.stop().await;
+}
