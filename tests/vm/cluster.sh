@@ -1,13 +1,27 @@
 # The host side of the podVM tests and the demo: a simulated TEE chain, a manifest that admits
 # the podVM and a second pod by their SNP HOST_DATA, and podmesh-coordinator serving inside the
 # test's network namespace (the guest reaches it through the tap as 10.77.0.1). Source after
-# tests/vm/lib.sh. Variables set for the caller: coord_pid, simfs (host tsm-sim mount, for
-# cleanup), PMVM_ROOT_CA; files in WORK: guest.env, tsm-sim.tgz (guest credential).
+# tests/vm/lib.sh. Sets PMVM_ROOT_CA and PMVM_GUEST_CREDS (run-qemu arguments); writes
+# WORK/guest.env and WORK/tsm-sim.tgz (guest credential). cluster_stop (call it from the
+# caller's EXIT trap) stops what cluster_* started.
 
 # Launch values of the simulated podVM (SNP): a fixed measurement, and HOST_DATA per pod.
 PMVM_MEASUREMENT=$(printf 'podmesh-test-measurement' | sha384sum | cut -c1-96)
 PMVM_HOSTDATA_VM=$(printf 'podmesh-test-podvm' | sha256sum | cut -c1-64)
 PMVM_HOSTDATA_POD2=$(printf 'podmesh-test-pod2' | sha256sum | cut -c1-64)
+
+CLUSTER_PIDS=() CLUSTER_MOUNTS=()
+
+# cluster_stop: SIGTERM everything started here (tsm-sim unmounts itself on SIGTERM).
+cluster_stop() {
+    local p m
+    for p in ${CLUSTER_PIDS[@]+"${CLUSTER_PIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
+    for p in ${CLUSTER_PIDS[@]+"${CLUSTER_PIDS[@]}"}; do wait "$p" 2>/dev/null || true; done
+    for m in ${CLUSTER_MOUNTS[@]+"${CLUSTER_MOUNTS[@]}"}; do
+        mountpoint -q "$m" 2>/dev/null && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
+    done
+    CLUSTER_PIDS=() CLUSTER_MOUNTS=()
+}
 
 # cluster_start WORK NETNS
 cluster_start() {
@@ -39,7 +53,8 @@ EOF
     ip netns exec "$ns" "$PMVM_BIN/podmesh-coordinator" serve --listen "0.0.0.0:$PMVM_COORD_PORT" \
         --state "$state" --manifest "$work/manifest.json" --sim-anchor "$sim/anchor" \
         --san "$PMVM_HOST_IP" >"$work/coordinator.log" 2>&1 &
-    coord_pid=$!
+    local coord_pid=$!
+    CLUSTER_PIDS+=("$coord_pid")
     local i
     for i in $(seq 1 100); do
         [ -s "$state/root-ca.pem" ] && ip netns exec "$ns" bash -c "exec 3<>/dev/tcp/127.0.0.1/$PMVM_COORD_PORT" 2>/dev/null && break
@@ -64,7 +79,8 @@ cluster_client_cert() {
     "$PMVM_BIN/tsm-sim" mount --root "$mnt" --tee snp --state "$CLUSTER_SIM/state" \
         --host-data "$PMVM_HOSTDATA_POD2" --measurement "$PMVM_MEASUREMENT" --policy 0x30000 \
         >"$CLUSTER_WORK/pod2-tsm-sim.log" 2>&1 &
-    simfs=$mnt
+    CLUSTER_PIDS+=("$!")
+    CLUSTER_MOUNTS+=("$mnt")
     for i in $(seq 1 50); do [ -d "$mnt/report" ] && break; sleep 0.1; done
     [ -d "$mnt/report" ] || { pmvm_log "tsm-sim mount for pod2 failed: $(tail -n3 "$CLUSTER_WORK/pod2-tsm-sim.log")"; return 1; }
     if ! ip netns exec "$CLUSTER_NS" env -u PODMESH_NETNS "$PMVM_BIN/podmesh" attest --once --no-dbus \

@@ -17,13 +17,12 @@ demo_vm() {
         [ "$(id -u)" = 0 ] || pmvm_die "the podVM demo needs root (mkosi, namespaces, tap, FUSE)"
         pmvm_require_tools qemu-system-x86_64 mkosi jq socat openssl ip
 
-        local work ns=pmvm-demo$$ qemu_pid="" coord_pid="" simfs=""
+        local work ns=pmvm-demo$$ qemu_pid=""
         work=$(mktemp -d /tmp/pmvm-demo.XXXXXX)
         trap '
             [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
-            [ -n "$coord_pid" ] && kill "$coord_pid" 2>/dev/null
-            [ -n "$simfs" ] && { fusermount3 -u "$simfs" 2>/dev/null || umount -l "$simfs" 2>/dev/null; }
-            wait 2>/dev/null; ip netns del "$ns" 2>/dev/null; echo "podVM demo: logs in $work" >&2' EXIT
+            cluster_stop; wait 2>/dev/null
+            ip netns del "$ns" 2>/dev/null; echo "podVM demo: logs in $work" >&2' EXIT
 
         pmvm_log "1/5 building host binaries and the podVM image (first time: a few minutes)"
         cargo build --release --locked -p podmesh -p tsm-sim -p coordinator --bins >&2

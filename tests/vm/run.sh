@@ -22,12 +22,12 @@ pmvm_require_tools qemu-system-x86_64 mkosi jq socat openssl ip
 
 work=$(mktemp -d /tmp/pmvm-test.XXXXXX)
 ns=pmvm-t$$
-qemu_pid="" coord_pid="" simfs=""
+qemu_pid=""
+source tests/vm/cluster.sh
 cleanup() {
     local rc=$?
     [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
-    [ -n "$coord_pid" ] && kill "$coord_pid" 2>/dev/null || true
-    [ -n "$simfs" ] && { fusermount3 -u "$simfs" 2>/dev/null || umount -l "$simfs" 2>/dev/null || true; }
+    cluster_stop
     wait 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
     if [ "${PMVM_KEEP:-0}" = 1 ] || [ $rc -ne 0 ]; then
@@ -56,8 +56,7 @@ kernel_bytes=$(stat -c %s build/image/test/podmesh.vmlinuz)
 
 # ---- host side: namespace + coordinator ----------------------------------------------------
 pmvm_netns_up "$ns"
-source tests/vm/cluster.sh
-cluster_start "$work" "$ns"   # sets coord_pid, PMVM_ROOT_CA, PMVM_GUEST_CREDS (tests/vm/cluster.sh)
+cluster_start "$work" "$ns"   # sets PMVM_ROOT_CA, PMVM_GUEST_CREDS (tests/vm/cluster.sh)
 
 # boot NAME [run-qemu args...]: start the guest in the background, sets qemu_pid, J (journal), C (ctl)
 boot() {
@@ -93,8 +92,6 @@ if ! pmvm_wait "$J" 300 "PODMESH_EVENT=proxy_ready" '.PODMESH_EVENT == "proxy_re
     pmvm_die "boot 'mesh': podmesh-proxy never became ready (serial log: $work/mesh.serial.log)"
 fi
 ready_wall=$((SECONDS - boot_t0))
-# The deny table removal follows readiness; give it a moment to reach the journal.
-pmvm_wait "$J" 30 "deny_removed" '.PODMESH_EVENT == "deny_removed"' "$qemu_pid" || true
 
 deny_done=$(pmvm_unit_job_usec "$J" podmesh-deny.service done)
 deny_installed=$(pmvm_event_usec "$J" deny_installed)
@@ -102,7 +99,14 @@ kata_start=$(pmvm_event_usec "$J" kata_agent_started)
 kata_table=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "kata_agent_started") | .PODMESH_DENY_TABLE_PRESENT' | head -n1)
 cert=$(pmvm_event_usec "$J" certificate_written podmesh-attest.service)
 ready=$(pmvm_event_usec "$J" proxy_ready podmesh-proxy.service)
+rules=$(pmvm_event_usec "$J" tproxy_installed podmesh-proxy.service)
+# The proxy removes the deny table once its readiness tokens (rules, listeners, TLS) are all
+# gone: a deny_removed event of its own, or its proxy_ready line saying "deny table removed".
 removed=$(pmvm_event_usec "$J" deny_removed podmesh-proxy.service)
+if [ -z "$removed" ] && pmvm_jq "$J" 'select(.PODMESH_EVENT == "proxy_ready") | .MESSAGE' | grep -q 'deny table removed'; then
+    removed=$ready
+fi
+others_removed=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "deny_removed" and ._SYSTEMD_UNIT != "podmesh-proxy.service") | ._SYSTEMD_UNIT' | head -n1)
 lt() { [ -n "$1" ] && [ -n "$2" ] && [ "$1" -lt "$2" ]; }
 
 check "podmesh-deny.service finished (start job done)" test -n "$deny_done"
@@ -110,7 +114,9 @@ check "kata-agent started after podmesh-deny.service finished" lt "$deny_done" "
 check "inet podmesh_deny existed when kata-agent started" test "$kata_table" = true
 check "podmesh-attest wrote a certificate through the simulated TEE" test -n "$cert"
 check "podmesh-proxy signalled proxy_ready" test -n "$ready"
-check "podmesh-proxy removed the deny table only after proxy_ready" lt "$ready" "$removed"
+check "podmesh-proxy installed its TPROXY rules before it was ready" lt "$rules" "$ready"
+check "podmesh-proxy removed the deny table only after its rules were in place" lt "$rules" "$removed"
+check "no other unit removed the deny table (with a mesh configured)" test -z "$others_removed"
 if out=$(pmvm_ctl "$C" "$J" deny-state); then
     failures+=("deny table gone after proxy_ready"); pmvm_log "FAIL deny table still present: $out"
 else
