@@ -253,6 +253,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -385,9 +386,13 @@ fn mount(a: MountArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     };
     tracing::info!(PODMESH_EVENT = "tsm_sim_unmounting", root = %a.root.display(), reason = %reason, "unmounting");
-    session
-        .umount_and_join()
-        .with_context(|| format!("unmounting {}", a.root.display()))?;
+    if let Err(e) = session.umount_and_join() {
+        // Typically EBUSY: a process still holds a file open. Detach lazily so the mount
+        // point is free now; the kernel finishes when the last file is closed.
+        tracing::warn!(root = %a.root.display(), error = %e, "unmount failed, detaching lazily");
+        nix::mount::umount2(&a.root, nix::mount::MntFlags::MNT_DETACH)
+            .with_context(|| format!("unmounting {} (after: {e})", a.root.display()))?;
+    }
     tracing::info!(PODMESH_EVENT = "tsm_sim_unmounted", root = %a.root.display(), "unmounted");
     Ok(())
 }
