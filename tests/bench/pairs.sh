@@ -157,10 +157,10 @@ start_podmesh() {
         egress+="${egress:+##}$name#127.0.0.2:$port#$SRV_IP:$port"
     done
     start_bg podmesh-server "$NS_S" env CONTRAST_INGRESS_PROXY_CONFIG="" \
-        "$PODMESH" proxy --tls-dir "$CERTS/server"
+        "$PODMESH" proxy --tls-dir "$CERTS/server" --cmdline /dev/null
     SRV_PID=$LAST_PID
     start_bg podmesh-client "$NS_C" env CONTRAST_INGRESS_PROXY_CONFIG=DISABLED CONTRAST_EGRESS_PROXY_CONFIG="$egress" \
-        "$PODMESH" proxy --tls-dir "$CERTS/client"
+        "$PODMESH" proxy --tls-dir "$CERTS/client" --cmdline /dev/null
     CLI_PID=$LAST_PID
     EP_IPERF="127.0.0.2 5201" EP_HTTP="127.0.0.2 8080" EP_ECHO="127.0.0.2 7000"
     wait_log podmesh-server proxy_ready "$SRV_PID" || return 1
@@ -168,10 +168,9 @@ start_podmesh() {
 }
 
 stop_podmesh_extra() {
-    # The proxy removes its interception on exit; if it did not, say so and clean up,
-    # so no later measurement runs through a stale TPROXY table.
+    # The proxy keeps its TPROXY table after it exits (fail closed: the app ports stay
+    # unreachable instead of open in plaintext). Remove it, so no later pair runs through it.
     if ip netns exec "$NS_S" nft list table inet podmesh_tproxy >/dev/null 2>&1; then
-        log "WARNING: podmesh left table inet podmesh_tproxy behind after SIGTERM; removing it"
         ip netns exec "$NS_S" nft delete table inet podmesh_tproxy || true
     fi
 }

@@ -89,9 +89,9 @@ cleanup() {
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
         ip netns del "$ns" 2>/dev/null || true
     done
-    if [ "$rc" -ne 0 ] && [ -d "$WORK/log" ]; then
+    if [ -d "$WORK/log" ]; then
         mkdir -p "$OUT" && rm -rf "$OUT/logs" && cp -r "$WORK/log" "$OUT/logs" 2>/dev/null &&
-            log "logs of the failed run: $OUT/logs"
+            [ "$rc" -ne 0 ] && log "logs of the failed run: $OUT/logs"
     fi
     rm -rf "$WORK"
     exit "$rc"
@@ -254,7 +254,7 @@ measure_pair() { # pair
     ip netns exec "$NS_C" "$PMBENCH" hold --addr "$host:$port" --count "$HOLD_CONNS" --hold 300 >"$WORK/hold.out" 2>"$WORK/log/hold-$pair.log" &
     held_pid=$!
     for i in $(seq 1200); do
-        line=$(head -n 1 "$WORK/hold.out")
+        line=$(head -n 1 "$WORK/hold.out" 2>/dev/null)
         [ -n "$line" ] && break
         kill -0 "$held_pid" 2>/dev/null || break
         sleep 0.1
