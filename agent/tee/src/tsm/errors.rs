@@ -26,8 +26,10 @@ pub enum TsmError {
     PrivlevelOutOfRange { level: u8 },
     #[error("configfs-tsm: generation went from the expected {expected} to {found}: another process wrote to our report entry (still after {attempts} attempt(s))")]
     ConcurrentWriter { expected: u64, found: u64, attempts: u32 },
-    #[error("configfs-tsm: generation attribute is not a number: {content:?}")]
-    BadGeneration { content: String },
+    #[error("configfs-tsm: {attr} is not a number: {content:?}")]
+    BadNumber { attr: &'static str, content: String },
+    #[error("configfs-tsm: privlevel {level} is below the provider's privlevel_floor {floor}")]
+    PrivlevelBelowFloor { level: u8, floor: u8 },
     #[error("configfs-tsm: {attr} is not UTF-8 text")]
     NotText { attr: &'static str },
     #[error("configfs-tsm: {provider} returned an empty outblob")]

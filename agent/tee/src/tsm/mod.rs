@@ -163,6 +163,16 @@ impl TsmClient {
         let provider_raw = self.read_string(&dir, "provider")?;
         let provider = Provider::parse(&provider_raw)?;
 
+        if let Some(level) = privlevel {
+            // Older kernels lack privlevel_floor; the kernel still enforces it (EINVAL).
+            if self.fs.exists(&dir.join("privlevel_floor")) {
+                let raw = self.read_string(&dir, "privlevel_floor")?;
+                let floor: u8 = raw.trim().parse().map_err(|_| TsmError::BadNumber { attr: "privlevel_floor", content: raw.trim().chars().take(32).collect() })?;
+                if level < floor {
+                    return Err(TsmError::PrivlevelBelowFloor { level, floor });
+                }
+            }
+        }
         let start = self.read_generation(&dir)?;
         let mut writes = 0u64;
         if let Some(level) = privlevel {
@@ -205,7 +215,7 @@ impl TsmClient {
 
     fn read_generation(&self, dir: &Path) -> Result<u64, TsmError> {
         let raw = self.read_string(dir, "generation")?;
-        raw.trim().parse().map_err(|_| TsmError::BadGeneration { content: raw.trim().chars().take(32).collect() })
+        raw.trim().parse().map_err(|_| TsmError::BadNumber { attr: "generation", content: raw.trim().chars().take(32).collect() })
     }
 
     fn read_string(&self, dir: &Path, attr: &'static str) -> Result<String, TsmError> {

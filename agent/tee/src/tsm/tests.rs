@@ -185,6 +185,37 @@ fn privlevel_above_max_is_rejected_before_touching_configfs() {
 }
 
 #[test]
+fn privlevel_below_floor_is_rejected_before_writing() {
+    let (dir, client, emu) = client("sev_guest");
+    let report = client.report(&[0u8; 64], Some(0)).unwrap();
+    assert_eq!(report.generation, 2, "no floor attribute: privlevel written");
+    let floor_client = TsmClient::with_fs(dir.path(), Box::new(FloorFs(emu, 2))).with_retries(1, Duration::from_millis(1));
+    let err = floor_client.report(&[0u8; 64], Some(1)).unwrap_err();
+    assert!(matches!(err, TsmError::PrivlevelBelowFloor { level: 1, floor: 2 }), "{err}");
+    assert_eq!(entries(&dir), 0);
+    assert!(floor_client.report(&[0u8; 64], Some(2)).is_ok());
+}
+
+/// EmuFs whose entries also carry `privlevel_floor`.
+struct FloorFs(&'static EmuFs, u8);
+
+impl ConfigFs for FloorFs {
+    fn create_entry(&self, path: &Path) -> io::Result<()> {
+        self.0.create_entry(path)?;
+        std::fs::write(path.join("privlevel_floor"), format!("{}\n", self.1))
+    }
+    fn remove_entry(&self, path: &Path) -> io::Result<()> {
+        self.0.remove_entry(path)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.0.read(path)
+    }
+    fn write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        self.0.write(path, data)
+    }
+}
+
+#[test]
 fn missing_report_dir_names_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let err = TsmClient::new(dir.path()).report(&[0u8; 64], None).unwrap_err();
@@ -202,6 +233,6 @@ fn garbage_generation_is_an_error() {
     assert!(matches!(err, TsmError::Io { attr: "provider", .. }), "{err}");
     assert_eq!(entries(&dir), 0, "empty entry removed by rmdir");
     assert!(matches!(Provider::parse("sev_guest\n"), Ok(Provider::SevGuest)));
-    let bad = TsmError::BadGeneration { content: "x".into() };
-    assert!(bad.to_string().contains("not a number"));
+    let bad = TsmError::BadNumber { attr: "generation", content: "x".into() };
+    assert!(bad.to_string().contains("generation is not a number"));
 }
