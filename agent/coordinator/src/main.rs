@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod evidence_cli;
+
 #[derive(Parser)]
 #[command(name = "podmesh-coordinator", version, about = "podmesh coordinator: verifies TEE evidence against a manifest and issues mesh certificates")]
 struct Cli {
@@ -30,6 +32,8 @@ enum Command {
     Manifest(ManifestCommand),
     /// Print the CA certificates of a running coordinator (JSON), for data owners.
     Ca(ClientArgs),
+    /// Inspect and verify TEE evidence files offline (prints the verified claims as JSON).
+    Evidence(evidence_cli::Args),
     /// Generate an owner token: prints the token on stdout, writes its SHA-256 (hex) to --hash-out.
     OwnerToken {
         /// Where to write the hash (pass this file to `serve --owner-token-file`).
@@ -216,6 +220,7 @@ async fn main() -> Result<()> {
             print_json(&client(&args)?.set_manifest(token.trim(), body).await?)
         }
         Command::Ca(args) => print_json(&client(&args)?.ca().await?),
+        Command::Evidence(args) => evidence_cli::run(args),
         Command::OwnerToken { hash_out } => {
             let (token, hash) = owner::generate();
             coordinator::state::write_atomic(&hash_out, format!("{hash}\n").as_bytes(), 0o644)?;
