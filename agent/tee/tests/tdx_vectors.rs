@@ -227,3 +227,24 @@ fn bad_quotes_and_collateral_are_clear_errors() {
     let e = tdx::load_collateral_dir(dir.path()).unwrap_err();
     assert!(matches!(e, TdxError::MissingCollateral { piece: "tcb_info.json", .. }), "{e}");
 }
+
+#[test]
+fn collateral_directory_of_pcs_files_loads_and_verifies() {
+    let Some(v) = vectors() else { return };
+    let base = dcap(&v, "tdx_quote_outdated_collateral.json");
+    let dir = tempfile::tempdir().unwrap();
+    let put = |name: &str, data: &[u8]| std::fs::write(dir.path().join(name), data).unwrap();
+    put("tcb_info.json", &read(&v, "tdx/go-tdx-guest/sample_tcbinfo_response_v5"));
+    put("qe_identity.json", format!("{{\"enclaveIdentity\":{},\"signature\":\"{}\"}}", base.qe_identity, hex::encode(&base.qe_identity_signature)).as_bytes());
+    put("tcb_info_issuer_chain.pem", base.tcb_info_issuer_chain.as_bytes());
+    put("pck_crl_issuer_chain.pem", base.pck_crl_issuer_chain.as_bytes());
+    put("pck_crl.der", &base.pck_crl);
+    put("root_ca_crl.der", &base.root_ca_crl);
+    let coll = tdx::load_collateral_dir(dir.path()).unwrap();
+    let claims = verify(&ev(&read(&v, "tdx/go-tdx-guest/quote_v5_sample.dat"), &coll), &trust(&["UpToDate", "OutOfDate", "SWHardeningNeeded"]), at("2026-03-01T00:00:00Z")).unwrap();
+    assert_eq!(claims.product, "TDX v5 TD1.5");
+    // A missing piece is named.
+    std::fs::remove_file(dir.path().join("pck_crl.der")).unwrap();
+    let e = tdx::load_collateral_dir(dir.path()).unwrap_err();
+    assert!(matches!(e, TdxError::MissingCollateral { piece: "pck_crl.der", .. }), "{e}");
+}
