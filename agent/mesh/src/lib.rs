@@ -1,5 +1,7 @@
 //! The mesh proxy: configuration grammar and the data plane.
 //!
+//! Configuration: [`config`], the Contrast-compatible grammar (`CONTRAST_*_PROXY_CONFIG`).
+//!
 //! Data plane (`podmesh proxy`):
 //! - [`proxy`]: lifecycle: TLS, listeners, interception, readiness, drain.
 //! - [`ingress`] / [`egress`]: TPROXY'd (m)TLS termination; mTLS origination from 127.x.
@@ -11,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod config;
 mod conn;
 pub mod copy;
 pub mod egress;

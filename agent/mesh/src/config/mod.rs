@@ -1,0 +1,287 @@
+//! The mesh proxy configuration: Contrast's grammar, parsed strictly.
+//!
+//! # Settings
+//!
+//! | variable (legacy name)                                          | kernel command line   |
+//! |-----------------------------------------------------------------|-----------------------|
+//! | `CONTRAST_INGRESS_PROXY_CONFIG` (`EDG_INGRESS_PROXY_CONFIG`)    | `podmesh.ingress=`    |
+//! | `CONTRAST_EGRESS_PROXY_CONFIG` (`EDG_EGRESS_PROXY_CONFIG`)      | `podmesh.egress=`     |
+//! | `CONTRAST_ADMIN_PORT` (`EDG_ADMIN_PORT`)                        | `podmesh.admin_port=` |
+//!
+//! # Sources and precedence
+//!
+//! Each setting is resolved on its own, from the most specific source that has it:
+//! **process environment > env-file (`--env-file`) > kernel command line**. Within one
+//! source a `CONTRAST_*` name wins over its `EDG_*` twin (with a warning). A kernel command
+//! line parameter given twice: the last one wins (with a warning). The mesh is *disabled*
+//! ([`load`] returns `None`) when no source has any of the three settings. A setting that is
+//! present but empty counts as present for ingress (`""` = intercept every port with mTLS)
+//! and egress (no egress listeners); an empty admin port counts as absent.
+//!
+//! # Grammar
+//!
+//! - Ingress: `DISABLED` (no interception at all), or entries `name#port#bool` joined by `##`
+//!   (empty entries between `##` are skipped). `true` = plaintext straight to the app (no
+//!   redirect); `false` = TLS terminated, no client certificate required. Ports not listed:
+//!   mTLS, the client certificate must chain to the mesh CA.
+//! - Egress: entries `name#listen#remote[#strict]` joined by `##`: `listen` is
+//!   `<IPv4 in 127.0.0.0/8>:<port>`, `remote` is `<host>:<port>` with host a DNS name, an IPv4
+//!   address or a bracketed IPv6 address (`[fd00::1]:443`). Optional 4th field `strict`
+//!   (podmesh extension): the remote's certificate must also carry `host` as a SAN; without
+//!   it, any certificate chaining to the mesh CA is accepted (Contrast behaviour).
+//! - Admin port: a port number.
+//! - Ports are `1..=65535` (decimal digits only, no wrap). `true`/`false` are
+//!   case-insensitive. Names are non-empty, without `#`, whitespace, control characters,
+//!   quotes or backslashes,
+//!   at most 253 bytes, and unique within ingress and within egress. Duplicate ingress ports,
+//!   duplicate egress listen addresses and an admin port equal to an ingress port or an
+//!   egress listen port are errors. Every error names the setting, its source, the entry
+//!   text and the field.
+//!
+//! [`MeshConfig`]'s `Display` renders the settings back as env-file lines that parse to the
+//! same configuration.
+
+mod grammar;
+mod sources;
+
+use serde::Serialize;
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
+
+pub use grammar::{parse_admin_port, parse_egress, parse_ingress, Ctx};
+pub use sources::{parse_cmdline, parse_env_file, Input, Resolved, Setting, Sources, PROC_CMDLINE};
+
+/// The three settings, with their current and legacy variable names and cmdline key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettingKind {
+    Ingress,
+    Egress,
+    AdminPort,
+}
+
+impl SettingKind {
+    pub const ALL: [SettingKind; 3] = [SettingKind::Ingress, SettingKind::Egress, SettingKind::AdminPort];
+
+    pub fn var(self) -> &'static str {
+        match self {
+            SettingKind::Ingress => "CONTRAST_INGRESS_PROXY_CONFIG",
+            SettingKind::Egress => "CONTRAST_EGRESS_PROXY_CONFIG",
+            SettingKind::AdminPort => "CONTRAST_ADMIN_PORT",
+        }
+    }
+
+    pub fn legacy_var(self) -> &'static str {
+        match self {
+            SettingKind::Ingress => "EDG_INGRESS_PROXY_CONFIG",
+            SettingKind::Egress => "EDG_EGRESS_PROXY_CONFIG",
+            SettingKind::AdminPort => "EDG_ADMIN_PORT",
+        }
+    }
+
+    pub fn cmdline_key(self) -> &'static str {
+        match self {
+            SettingKind::Ingress => "podmesh.ingress",
+            SettingKind::Egress => "podmesh.egress",
+            SettingKind::AdminPort => "podmesh.admin_port",
+        }
+    }
+}
+
+/// The parsed mesh configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MeshConfig {
+    pub ingress: Ingress,
+    pub egress: Vec<EgressEntry>,
+    pub admin_port: Option<u16>,
+}
+
+/// Ingress interception.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "mode", content = "entries")]
+pub enum Ingress {
+    /// `DISABLED`: no interception at all (egress-only pod).
+    Disabled,
+    /// Intercept every port; listed ports get their own mode, the others require mTLS.
+    Intercept(Vec<IngressEntry>),
+}
+
+/// One ingress exception `name#port#bool`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IngressEntry {
+    pub name: String,
+    pub port: u16,
+    pub mode: IngressMode,
+}
+
+/// What an ingress entry does to its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngressMode {
+    /// `#true`: not redirected, plaintext straight to the app.
+    Plaintext,
+    /// `#false`: TLS terminated, no client certificate required.
+    TlsOnly,
+}
+
+/// How the proxy treats inbound traffic to one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortPolicy {
+    /// Ingress is `DISABLED`: nothing is intercepted.
+    NotIntercepted,
+    Plaintext,
+    TlsOnly,
+    /// Default for unlisted ports: client certificate must chain to the mesh CA.
+    MutualTls,
+}
+
+/// One egress listener `name#listen#remote[#strict]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EgressEntry {
+    pub name: String,
+    /// Always an IPv4 address in 127.0.0.0/8.
+    pub listen: SocketAddr,
+    pub remote_host: RemoteHost,
+    pub remote_port: u16,
+    /// Verify the remote certificate's SAN against `remote_host` as well as the mesh CA.
+    pub strict: bool,
+}
+
+/// The remote of an egress entry: a DNS name or an IP address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum RemoteHost {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for RemoteHost {
+    /// As it appears before `:port` (IPv6 in brackets).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteHost::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            RemoteHost::Ip(IpAddr::V4(ip)) => write!(f, "{ip}"),
+            RemoteHost::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl MeshConfig {
+    /// The policy the ingress proxy applies to inbound TCP `port`.
+    pub fn port_policy(&self, port: u16) -> PortPolicy {
+        match &self.ingress {
+            Ingress::Disabled => PortPolicy::NotIntercepted,
+            Ingress::Intercept(entries) => match entries.iter().find(|e| e.port == port) {
+                Some(IngressEntry { mode: IngressMode::Plaintext, .. }) => PortPolicy::Plaintext,
+                Some(IngressEntry { mode: IngressMode::TlsOnly, .. }) => PortPolicy::TlsOnly,
+                None => PortPolicy::MutualTls,
+            },
+        }
+    }
+
+    /// The ingress value in the grammar (`DISABLED` or `name#port#bool##...`).
+    pub fn render_ingress(&self) -> String {
+        match &self.ingress {
+            Ingress::Disabled => "DISABLED".to_string(),
+            Ingress::Intercept(entries) => entries.iter().map(ToString::to_string).collect::<Vec<_>>().join("##"),
+        }
+    }
+
+    /// The egress value in the grammar (`name#listen#remote[#strict]##...`).
+    pub fn render_egress(&self) -> String {
+        self.egress.iter().map(ToString::to_string).collect::<Vec<_>>().join("##")
+    }
+}
+
+impl fmt::Display for IngressEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}#{}", self.name, self.port, self.mode == IngressMode::Plaintext)
+    }
+}
+
+impl fmt::Display for EgressEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}#{}:{}", self.name, self.listen, self.remote_host, self.remote_port)?;
+        if self.strict {
+            f.write_str("#strict")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for MeshConfig {
+    /// Env-file lines (`CONTRAST_*=value`) that parse back to this configuration.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}={}", SettingKind::Ingress.var(), self.render_ingress())?;
+        if !self.egress.is_empty() {
+            writeln!(f, "{}={}", SettingKind::Egress.var(), self.render_egress())?;
+        }
+        if let Some(port) = self.admin_port {
+            writeln!(f, "{}={port}", SettingKind::AdminPort.var())?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the configuration was rejected. One line each, naming the setting, where it came from,
+/// the entry text and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{setting} ({origin}): entry {entry:?}: field {field}: {reason}")]
+    Entry { setting: &'static str, origin: String, entry: String, field: &'static str, reason: String },
+    #[error("{setting} ({origin}): entry {entry:?}: expected {expected}, got {got} field(s) separated by '#'")]
+    FieldCount { setting: &'static str, origin: String, entry: String, expected: &'static str, got: usize },
+    #[error("{setting} ({origin}): entries {first:?} and {second:?}: duplicate {what}")]
+    Duplicate { setting: &'static str, origin: String, first: String, second: String, what: &'static str },
+    #[error("{setting} ({origin}): admin port {port} collides with {other} entry {entry:?}")]
+    AdminCollision { setting: &'static str, origin: String, port: u16, other: &'static str, entry: String },
+    #[error("{setting} ({origin}): {value:?}: {reason}")]
+    Value { setting: &'static str, origin: String, value: String, reason: String },
+    #[error("env-file {path}: line {line}: {reason}")]
+    EnvFile { path: PathBuf, line: usize, reason: String },
+    #[error("cannot read {what} {path}: {reason}")]
+    Read { what: &'static str, path: PathBuf, reason: String },
+}
+
+/// Reads the sources and parses the settings: `Ok(None)` when the mesh is disabled (no
+/// setting anywhere). Warnings (legacy names shadowed, repeated cmdline keys) are logged
+/// with `PODMESH_EVENT=config_warning`.
+pub fn load(sources: &Sources) -> Result<Option<MeshConfig>, ConfigError> {
+    let resolved = sources.resolve()?;
+    for w in &resolved.warnings {
+        tracing::warn!(PODMESH_EVENT = "config_warning", "{w}");
+    }
+    parse(&resolved)
+}
+
+/// Parses already resolved settings (see [`Sources::resolve`]).
+pub fn parse(resolved: &Resolved) -> Result<Option<MeshConfig>, ConfigError> {
+    if resolved.settings.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let [ingress, egress, admin] = &resolved.settings;
+    let ingress = match ingress {
+        Some(s) => parse_ingress(&s.value, &s.ctx())?,
+        None => Ingress::Intercept(Vec::new()),
+    };
+    let egress = match egress {
+        Some(s) => parse_egress(&s.value, &s.ctx())?,
+        None => Vec::new(),
+    };
+    let admin_port = match admin {
+        Some(s) => parse_admin_port(&s.value, &s.ctx())?,
+        None => None,
+    };
+    let config = MeshConfig { ingress, egress, admin_port };
+    if let (Some(port), Some(s)) = (config.admin_port, admin) {
+        grammar::check_admin_collision(&config, port, &s.ctx())?;
+    }
+    Ok(Some(config))
+}
+
+#[cfg(test)]
+mod tests;

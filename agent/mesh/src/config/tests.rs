@@ -1,0 +1,346 @@
+//! Table tests for every grammar rule and source, and a render -> parse round trip.
+
+use super::*;
+use proptest::prelude::*;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+const CTX: Ctx<'static> = Ctx { setting: "TEST", origin: "test" };
+
+fn env(vars: &[(&str, &str)]) -> Sources {
+    Sources { env: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Sources::default() }
+}
+
+fn input(path: &str, text: &str) -> Option<Input> {
+    Some(Input { path: path.into(), text: text.into() })
+}
+
+fn ingress_entry(name: &str, port: u16, mode: IngressMode) -> IngressEntry {
+    IngressEntry { name: name.into(), port, mode }
+}
+
+fn egress_entry(name: &str, listen: &str, host: RemoteHost, port: u16, strict: bool) -> EgressEntry {
+    EgressEntry { name: name.into(), listen: listen.parse().unwrap(), remote_host: host, remote_port: port, strict }
+}
+
+// ---- ingress ----
+
+#[test]
+fn ingress_accepts() {
+    use IngressMode::*;
+    let cases: &[(&str, Ingress)] = &[
+        ("DISABLED", Ingress::Disabled),
+        (" DISABLED\n", Ingress::Disabled),
+        ("", Ingress::Intercept(vec![])),
+        ("web#80#true", Ingress::Intercept(vec![ingress_entry("web", 80, Plaintext)])),
+        ("web#80#false", Ingress::Intercept(vec![ingress_entry("web", 80, TlsOnly)])),
+        ("web#80#TRUE##api#8443#False", Ingress::Intercept(vec![ingress_entry("web", 80, Plaintext), ingress_entry("api", 8443, TlsOnly)])),
+        ("####web#80#true####", Ingress::Intercept(vec![ingress_entry("web", 80, Plaintext)])),
+        ("a#1#true##b#65535#false", Ingress::Intercept(vec![ingress_entry("a", 1, Plaintext), ingress_entry("b", 65535, TlsOnly)])),
+        (" web # 080 # true ", Ingress::Intercept(vec![ingress_entry("web", 80, Plaintext)])),
+    ];
+    for (text, want) in cases {
+        assert_eq!(&parse_ingress(text, &CTX).unwrap_or_else(|e| panic!("{text:?}: {e}")), want, "{text:?}");
+    }
+}
+
+#[test]
+fn ingress_rejects_naming_entry_and_field() {
+    let cases: &[(&str, &str)] = &[
+        ("web#80#yes", "field bool: expected true or false, got \"yes\""),
+        ("web#80#", "field bool"),
+        ("web#0#true", "field port: port 0 is out of range"),
+        ("web#65536#true", "field port: port 65536 is out of range"),
+        ("web#4294967376#true", "out of range"),
+        ("web#-1#true", "field port: \"-1\" is not a port number"),
+        ("web#+80#true", "not a port number"),
+        ("web#eighty#true", "not a port number"),
+        ("web# #true", "field port: port is empty"),
+        ("web##true", "entry \"web\": expected 3 (name#port#bool), got 1"),
+        ("we\"b#80#true", "field name: contains '\"'"),
+        ("#80#true", "field name: must not be empty"),
+        ("my web#80#true", "field name: contains ' '"),
+        ("web#80", "expected 3 (name#port#bool), got 2"),
+        ("web#80#true#x", "expected 3 (name#port#bool), got 4"),
+        ("disabled", "expected 3"),
+        ("web#80#true##web#81#true", "duplicate name"),
+        ("web#80#true##api#80#false", "duplicate port"),
+    ];
+    for (text, want) in cases {
+        let err = parse_ingress(text, &CTX).expect_err(text).to_string();
+        assert!(err.contains(want), "{text:?}: {err}");
+        assert!(err.starts_with("TEST (test): entr"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+    let err = parse_ingress("a#1#true##web#80#yes", &CTX).unwrap_err().to_string();
+    assert!(err.contains("entry \"web#80#yes\""), "names the entry text: {err}");
+    let long = format!("{}#80#true", "n".repeat(254));
+    assert!(parse_ingress(&long, &CTX).unwrap_err().to_string().contains("longer than 253"));
+}
+
+// ---- egress ----
+
+#[test]
+fn egress_accepts() {
+    let v4 = |a, b, c, d| RemoteHost::Ip(Ipv4Addr::new(a, b, c, d).into());
+    let cases: Vec<(&str, Vec<EgressEntry>)> = vec![
+        ("", vec![]),
+        ("db#127.0.0.2:5432#db.default.svc:5432", vec![egress_entry("db", "127.0.0.2:5432", RemoteHost::Name("db.default.svc".into()), 5432, false)]),
+        ("db#127.1.2.3:5432#10.0.0.5:5432", vec![egress_entry("db", "127.1.2.3:5432", v4(10, 0, 0, 5), 5432, false)]),
+        (
+            "v6#127.0.0.1:8080#[fd00::1]:443#strict",
+            vec![egress_entry("v6", "127.0.0.1:8080", RemoteHost::Ip("fd00::1".parse::<Ipv6Addr>().unwrap().into()), 443, true)],
+        ),
+        ("s#127.0.0.1:1#svc:1#STRICT", vec![egress_entry("s", "127.0.0.1:1", RemoteHost::Name("svc".into()), 1, true)]),
+        ("s#127.0.0.1:1#svc.:1", vec![egress_entry("s", "127.0.0.1:1", RemoteHost::Name("svc.".into()), 1, false)]),
+        (
+            "a#127.0.0.1:80#a:80####b#127.0.0.1:81#b_1-x.ns:81",
+            vec![
+                egress_entry("a", "127.0.0.1:80", RemoteHost::Name("a".into()), 80, false),
+                egress_entry("b", "127.0.0.1:81", RemoteHost::Name("b_1-x.ns".into()), 81, false),
+            ],
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(parse_egress(text, &CTX).unwrap_or_else(|e| panic!("{text:?}: {e}")), want, "{text:?}");
+    }
+}
+
+#[test]
+fn egress_rejects_naming_entry_and_field() {
+    let cases: &[(&str, &str)] = &[
+        ("db#10.0.0.1:5432#db:5432", "field listen: 10.0.0.1 is outside 127.0.0.0/8"),
+        ("db#[::1]:5432#db:5432", "field listen: \"[::1]\" is not an IPv4 address"),
+        ("db#localhost:5432#db:5432", "field listen"),
+        ("db#127.0.0.1#db:5432", "field listen: \"127.0.0.1\" is not <ip>:<port>"),
+        ("db#127.0.0.1:0#db:5432", "field listen port: port 0 is out of range"),
+        ("db#127.0.0.1:70000#db:5432", "field listen port"),
+        ("db#127.0.0.1:5432#db", "field remote: \"db\" is not <host>:<port>"),
+        ("db#127.0.0.1:5432#db:0", "field remote port"),
+        ("db#127.0.0.1:5432#db:99999", "field remote port"),
+        ("db#127.0.0.1:5432#fd00::1:443", "must be in brackets"),
+        ("db#127.0.0.1:5432#[fd00::1:443", "is not [<ipv6>]:<port>"),
+        ("db#127.0.0.1:5432#[nothex]:443", "is not an IPv6 address"),
+        ("db#127.0.0.1:5432#:443", "field remote: host is empty"),
+        ("db#127.0.0.1:5432#bad host:443", "not a valid host name"),
+        ("db#127.0.0.1:5432#-bad:443", "not a valid host name"),
+        ("db#127.0.0.1:5432#a..b:443", "not a valid host name"),
+        ("db#127.0.0.1:5432#999.1.1.1:443", "last label is numeric"),
+        ("db#127.0.0.1:5432#db:5432#lax", "field strict: expected \"strict\" or nothing, got \"lax\""),
+        ("db#127.0.0.1:5432", "expected 3 or 4"),
+        ("db#127.0.0.1:5432#db:5432#strict#x", "expected 3 or 4"),
+        ("#127.0.0.1:5432#db:5432", "field name: must not be empty"),
+        ("a#127.0.0.1:80#a:80##a#127.0.0.1:81#b:80", "duplicate name"),
+        ("a#127.0.0.1:80#a:80##b#127.0.0.1:80#b:80", "duplicate listen address"),
+    ];
+    for (text, want) in cases {
+        let err = parse_egress(text, &CTX).expect_err(text).to_string();
+        assert!(err.contains(want), "{text:?}: {err}");
+        assert!(err.contains(text.split("##").last().unwrap()), "names the entry: {err}");
+    }
+    // Same port on different loopback addresses is fine.
+    assert_eq!(parse_egress("a#127.0.0.1:80#a:80##b#127.0.0.2:80#b:80", &CTX).unwrap().len(), 2);
+}
+
+// ---- admin port and collisions ----
+
+#[test]
+fn admin_port() {
+    assert_eq!(parse_admin_port("9901", &CTX).unwrap(), Some(9901));
+    assert_eq!(parse_admin_port(" ", &CTX).unwrap(), None);
+    for bad in ["0", "65536", "x", "-5", "99999999999999999999"] {
+        let err = parse_admin_port(bad, &CTX).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("TEST (test): \"{bad}\"")), "{err}");
+    }
+}
+
+#[test]
+fn admin_port_may_not_collide() {
+    let load_env = |vars: &[(&str, &str)]| parse(&env(vars).resolve().unwrap());
+    let err = load_env(&[("CONTRAST_INGRESS_PROXY_CONFIG", "web#9901#true"), ("CONTRAST_ADMIN_PORT", "9901")]).unwrap_err();
+    assert!(err.to_string().contains("admin port 9901 collides with ingress entry \"web#9901#true\""), "{err}");
+    let err = load_env(&[("CONTRAST_EGRESS_PROXY_CONFIG", "db#127.0.0.2:9901#db:5432"), ("CONTRAST_ADMIN_PORT", "9901")]).unwrap_err();
+    assert!(err.to_string().contains("collides with egress entry"), "{err}");
+    // The remote port of an egress entry is someone else's port: no collision.
+    assert!(load_env(&[("CONTRAST_EGRESS_PROXY_CONFIG", "db#127.0.0.2:5432#db:9901"), ("CONTRAST_ADMIN_PORT", "9901")]).is_ok());
+}
+
+// ---- sources and precedence ----
+
+#[test]
+fn no_setting_anywhere_means_mesh_disabled() {
+    assert_eq!(parse(&Sources::default().resolve().unwrap()).unwrap(), None);
+    let s = Sources { cmdline: input("/proc/cmdline", "console=ttyS0 quiet"), ..env(&[("PATH", "/bin")]) };
+    assert_eq!(parse(&s.resolve().unwrap()).unwrap(), None);
+    // An empty admin port counts as absent.
+    assert_eq!(parse(&env(&[("CONTRAST_ADMIN_PORT", "")]).resolve().unwrap()).unwrap(), None);
+}
+
+#[test]
+fn any_one_setting_enables_the_mesh_with_defaults() {
+    let cfg = parse(&env(&[("CONTRAST_ADMIN_PORT", "9901")]).resolve().unwrap()).unwrap().unwrap();
+    assert_eq!(cfg, MeshConfig { ingress: Ingress::Intercept(vec![]), egress: vec![], admin_port: Some(9901) });
+    assert_eq!(cfg.port_policy(443), PortPolicy::MutualTls);
+    let cfg = parse(&env(&[("CONTRAST_INGRESS_PROXY_CONFIG", "")]).resolve().unwrap()).unwrap().unwrap();
+    assert_eq!(cfg.ingress, Ingress::Intercept(vec![]));
+}
+
+#[test]
+fn contrast_wins_over_legacy_with_a_warning() {
+    let r = env(&[("EDG_INGRESS_PROXY_CONFIG", "old#1#true"), ("CONTRAST_INGRESS_PROXY_CONFIG", "new#2#true")]).resolve().unwrap();
+    let s = r.settings[0].as_ref().unwrap();
+    assert_eq!((s.name, s.value.as_str()), ("CONTRAST_INGRESS_PROXY_CONFIG", "new#2#true"));
+    assert!(r.warnings.iter().any(|w| w.contains("legacy EDG_INGRESS_PROXY_CONFIG")), "{:?}", r.warnings);
+    // Legacy alone is used, and errors name the legacy variable.
+    let r = env(&[("EDG_EGRESS_PROXY_CONFIG", "x#1.2.3.4:1#y:1")]).resolve().unwrap();
+    let err = parse(&r).unwrap_err().to_string();
+    assert!(err.starts_with("EDG_EGRESS_PROXY_CONFIG (environment): entry \"x#1.2.3.4:1#y:1\": field listen"), "{err}");
+    assert!(r.warnings.is_empty());
+}
+
+#[test]
+fn precedence_is_environment_then_env_file_then_cmdline_per_setting() {
+    let s = Sources {
+        env: vec![("CONTRAST_ADMIN_PORT".into(), "1000".into())],
+        env_file: input("/etc/podmesh/podmesh.env", "CONTRAST_ADMIN_PORT=2000\nCONTRAST_EGRESS_PROXY_CONFIG=f#127.0.0.1:80#f:80\n"),
+        cmdline: input("/proc/cmdline", "podmesh.admin_port=3000 podmesh.egress=c#127.0.0.1:81#c:81 podmesh.ingress=DISABLED"),
+    };
+    let r = s.resolve().unwrap();
+    let [ingress, egress, admin] = &r.settings;
+    assert_eq!(admin.as_ref().unwrap().value, "1000");
+    assert_eq!(admin.as_ref().unwrap().source, "environment");
+    assert_eq!(egress.as_ref().unwrap().source, "env-file /etc/podmesh/podmesh.env");
+    assert_eq!(ingress.as_ref().unwrap().source, "kernel command line /proc/cmdline");
+    assert_eq!(ingress.as_ref().unwrap().name, "podmesh.ingress");
+    assert_eq!(r.warnings.len(), 3, "two shadowed admin ports and one egress: {:?}", r.warnings);
+    let cfg = parse(&r).unwrap().unwrap();
+    assert_eq!((cfg.ingress, cfg.admin_port, cfg.egress[0].name.as_str()), (Ingress::Disabled, Some(1000), "f"));
+}
+
+#[test]
+fn errors_name_the_source() {
+    let s = Sources { cmdline: input("/tmp/cmdline", "podmesh.ingress=web#80#maybe"), ..Sources::default() };
+    let err = parse(&s.resolve().unwrap()).unwrap_err().to_string();
+    assert_eq!(err, "podmesh.ingress (kernel command line /tmp/cmdline): entry \"web#80#maybe\": field bool: expected true or false, got \"maybe\"");
+}
+
+#[test]
+fn cmdline_grammar() {
+    let p = parse_cmdline("BOOT_IMAGE=/vmlinuz ro  podmesh.egress=\"a#127.0.0.1:1#b:1\" quiet\n\"podmesh.ingress=x#1#true\" -- podmesh.admin_port=5");
+    assert_eq!(
+        p,
+        vec![
+            ("BOOT_IMAGE".into(), "/vmlinuz".into()),
+            ("ro".into(), "".into()),
+            ("podmesh.egress".into(), "a#127.0.0.1:1#b:1".into()),
+            ("quiet".into(), "".into()),
+            ("podmesh.ingress".into(), "x#1#true".into()),
+        ]
+    );
+    let r = Sources { cmdline: input("c", "podmesh.admin_port=1 podmesh.admin_port=2"), ..Sources::default() }.resolve().unwrap();
+    assert_eq!(r.settings[2].as_ref().unwrap().value, "2");
+    assert!(r.warnings[0].contains("appears 2 times"), "{:?}", r.warnings);
+}
+
+#[test]
+fn env_file_grammar() {
+    let text = "# comment\n; also comment\n\n  CONTRAST_ADMIN_PORT = \"9901\"\nEDG_INGRESS_PROXY_CONFIG='w#80#true'\nCONTRAST_EGRESS_PROXY_CONFIG=a#127.0.0.1:1#b:1##c#127.0.0.1:2#d:2\n";
+    let vars = parse_env_file(text, "/f".as_ref()).unwrap();
+    assert_eq!(vars[0], ("CONTRAST_ADMIN_PORT".into(), "9901".into()));
+    assert_eq!(vars[1], ("EDG_INGRESS_PROXY_CONFIG".into(), "w#80#true".into()));
+    assert_eq!(vars[2].1, "a#127.0.0.1:1#b:1##c#127.0.0.1:2#d:2", "a '#' inside a value is not a comment");
+    let bad: &[(&str, &str)] = &[
+        ("just words\n", "line 1: \"just words\" is not KEY=VALUE"),
+        ("OK=1\n1BAD=2\n", "line 2: \"1BAD\" is not a variable name"),
+        ("=x\n", "line 1: \"\" is not a variable name"),
+        ("export A=1\n", "is not a variable name"),
+        ("A=1 \\\n", "line continuation"),
+    ];
+    for (text, want) in bad {
+        let err = parse_env_file(text, "/etc/x.env".as_ref()).unwrap_err().to_string();
+        assert!(err.starts_with("env-file /etc/x.env: ") && err.contains(want), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn unreadable_and_non_utf8_files_are_clear_errors() {
+    let err = Input::read("env-file", "/nonexistent/podmesh.env".as_ref()).unwrap_err().to_string();
+    assert!(err.starts_with("cannot read env-file /nonexistent/podmesh.env: "), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bin.env");
+    std::fs::write(&p, b"A=\xff\xfe\n").unwrap();
+    let err = Input::read("env-file", &p).unwrap_err().to_string();
+    assert!(err.contains("not UTF-8"), "{err}");
+}
+
+// ---- render -> parse round trip ----
+
+#[test]
+fn display_renders_env_file_lines() {
+    let cfg = MeshConfig {
+        ingress: Ingress::Intercept(vec![ingress_entry("web", 80, IngressMode::Plaintext), ingress_entry("api", 443, IngressMode::TlsOnly)]),
+        egress: vec![egress_entry("db", "127.0.0.2:5432", RemoteHost::Ip("fd00::5".parse::<Ipv6Addr>().unwrap().into()), 5432, true)],
+        admin_port: Some(9901),
+    };
+    assert_eq!(
+        cfg.to_string(),
+        "CONTRAST_INGRESS_PROXY_CONFIG=web#80#true##api#443#false\nCONTRAST_EGRESS_PROXY_CONFIG=db#127.0.0.2:5432#[fd00::5]:5432#strict\nCONTRAST_ADMIN_PORT=9901\n"
+    );
+    let json = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(json["ingress"]["mode"], "intercept");
+    assert_eq!(json["ingress"]["entries"][0]["mode"], "plaintext");
+    assert_eq!(json["egress"][0]["remote_host"], "fd00::5");
+}
+
+fn arb_name() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9._:/;=\\[\\]-][A-Za-z0-9._:/@;=\\[\\]-]{0,20}"
+}
+
+fn arb_host() -> impl Strategy<Value = RemoteHost> {
+    prop_oneof![
+        any::<Ipv4Addr>().prop_map(|ip| RemoteHost::Ip(ip.into())),
+        any::<Ipv6Addr>().prop_map(|ip| RemoteHost::Ip(ip.into())),
+        "([a-z0-9_]([a-z0-9-]{0,10}[a-z0-9])?\\.){0,3}[a-z_]([a-z0-9-]{0,10}[a-z0-9])?\\.?".prop_map(RemoteHost::Name),
+    ]
+}
+
+prop_compose! {
+    fn arb_config()(
+        disabled in any::<bool>(),
+        ingress in proptest::collection::btree_map(arb_name(), (1u16..=65535, any::<bool>()), 0..5),
+        egress in proptest::collection::btree_map(arb_name(), (any::<[u8; 3]>(), 1u16..=65535, arb_host(), 1u16..=65535, any::<bool>()), 0..5),
+        admin in proptest::option::of(1u16..=65535),
+    ) -> MeshConfig {
+        let mut ports = std::collections::BTreeSet::new();
+        let ingress = if disabled { Ingress::Disabled } else {
+            Ingress::Intercept(ingress.into_iter().filter(|(_, (p, _))| ports.insert(*p)).map(|(name, (port, pt))| IngressEntry {
+                name, port, mode: if pt { IngressMode::Plaintext } else { IngressMode::TlsOnly },
+            }).collect())
+        };
+        let mut listens = std::collections::BTreeSet::new();
+        let egress: Vec<EgressEntry> = egress.into_iter().filter_map(|(name, (ip, lport, host, rport, strict))| {
+            let listen = SocketAddr::new(Ipv4Addr::new(127, ip[0], ip[1], ip[2]).into(), lport);
+            listens.insert(listen).then_some(EgressEntry { name, listen, remote_host: host, remote_port: rport, strict })
+        }).collect();
+        let admin_port = admin.filter(|a| !ports.contains(a) && !egress.iter().any(|e| e.listen.port() == *a));
+        MeshConfig { ingress, egress, admin_port }
+    }
+}
+
+proptest! {
+    #[test]
+    fn rendered_config_parses_back_to_itself(cfg in arb_config()) {
+        let text = cfg.to_string();
+        let sources = Sources { env_file: input("/rendered.env", &text), ..Sources::default() };
+        let parsed = parse(&sources.resolve().unwrap()).unwrap();
+        prop_assert_eq!(parsed, Some(cfg), "{}", text);
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+        let _ = parse_ingress(&text, &CTX);
+        let _ = parse_egress(&text, &CTX);
+        let _ = parse_admin_port(&text, &CTX);
+        let _ = parse_env_file(&text, "/x".as_ref());
+        let _ = parse_cmdline(&text);
+    }
+}

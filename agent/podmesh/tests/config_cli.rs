@@ -1,0 +1,51 @@
+//! `podmesh config check`: JSON on success, one error line and exit 2 on bad input.
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_podmesh");
+
+fn check(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(["config", "check"]).args(args).env_remove("JOURNAL_STREAM");
+    for k in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT"] {
+        c.env_remove(k);
+    }
+    c.envs(env.iter().copied()).output().expect("run podmesh")
+}
+
+#[test]
+fn valid_config_from_env_file_and_cmdline_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("podmesh.env");
+    std::fs::write(&env_file, "CONTRAST_EGRESS_PROXY_CONFIG=db#127.0.0.2:5432#db.ns:5432#strict\n").unwrap();
+    let cmdline = dir.path().join("cmdline");
+    std::fs::write(&cmdline, "quiet podmesh.ingress=web#80#true podmesh.admin_port=9901\n").unwrap();
+    let o = check(&[("EDG_ADMIN_PORT", "9902")], &["--env-file", env_file.to_str().unwrap(), "--cmdline", cmdline.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["enabled"], true);
+    assert_eq!(json["config"]["admin_port"], 9902, "environment wins over the kernel command line");
+    assert_eq!(json["config"]["egress"][0]["strict"], true);
+    assert_eq!(json["config"]["ingress"]["entries"][0]["port"], 80);
+    assert_eq!(json["warnings"].as_array().unwrap().len(), 1, "{json}");
+}
+
+#[test]
+fn nothing_configured_is_disabled() {
+    let o = check(&[], &["--cmdline", "/dev/null"]);
+    assert!(o.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["enabled"], false);
+}
+
+#[test]
+fn invalid_config_exits_2_with_one_line_naming_entry_and_field() {
+    let o = check(&[("CONTRAST_INGRESS_PROXY_CONFIG", "web#80#true##api#99999#false")], &["--cmdline", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("CONTRAST_INGRESS_PROXY_CONFIG (environment): entry \"api#99999#false\": field port"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(o.stdout.is_empty());
+    let o = check(&[], &["--env-file", "/nonexistent/podmesh.env", "--cmdline", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(2));
+}
