@@ -89,7 +89,7 @@ async fn settings(args: Args, cmdline: &str) -> anyhow::Result<Option<Settings>>
     let from_cmdline = |key: &str| kernel_cmdline::value(cmdline, &format!("podmesh.{key}")).filter(|v| !v.is_empty());
     let open_without_coordinator =
         args.open_without_coordinator || kernel_cmdline::flag(cmdline, "podmesh.open_without_coordinator");
-    let mesh_configured = mesh_configured()?;
+    let mesh_configured = mesh_configured(&args.kernel_cmdline)?;
     let Some(address) = args.coordinator.clone().or_else(|| from_cmdline("coordinator")) else {
         if open_without_coordinator && !mesh_configured {
             tracing::warn!(PODMESH_EVENT = "no_coordinator", "no coordinator configured and no mesh: opening the pod without a certificate (--open-without-coordinator)");
@@ -111,7 +111,7 @@ async fn settings(args: Args, cmdline: &str) -> anyhow::Result<Option<Settings>>
             if certs.len() != 1 {
                 anyhow::bail!("coordinator root CA {}: expected one certificate, found {}", path.display(), certs.len());
             }
-            Trust::RootCa(certs.remove(0))
+            Trust::RootCa { pem: String::from_utf8_lossy(&pem).into_owned(), der: certs.remove(0) }
         }
         (None, Some(fp)) => Trust::Fingerprint(parse_fingerprint(&fp)?),
         (None, None) => Trust::TrustOnFirstUse,
@@ -123,7 +123,7 @@ async fn settings(args: Args, cmdline: &str) -> anyhow::Result<Option<Settings>>
         PODMESH_EVENT = "attest_starting",
         "attesting to coordinator {endpoint} ({}), tls dir {}, mesh {}",
         match &trust {
-            Trust::RootCa(_) => "verified against the configured root CA",
+            Trust::RootCa { .. } => "verified against the configured root CA",
             Trust::Fingerprint(_) => "verified against the configured fingerprint",
             Trust::TrustOnFirstUse => "TRUST ON FIRST USE",
         },
@@ -131,7 +131,7 @@ async fn settings(args: Args, cmdline: &str) -> anyhow::Result<Option<Settings>>
         if mesh_configured { "configured: the proxy opens the pod" } else { "not configured: this daemon opens the pod" },
     );
     Ok(Some(Settings {
-        coordinator: Coordinator::new(endpoint, trust, args.request_timeout),
+        coordinator: Coordinator::new(endpoint, trust, args.request_timeout)?,
         tls_dir: args.tls_dir,
         tsm_root: args.tsm_root,
         privlevel: args.tsm_privlevel,
@@ -146,9 +146,10 @@ async fn settings(args: Args, cmdline: &str) -> anyhow::Result<Option<Settings>>
 }
 
 /// Whether the proxy config grammar finds a mesh (then the proxy removes the deny table).
-fn mesh_configured() -> anyhow::Result<bool> {
-    // TODO(E1): mesh::config::load once it lands.
-    Ok(std::env::var_os("CONTRAST_INGRESS_PROXY_CONFIG").is_some() || std::env::var_os("CONTRAST_EGRESS_PROXY_CONFIG").is_some())
+/// An invalid configuration is an error: nobody opens the pod.
+fn mesh_configured(cmdline: &std::path::Path) -> anyhow::Result<bool> {
+    let sources = mesh::config::Sources::system(None, Some(cmdline)).context("reading the mesh configuration")?;
+    Ok(mesh::config::load(&sources).context("mesh configuration")?.is_some())
 }
 
 /// `500ms`, `2s`, `5m`, `1h`, or plain seconds.

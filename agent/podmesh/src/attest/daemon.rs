@@ -3,16 +3,16 @@
 
 use super::backoff::Backoff;
 use super::bus::{Bus, State};
-use super::coordinator::{api, Coordinator, CoordinatorError};
+use super::coordinator::{Coordinator, CoordinatorError};
+use coordinator::api::{CertificateRequest, Evidence};
 use super::issued::{self, IssuedError, IssuedPem, Verified};
 use super::tls_dir::{self, TlsDirError, TlsFiles};
 use super::workload_key::{KeyError, WorkloadKey};
-use base64::Engine;
 use rustls_pki_types::UnixTime;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tee::tsm::{TsmClient, TsmError};
+use tee::tsm::{Provider, TsmClient, TsmError};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
@@ -194,18 +194,16 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
 async fn attest_once(s: &mut Settings) -> Result<Verified, AttemptError> {
     let key = WorkloadKey::generate()?;
     let nonce = s.coordinator.nonce().await?;
-    let report = read_report(s, key.report_data(&nonce.nonce)).await?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let request = api::IssueRequest {
-        nonce_id: nonce.id,
-        provider: report.provider.as_str().to_owned(),
-        report_b64: b64.encode(&report.outblob),
-        auxblob_b64: report.auxblob.as_ref().map(|a| b64.encode(a)),
-        public_key_spki_b64: b64.encode(key.spki_der()),
+    let report = read_report(s, key.report_data(&nonce)).await?;
+    let evidence = match report.provider {
+        Provider::SevGuest => Evidence::Snp { report: report.outblob, cert_table: report.auxblob },
+        Provider::TdxGuest => Evidence::Tdx { quote: report.outblob },
     };
-    let issued = s.coordinator.issue(&request).await?;
+    let request = CertificateRequest { nonce: nonce.to_vec(), evidence, public_key: Some(key.spki_der()), csr: None };
+    let issued = s.coordinator.certificate(&request).await?;
     let pem = IssuedPem { mesh_ca: &issued.mesh_ca_pem, cert_chain: &issued.cert_chain_pem, root_ca: &issued.root_ca_pem };
     let verified = issued::verify(&pem, &key.spki_der(), s.coordinator.anchor(), UnixTime::now())?;
+    s.coordinator.pin_first_use(&issued.root_ca_pem)?;
     let key_pem = key.private_key_pem();
     let files = TlsFiles {
         mesh_ca_pem: issued.mesh_ca_pem.as_bytes(),

@@ -7,7 +7,6 @@ pub mod coordinator;
 pub mod coordinator_tls;
 pub mod daemon;
 pub mod endpoint;
-pub mod http;
 pub mod issued;
 pub mod kernel_cmdline;
 pub mod tls_dir;

@@ -1,0 +1,98 @@
+//! End to end: coordinator + tsm-sim + `podmesh attest` in network namespaces, from an empty
+//! tls dir to an mTLS request between two pods, with no hand-made certificate anywhere.
+
+mod attest_common;
+
+use attest_common::*;
+use podmesh_tests::netns::{addr, skip_unless_root, PodPair};
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+#[test]
+fn attest_full_chain_to_mtls_between_two_pods_then_renew_and_stop() {
+    if skip_unless_root("attest_full_chain_to_mtls_between_two_pods_then_renew_and_stop") {
+        return;
+    }
+    let cl = Cluster::new().unwrap();
+    // Short lifetime: the daemons renew at half of it, during this test.
+    let _coord = cl.start_coordinator(&Manifest::standard(), &["--cert-lifetime-secs", "8"], "1").unwrap();
+    let tsm_a = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
+    let tsm_b = TsmSim::mount(cl.work.path(), "b", &cl.sim_state, HOSTDATA_B, MEASUREMENT, &[]).unwrap();
+    for pod in [&cl.pods.a, &cl.pods.b] {
+        firewall::deny::install(Some(pod.name())).unwrap();
+    }
+    let (dir_a, dir_b) = (cl.path("tls-a"), cl.path("tls-b"));
+    let mut att_a = cl.start_attest(&cl.pods.a, 1, &tsm_a.root, &dir_a, "a", &[]).unwrap();
+    let mut att_b = cl.start_attest(&cl.pods.b, 2, &tsm_b.root, &dir_b, "b", &[]).unwrap();
+    wait_for_certificate(&mut att_a, &dir_a, Duration::from_secs(30)).unwrap();
+    wait_for_certificate(&mut att_b, &dir_b, Duration::from_secs(30)).unwrap();
+
+    // The files: Contrast names, key 0400, leaf SANs from the manifest, chain to the root.
+    for dir in [&dir_a, &dir_b] {
+        let mode = std::fs::metadata(dir.join("key.pem")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o400, "key.pem mode in {}", dir.display());
+        let chain = read(dir, "certChain.pem");
+        assert_eq!(certs(&chain).len(), 2, "leaf + intermediate");
+        chain_verifies(&chain, &read(dir, "mesh-ca.pem")).unwrap();
+        chain_verifies(&chain, &read(dir, "coordinator-root-ca.pem")).unwrap();
+        assert_eq!(read(dir, "coordinator-root-ca.pem"), std::fs::read_to_string(cl.root_ca_path()).unwrap());
+    }
+    // No mesh configured in these pods: the daemon removed the deny table itself.
+    wait_for("deny table removal in pod a", Duration::from_secs(5), || (!deny_installed(&cl.pods.a)).then_some(())).unwrap();
+    assert!(!deny_installed(&cl.pods.b));
+    let log_a = att_a.log_text();
+    assert!(log_a.contains("mesh certificate written") && log_a.contains("deny table removed"), "{log_a}");
+    assert!(!log_a.contains("PRIVATE KEY"), "the key must never be logged");
+
+    // mTLS between the pods with the attested identities only.
+    let _server = mtls_server(&cl.pods.a, 9443, &dir_a, "pod-a").unwrap();
+    let target = addr(PodPair::V4_A, 9443);
+    let mesh_ca_b = read(&dir_b, "mesh-ca.pem");
+    assert_eq!(mtls_request(&cl.pods.b, target, "pod-a", &mesh_ca_b, Some(&dir_b)).as_deref(), Ok("hello from pod-a"));
+    // Without a client certificate the server refuses (the handshake ends in an alert).
+    let anon = mtls_request(&cl.pods.b, target, "pod-a", &mesh_ca_b, None);
+    assert!(anon.is_err(), "request without a client certificate was served: {anon:?}");
+    // The server's identity is pod-a, not pod-b.
+    assert!(mtls_request(&cl.pods.b, target, "pod-b", &mesh_ca_b, Some(&dir_b)).is_err());
+
+    // Renewal at half the 8 s lifetime: a new key and certificate replace the files.
+    let first_leaf = certs(&read(&dir_a, "certChain.pem"))[0].clone();
+    let first_key = read(&dir_a, "key.pem");
+    wait_for("a renewed certificate in tls-a", Duration::from_secs(20), || {
+        let now = certs(&std::fs::read_to_string(dir_a.join("certChain.pem")).ok()?).first()?.clone();
+        (now != first_leaf).then_some(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(read(&dir_a, "key.pem"), first_key, "renewal must use a fresh key");
+    chain_verifies(&read(&dir_a, "certChain.pem"), &read(&dir_a, "mesh-ca.pem")).unwrap();
+    assert!(att_a.log_text().contains("renewing in"), "{}", att_a.log_text());
+
+    // SIGTERM: clean exit 0, files stay.
+    let st = att_a.terminate(Duration::from_secs(5)).expect("attest exits on SIGTERM");
+    assert!(st.success(), "exit status on SIGTERM: {st}; log: {}", att_a.log_text());
+    assert!(dir_a.join("certChain.pem").exists());
+    let st = att_b.terminate(Duration::from_secs(5)).expect("attest exits on SIGTERM");
+    assert!(st.success(), "{st}");
+}
+
+#[test]
+fn attest_without_tee_provider_exits_with_enxio_and_keeps_deny_table() {
+    if skip_unless_root("attest_without_tee_provider_exits_with_enxio_and_keeps_deny_table") {
+        return;
+    }
+    let cl = Cluster::new().unwrap();
+    // The TEE is checked before the coordinator is asked, so the failure is about the TEE.
+    let _coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
+    let tsm = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &["--inject", "enxio"]).unwrap();
+    firewall::deny::install(Some(cl.pods.a.name())).unwrap();
+    let dir = cl.path("tls-a");
+    let mut att = cl.start_attest(&cl.pods.a, 1, &tsm.root, &dir, "a", &[]).unwrap();
+    let st = wait_for("attest to exit", Duration::from_secs(20), || att.exited()).unwrap();
+    let log = att.log_text();
+    assert_eq!(st.code(), Some(69), "exit code for no TEE; log: {log}");
+    assert!(log.contains("ENXIO") && log.contains("not a confidential VM"), "{log}");
+    assert!(log.contains("deny table stays"), "{log}");
+    assert!(!dir.join("certChain.pem").exists());
+    assert!(deny_installed(&cl.pods.a));
+}

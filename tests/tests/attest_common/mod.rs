@@ -1,0 +1,358 @@
+//! Shared by the attest_*.rs end-to-end tests: a coordinator pod, workload pods wired to it,
+//! tsm-sim mounts with chosen launch values, and `podmesh attest` daemons inside the pods.
+//! Everything runs the real binaries from the target dir; namespaces use the prefix `pmat`.
+#![allow(dead_code)]
+
+use anyhow::{bail, Context, Result};
+use podmesh_tests::netns::{Pod, PodPair};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const PREFIX: &str = "pmat";
+pub const COORD_PORT: u16 = 8443;
+pub const POLICY: &str = "0x30000";
+
+/// Launch values (hex) of the simulated SNP guests.
+pub const MEASUREMENT: &str = "6d6561737572656d656e742d6f6b00000000000000000000000000000000000000000000000000000000000000000001";
+pub const OTHER_MEASUREMENT: &str = "6d6561737572656d656e742d626164000000000000000000000000000000000000000000000000000000000000000002";
+pub const HOSTDATA_A: &str = "aa00000000000000000000000000000000000000000000000000000000000001";
+pub const HOSTDATA_B: &str = "bb00000000000000000000000000000000000000000000000000000000000002";
+pub const HOSTDATA_UNKNOWN: &str = "cc00000000000000000000000000000000000000000000000000000000000003";
+
+/// Directory of the workspace binaries (target/debug), next to this test's deps/ dir.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    path
+}
+
+/// A background process, stopped with SIGTERM (then SIGKILL) on drop.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+    pub what: String,
+}
+
+impl Proc {
+    pub fn spawn(what: &str, mut cmd: Command, log: &Path) -> Result<Self> {
+        let out = std::fs::File::create(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("spawning {what}"))?;
+        Ok(Self { child, log: log.to_owned(), what: what.to_owned() })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status (SIGKILL after `grace`).
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            self.terminate(Duration::from_secs(3));
+        }
+    }
+}
+
+/// Polls `f` until it returns Some, or fails after `timeout` with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A simulated configfs-tsm (FUSE) with fixed launch values; unmounted on drop.
+pub struct TsmSim {
+    pub root: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl TsmSim {
+    pub fn mount(work: &Path, name: &str, state: &Path, host_data: &str, measurement: &str, extra: &[&str]) -> Result<Self> {
+        let root = work.join(format!("tsm-{name}"));
+        std::fs::create_dir_all(&root)?;
+        let mut cmd = Command::new(bin("tsm-sim"));
+        cmd.arg("mount").arg("--root").arg(&root).args(["--tee", "snp", "--state"]).arg(state);
+        cmd.args(["--host-data", host_data, "--measurement", measurement, "--policy", POLICY]).args(extra);
+        let mut proc = Proc::spawn(&format!("tsm-sim {name}"), cmd, &work.join(format!("tsm-sim-{name}.log")))?;
+        let report = root.join("report");
+        wait_for("the tsm-sim mount", Duration::from_secs(10), || {
+            if let Some(st) = proc.exited() {
+                return Some(Err(anyhow::anyhow!("tsm-sim exited ({st}): {}", proc.log_text())));
+            }
+            report.is_dir().then_some(Ok(()))
+        })??;
+        Ok(Self { root, proc: Some(proc) })
+    }
+}
+
+impl Drop for TsmSim {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate(Duration::from_secs(3));
+        }
+        // A killed FUSE server leaves a dead mount behind.
+        let _ = Command::new("fusermount3").arg("-u").arg(&self.root).stderr(Stdio::null()).status();
+        let _ = Command::new("umount").arg("-l").arg(&self.root).stderr(Stdio::null()).status();
+    }
+}
+
+pub struct Manifest {
+    pub measurement: &'static str,
+    /// (host data, name, SANs)
+    pub policies: Vec<(&'static str, &'static str, Vec<&'static str>)>,
+    pub allow_simulated: bool,
+}
+
+impl Manifest {
+    pub fn json(&self) -> String {
+        let policies: serde_json::Map<String, serde_json::Value> = self
+            .policies
+            .iter()
+            .map(|(hd, name, sans)| (hd.to_string(), serde_json::json!({ "name": name, "sans": sans })))
+            .collect();
+        serde_json::json!({
+            "reference_values": { "snp": { "products": ["Genoa"], "measurements": [self.measurement], "guest_policy": POLICY } },
+            "policies": policies,
+            "allow_simulated_tee": self.allow_simulated,
+        })
+        .to_string()
+    }
+
+    pub fn standard() -> Self {
+        Self {
+            measurement: MEASUREMENT,
+            policies: vec![(HOSTDATA_A, "pod-a", vec!["pod-a", "10.99.0.1"]), (HOSTDATA_B, "pod-b", vec!["pod-b", "10.99.0.2"])],
+            allow_simulated: true,
+        }
+    }
+}
+
+/// The coordinator pod `c` wired to workload pods `a` and `b` (10.98.1.0/24 and 10.98.2.0/24),
+/// plus the simulated AMD chain every tsm-sim of the cluster signs with.
+pub struct Cluster {
+    pub work: tempfile::TempDir,
+    pub pods: PodPair,
+    pub c: Pod,
+    pub sim_state: PathBuf,
+    pub sim_anchor: PathBuf,
+    pub coord_state: PathBuf,
+}
+
+impl Cluster {
+    pub fn new() -> Result<Self> {
+        let work = tempfile::Builder::new().prefix("pmat-").tempdir()?;
+        let pods = PodPair::new(PREFIX)?;
+        let c = Pod::new(PREFIX)?;
+        for (pod, net, dev) in [(&pods.a, 1, "to-a"), (&pods.b, 2, "to-b")] {
+            let ok = Command::new("ip")
+                .args(["-n", c.name(), "link", "add", dev, "type", "veth", "peer", "name", "eth1", "netns", pod.name()])
+                .status()?;
+            anyhow::ensure!(ok.success(), "creating veth {dev}");
+            c.exec(&["ip", "addr", "add", &format!("10.98.{net}.1/24"), "dev", dev])?;
+            c.exec(&["ip", "link", "set", dev, "up"])?;
+            pod.exec(&["ip", "addr", "add", &format!("10.98.{net}.2/24"), "dev", "eth1"])?;
+            pod.exec(&["ip", "link", "set", "eth1", "up"])?;
+        }
+        let sim_state = work.path().join("sim-state");
+        let sim_anchor = work.path().join("sim-anchor");
+        let out = Command::new(bin("tsm-sim")).arg("anchor").arg("--state").arg(&sim_state).arg("--out").arg(&sim_anchor).output()?;
+        anyhow::ensure!(out.status.success(), "tsm-sim anchor: {}", String::from_utf8_lossy(&out.stderr));
+        let coord_state = work.path().join("coordinator");
+        Ok(Self { work, pods, c, sim_state, sim_anchor, coord_state })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.work.path().join(name)
+    }
+
+    /// The coordinator address as seen from pod a (1) or b (2).
+    pub fn coord_addr(net: u8) -> String {
+        format!("10.98.{net}.1:{COORD_PORT}")
+    }
+
+    pub fn root_ca_path(&self) -> PathBuf {
+        self.coord_state.join("root-ca.pem")
+    }
+
+    /// Starts `podmesh-coordinator serve` in pod c with `manifest`; waits until it listens.
+    pub fn start_coordinator(&self, manifest: &Manifest, extra: &[&str], tag: &str) -> Result<Proc> {
+        let mpath = self.path(&format!("manifest-{tag}.json"));
+        std::fs::write(&mpath, manifest.json())?;
+        let mut cmd = self.c.command(bin("podmesh-coordinator").to_str().context("utf-8 path")?);
+        cmd.args(["serve", "--listen", &format!("0.0.0.0:{COORD_PORT}"), "--state"]).arg(&self.coord_state);
+        cmd.arg("--manifest").arg(&mpath).arg("--sim-anchor").arg(&self.sim_anchor);
+        cmd.args(["--san", "10.98.1.1", "--san", "10.98.2.1"]).args(extra);
+        let mut p = Proc::spawn("podmesh-coordinator", cmd, &self.path(&format!("coordinator-{tag}.log")))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.c.wait_for_port(COORD_PORT, Duration::from_millis(200)).is_err() {
+            if let Some(st) = p.exited() {
+                bail!("podmesh-coordinator exited ({st}): {}", p.log_text());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "podmesh-coordinator not listening after 20 s: {}", p.log_text());
+        }
+        Ok(p)
+    }
+
+    /// Starts `podmesh attest` in `pod` (reaching the coordinator over net 1 or 2).
+    pub fn start_attest(&self, pod: &Pod, net: u8, tsm: &Path, tls_dir: &Path, tag: &str, extra: &[&str]) -> Result<Proc> {
+        let mut cmd = pod.command(bin("podmesh").to_str().context("utf-8 path")?);
+        cmd.args(["attest", "--coordinator", &Self::coord_addr(net), "--coordinator-root-ca"]).arg(self.root_ca_path());
+        cmd.arg("--tsm-root").arg(tsm).arg("--tls-dir").arg(tls_dir);
+        cmd.args(["--kernel-cmdline", "/dev/null", "--no-dbus", "--backoff-initial", "200ms", "--backoff-max", "1s"]).args(extra);
+        for var in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "PODMESH_COORDINATOR_FINGERPRINT", "JOURNAL_STREAM", "NOTIFY_SOCKET"] {
+            cmd.env_remove(var);
+        }
+        Proc::spawn(&format!("podmesh attest {tag}"), cmd, &self.path(&format!("attest-{tag}.log")))
+    }
+}
+
+/// Waits for `certChain.pem` in `dir` (or fails with the daemon's log when it exits first).
+pub fn wait_for_certificate(p: &mut Proc, dir: &Path, timeout: Duration) -> Result<()> {
+    let chain = dir.join("certChain.pem");
+    wait_for(&format!("{} in {}", chain.display(), p.what), timeout, || {
+        if chain.exists() {
+            return Some(Ok(()));
+        }
+        p.exited().map(|st| Err(anyhow::anyhow!("{} exited ({st}) without a certificate: {}", p.what, p.log_text())))
+    })?
+}
+
+pub fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))
+}
+
+pub fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<Vec<_>, _>>().expect("PEM certificates")
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn roots(pem: &str) -> Arc<rustls::RootCertStore> {
+    let mut r = rustls::RootCertStore::empty();
+    for c in certs(pem) {
+        r.add(c).expect("trust anchor");
+    }
+    Arc::new(r)
+}
+
+/// An mTLS echo server in `pod` on `port`, with the tls dir's chain and key, requiring client
+/// certificates that chain to the tls dir's mesh CA (what the mesh proxy does for mTLS ports).
+/// Answers each connection with `hello from <name>\n`, then closes. Returns the thread handle.
+pub fn mtls_server(pod: &Pod, port: u16, tls_dir: &Path, name: &'static str) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let chain = certs(&read(tls_dir, "certChain.pem"));
+    let key = PrivateKeyDer::from_pem_slice(read(tls_dir, "key.pem").as_bytes())?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(&read(tls_dir, "mesh-ca.pem")), provider()).build()?;
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)?,
+    );
+    let listener = pod.in_netns(|| TcpListener::bind(("0.0.0.0", port)))??;
+    Ok(std::thread::spawn(move || -> Result<()> {
+        for stream in listener.incoming() {
+            let mut tcp = stream?;
+            tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut conn = rustls::ServerConnection::new(config.clone())?;
+            let hs = conn.complete_io(&mut tcp);
+            if hs.is_ok() && !conn.is_handshaking() {
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let _ = tls.write_all(format!("hello from {name}\n").as_bytes());
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.conn.complete_io(&mut tls.sock);
+            }
+        }
+        Ok(())
+    }))
+}
+
+/// From `pod`, an mTLS request to `addr` (server name `server_name`) trusting `ca_pem`,
+/// presenting the chain and key of `client_dir` when given. Ok(first line) or Err(reason).
+pub fn mtls_request(pod: &Pod, addr: SocketAddr, server_name: &str, ca_pem: &str, client_dir: Option<&Path>) -> Result<String, String> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots(ca_pem));
+    let config = match client_dir {
+        None => builder.with_no_client_auth(),
+        Some(dir) => {
+            let key = PrivateKeyDer::from_pem_slice(read(dir, "key.pem").as_bytes()).map_err(|e| e.to_string())?;
+            builder.with_client_auth_cert(certs(&read(dir, "certChain.pem")), key).map_err(|e| e.to_string())?
+        }
+    };
+    let name = ServerName::try_from(server_name.to_owned()).map_err(|e| e.to_string())?;
+    pod.in_netns(move || -> Result<String, String> {
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| format!("connect: {e}"))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut line = String::new();
+        match BufReader::new(&mut tls).read_line(&mut line) {
+            Ok(0) => Err("closed without data".into()),
+            Ok(_) => Ok(line.trim_end().to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .map_err(|e| e.to_string())?
+}
+
+/// Whether `chain_pem` (leaf + intermediate) verifies as a client certificate against `anchor_pem`.
+pub fn chain_verifies(chain_pem: &str, anchor_pem: &str) -> Result<(), String> {
+    let chain = certs(chain_pem);
+    let v = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(anchor_pem), provider()).build().map_err(|e| e.to_string())?;
+    v.verify_client_cert(&chain[0], &chain[1..], rustls_pki_types::UnixTime::now()).map(|_| ()).map_err(|e| e.to_string())
+}
+
+pub fn deny_installed(pod: &Pod) -> bool {
+    firewall::deny::is_installed(Some(pod.name())).expect("inspect deny table")
+}
+
+pub fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[allow(unused)]
+fn _unused(_: &mut dyn Read) {}
