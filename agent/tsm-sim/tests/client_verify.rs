@@ -107,7 +107,8 @@ fn client_maps_every_injected_errno() {
         return;
     }
     let data = [1u8; 64];
-    let cases: [(&str, fn(&TsmError) -> bool); 6] = [
+    type Expect = fn(&TsmError) -> bool;
+    let cases: [(&str, Expect); 6] = [
         ("enxio", |e| matches!(e, TsmError::NotConfidential { .. })),
         ("enotty", |e| matches!(e, TsmError::VmpckDisabled { .. })),
         ("etimedout", |e| matches!(e, TsmError::QuoteTimeout { .. })),
