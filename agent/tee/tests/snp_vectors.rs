@@ -96,6 +96,13 @@ fn flipping_any_signed_byte_fails_with_a_specific_reason() {
             let e = snp_err(verify(&evidence(&r, &c.vek), &trust, c.at));
             assert!(matches!(e, SnpError::BadReportSignature { .. }), "{} offset {off:#x}: {e}", c.name);
         }
+        // Unsigned signature padding must be zero too.
+        for off in [0x2A0 + 60, 0x2E8 + 71, 0x330, 0x49F] {
+            let mut r = c.report.clone();
+            r[off] ^= 0x01;
+            let e = snp_err(verify(&evidence(&r, &c.vek), &trust, c.at));
+            assert!(matches!(e, SnpError::NonCanonicalSignature { .. }), "{} offset {off:#x}: {e}", c.name);
+        }
         // Reserved bytes must be zero: `sev` refuses them before any signature check.
         let mut r = c.report.clone();
         r[0x29F] ^= 0x01;

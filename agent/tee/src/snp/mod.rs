@@ -59,6 +59,8 @@ pub enum SnpError {
     NoSigningKey { signing_key: u32 },
     #[error("SNP report: CPUID family {family:#x} model {model:#x} is not Milan, Genoa or Turin")]
     UnknownProduct { family: u8, model: u8 },
+    #[error("SNP report: non-zero bytes in the unsigned signature padding at {offset:#x}: modified or non-canonical report")]
+    NonCanonicalSignature { offset: usize },
     #[error("SNP report: does not parse: {0}")]
     Parse(String),
     #[error("SNP report: not an Azure HCL report (no HCLA magic)")]

@@ -54,6 +54,13 @@ impl SnpReport {
             1 => SigningKey::Vlek,
             other => return Err(SnpError::NoSigningKey { signing_key: other }),
         };
+        // r and s are 72-byte little-endian fields holding 48-byte P-384 scalars, followed by
+        // reserved bytes; none of that is signed, so anything non-zero there is rejected
+        // instead of letting modified evidence pass as "the same" report.
+        let unsigned_tail = [SIGNED_LEN + 48..SIGNED_LEN + 72, SIGNED_LEN + 72 + 48..SIGNED_LEN + 144, SIGNED_LEN + 144..REPORT_LEN];
+        if let Some(range) = unsigned_tail.into_iter().find(|r| bytes[r.clone()].iter().any(|&b| b != 0)) {
+            return Err(SnpError::NonCanonicalSignature { offset: range.start });
+        }
         // v3+ carry CPUID family/model: a specific error for unknown parts before `sev` runs.
         let product = if version >= 3 { Some(Product::from_cpuid(bytes[0x188], bytes[0x189])?) } else { None };
         // v2 reports predate Turin, so they always use the Milan/Genoa TCB layout. `sev`
