@@ -1,0 +1,50 @@
+//! End to end: evidence the coordinator must refuse. Each case: the daemon keeps retrying with
+//! the coordinator's reason in its log, no certificate is written, the deny table stays.
+
+mod attest_common;
+
+use attest_common::*;
+use podmesh_tests::netns::skip_unless_root;
+use std::time::Duration;
+
+/// Runs one daemon against the running coordinator and checks that it is refused for `reason`.
+fn refused(cl: &Cluster, tag: &str, host_data: &str, measurement: &str, reason: &str) {
+    let tsm = TsmSim::mount(cl.work.path(), tag, &cl.sim_state, host_data, measurement, &[]).unwrap();
+    let pod = &cl.pods.a;
+    firewall::deny::install(Some(pod.name())).unwrap();
+    let dir = cl.path(&format!("tls-{tag}"));
+    let mut att = cl.start_attest(pod, 1, &tsm.root, &dir, tag, &[]).unwrap();
+    // At least two attempts: the reason is logged on each, with backoff in between.
+    wait_for(&format!("two refused attempts ({reason})"), Duration::from_secs(20), || {
+        if let Some(st) = att.exited() {
+            panic!("attest exited ({st}) instead of retrying: {}", att.log_text());
+        }
+        (count(&att.log_text(), reason) >= 2).then_some(())
+    })
+    .unwrap();
+    let log = att.log_text();
+    assert!(log.contains("attestation attempt 1 failed") && log.contains("retrying in"), "{log}");
+    assert!(!dir.join("certChain.pem").exists() && !dir.join("key.pem").exists(), "files written despite {reason}");
+    assert!(deny_installed(pod), "deny table gone despite {reason}");
+    let st = att.terminate(Duration::from_secs(5)).expect("exits on SIGTERM while retrying");
+    assert!(st.success(), "{st}");
+}
+
+#[test]
+fn attest_rejected_evidence_leaves_no_certificate_and_the_deny_table() {
+    if skip_unless_root("attest_rejected_evidence_leaves_no_certificate_and_the_deny_table") {
+        return;
+    }
+    let cl = Cluster::new().unwrap();
+    let coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
+    refused(&cl, "wrong-measurement", HOSTDATA_A, OTHER_MEASUREMENT, "measurement_mismatch");
+    refused(&cl, "unknown-host-data", HOSTDATA_UNKNOWN, MEASUREMENT, "unknown_host_data");
+    let coord_log = coord.log_text();
+    assert!(coord_log.contains("measurement_mismatch") && coord_log.contains("unknown_host_data"), "coordinator log: {coord_log}");
+    drop(coord);
+
+    // Same state, a manifest without the simulated-TEE opt-in.
+    let strict = Manifest { allow_simulated: false, ..Manifest::standard() };
+    let _coord = cl.start_coordinator(&strict, &[], "strict").unwrap();
+    refused(&cl, "sim-not-allowed", HOSTDATA_A, MEASUREMENT, "simulated_not_allowed");
+}
