@@ -44,6 +44,7 @@ def figures(p):
         "tls": ", ".join(sorted(neg)) if neg else None,
         "tls_resumed": tls.get("resumed"), "tls_handshakes": tls.get("handshakes"),
         "echo_ok": (p.get("echo") or {}).get("ok", False),
+        "half_close_ok": (p.get("half_close") or {}).get("ok"),
     }
 
 
@@ -108,7 +109,7 @@ def main():
                   + (f" ({bound128:.2f} Gbit/s with AES-128-GCM at {aes128:.1f} Gbit/s per core; "
                      "each pair's × bound uses the cipher it negotiated)" if bound128 else "") + ".")
     md += ["", "| pair | negotiated | throughput Gbit/s | × bound | req/s | p50 µs | p99 µs | new conn/s "
-           "| idle RSS MiB (client / server) | KiB per idle conn (client / server) | data byte-exact |",
+           "| idle RSS MiB (client / server) | KiB per idle conn (client / server) | byte-exact / half-close |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ORDER:
         if name not in fig:
@@ -121,7 +122,8 @@ def main():
         kib = "–" if name == "direct" else f"{fmt(f['kib_per_conn_client'], 1)} / {fmt(f['kib_per_conn_server'], 1)}"
         md.append(f"| {LABEL[name]} | {tls} | {fmt(f['gbit'])} | {fmt(f['x_bound'])} | {fmt(f['rps'], 0)} "
                   f"| {fmt(f['p50_us'])} | {fmt(f['p99_us'])} | {fmt(f['conn_per_s'], 0)} | {rss} | {kib} "
-                  f"| {'yes' if f['echo_ok'] else '**NO**'} |")
+                  f"| {'yes' if f['echo_ok'] else '**NO**'} / "
+                  f"{ {True: 'yes', False: '**NO**', None: '–'}[f['half_close_ok']] } |")
 
     pm = fig.get("podmesh")
     checks = []

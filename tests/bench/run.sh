@@ -216,9 +216,19 @@ source "$HERE/pairs.sh"
 measure_pair() { # pair
     local pair=$1 host port out best=0 i held_pid line before_s before_c after_s after_c
     read -r host port <<<"$EP_ECHO"
-    out=$(in_c "$PMBENCH" echo-check --addr "$host:$port" --bytes "$ECHO_BYTES" --conns 4) ||
-        { log "$pair: data did NOT cross byte-exact"; return 1; }
+    out=$(in_c "$PMBENCH" echo-check --addr "$host:$port" --bytes "$ECHO_BYTES" --conns 4 2>"$WORK/log/echo-$pair.log") ||
+        { log "$pair: data did NOT cross byte-exact: $(head -n 4 "$WORK/log/echo-$pair.log" | tr '\n' ' ')"; return 1; }
     result "$pair" echo "$out"
+    # Half-close: FIN right after the data, the echo must still come back in full. podmesh must
+    # preserve it (issue 3); for the peers it is reported, not required.
+    if out=$(in_c "$PMBENCH" echo-check --half-close --addr "$host:$port" --bytes "$ECHO_BYTES" --conns 4 \
+        2>"$WORK/log/echo-half-close-$pair.log"); then
+        result "$pair" half_close '{"ok": true}'
+    else
+        log "$pair: half-close not preserved: $(head -n 4 "$WORK/log/echo-half-close-$pair.log" | tr '\n' ' ')"
+        result "$pair" half_close '{"ok": false}'
+        [ "$pair" = podmesh ] && return 1
+    fi
 
     if [ "$pair" != direct ]; then
         ip netns exec "$NS_C" $PY "$HERE/sniff.py" "$VETH_C" "$SRV_IP" 3 >"$WORK/sniff.json" 2>"$WORK/log/sniff-$pair.log" &

@@ -34,9 +34,13 @@ fn fill(seed: u64, offset: u64, out: &mut [u8]) {
     }
 }
 
-async fn check_one(addr: SocketAddr, seed: u64, bytes: u64) -> anyhow::Result<()> {
+/// Sends `bytes` and reads them back. With `half_close` the FIN goes out right after the last
+/// byte and the echo must still arrive in full (the proxies propagate half-close); without,
+/// the FIN goes out only after everything came back.
+async fn check_one(addr: SocketAddr, seed: u64, bytes: u64, half_close: bool) -> anyhow::Result<()> {
     let s = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr} failed"))?;
     let (mut r, mut w) = s.into_split();
+    let (all_back_tx, all_back) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         let mut off = 0;
@@ -46,11 +50,20 @@ async fn check_one(addr: SocketAddr, seed: u64, bytes: u64) -> anyhow::Result<()
             w.write_all(&buf[..n]).await.context("sending failed")?;
             off += n as u64;
         }
+        if !half_close {
+            let _ = all_back.await;
+        }
         w.shutdown().await.context("half-close (FIN) failed")?;
         Ok::<_, anyhow::Error>(())
     });
     let (mut got, mut buf, mut want) = (0u64, vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let mut all_back_tx = Some(all_back_tx);
     loop {
+        if got == bytes {
+            if let Some(tx) = all_back_tx.take() {
+                let _ = tx.send(());
+            }
+        }
         let n = r.read(&mut buf).await.context("receiving failed")?;
         if n == 0 {
             break;
@@ -71,11 +84,11 @@ async fn check_one(addr: SocketAddr, seed: u64, bytes: u64) -> anyhow::Result<()
     Ok(())
 }
 
-pub async fn check(addr: SocketAddr, bytes: u64, conns: u32, limit: Duration) -> anyhow::Result<serde_json::Value> {
+pub async fn check(addr: SocketAddr, bytes: u64, conns: u32, limit: Duration, half_close: bool) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..conns.max(1) {
-        tasks.push(tokio::spawn(check_one(addr, 0xC0FFEE + u64::from(i), bytes)));
+        tasks.push(tokio::spawn(check_one(addr, 0xC0FFEE + u64::from(i), bytes, half_close)));
     }
     let all = async {
         for (i, t) in tasks.into_iter().enumerate() {
@@ -88,5 +101,5 @@ pub async fn check(addr: SocketAddr, bytes: u64, conns: u32, limit: Duration) ->
     timeout(limit, all)
         .await
         .with_context(|| format!("echo check through {addr} did not finish within {limit:?}"))??;
-    Ok(serde_json::json!({ "ok": true, "bytes": bytes * u64::from(conns.max(1)), "seconds": start.elapsed().as_secs_f64() }))
+    Ok(serde_json::json!({ "ok": true, "half_close": half_close, "bytes": bytes * u64::from(conns.max(1)), "seconds": start.elapsed().as_secs_f64() }))
 }

@@ -88,6 +88,10 @@ enum Command {
     /// Send `bytes` of pseudo-random data through `addr` to an echo server and require the
     /// same bytes back; fails on any difference, short read or timeout.
     EchoCheck {
+        /// Send FIN right after the data (the echo must still come back in full) instead of
+        /// after all of it came back.
+        #[arg(long)]
+        half_close: bool,
         #[arg(long)]
         addr: SocketAddr,
         #[arg(long, default_value_t = 8 << 20)]
@@ -129,8 +133,8 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(http::hold(addr, count, parallel, secs(hold)?))?
         }
         Command::EchoServe { listen } => rt.block_on(echo::serve(listen))?,
-        Command::EchoCheck { addr, bytes, conns, timeout } => {
-            rt.block_on(echo::check(addr, bytes, conns, secs(timeout)?))?
+        Command::EchoCheck { addr, bytes, conns, timeout, half_close } => {
+            rt.block_on(echo::check(addr, bytes, conns, secs(timeout)?, half_close))?
         }
     };
     println!("{out}");
