@@ -95,25 +95,25 @@ pub enum VerifyError {
 }
 
 /// TCB as raw value plus a readable rendering.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Tcb {
     /// SNP: REPORTED_TCB as hex u64; TDX: TEE_TCB_SVN hex.
     pub raw: String,
     /// SNP: "bl=3 tee=0 snp=8 ucode=115"; TDX: the dcap-qvl TCB status.
     pub human: String,
     /// TDX only: Intel advisories for the matched TCB level.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub advisory_ids: Vec<String>,
 }
 
 /// The verified facts both platforms map into; hex strings for byte fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct VerifiedClaims {
     pub platform: Platform,
     /// SNP MEASUREMENT or TDX MRTD.
     pub measurement: String,
     /// TDX RTMR0..3 (empty for SNP).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rtmrs: Vec<String>,
     /// SNP HOST_DATA or TDX MRCONFIGID: the manifest lookup key.
     pub policy_key: String,
@@ -122,22 +122,22 @@ pub struct VerifiedClaims {
     /// SNP guest POLICY (hex u64) or TDX TDATTRIBUTES (hex).
     pub policy: String,
     /// TDX XFAM (hex).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xfam: Option<String>,
     /// SNP VMPL (None for TDX).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vmpl: Option<u32>,
     pub debug: bool,
     /// SNP CHIP_ID (hex) for VCEK reports.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chip_id: Option<String>,
     /// "Milan" / "Genoa" / "Turin" or "TDX v4 TD1.0" etc.
     pub product: String,
     /// SNP: "vcek" / "vlek".
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<SigningKey>,
     /// SNP VLEK: the cloud provider the VLEK was issued to.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csp_id: Option<String>,
     pub simulated: bool,
 }

@@ -62,6 +62,8 @@ fn every_real_report_verifies_and_claims_match_the_bytes() {
         assert!(!claims.simulated);
         let json = serde_json::to_string(&claims).unwrap();
         assert!(json.contains("\"platform\":\"sev_snp\""), "{json}");
+        let back: tee::VerifiedClaims = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, claims);
         eprintln!("{}: {json}", c.name);
     }
 }

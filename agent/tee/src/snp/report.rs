@@ -17,7 +17,7 @@ const REPORTED_TCB: std::ops::Range<usize> = 0x180..0x188;
 const SIGNING_KEY_SHIFT: u32 = 2;
 
 /// Which key signed the report (KEY_INFO.SIGNING_KEY).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SigningKey {
     Vcek,
