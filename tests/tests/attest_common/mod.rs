@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use podmesh_tests::netns::{Pod, PodPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -233,12 +233,26 @@ impl Cluster {
         Ok(p)
     }
 
-    /// Starts `podmesh attest` in `pod` (reaching the coordinator over net 1 or 2).
+    /// Starts `podmesh attest` in `pod` (reaching the coordinator over net 1 or 2), without D-Bus.
     pub fn start_attest(&self, pod: &Pod, net: u8, tsm: &Path, tls_dir: &Path, tag: &str, extra: &[&str]) -> Result<Proc> {
+        self.start_attest_on_bus(pod, net, tsm, tls_dir, tag, extra, None)
+    }
+
+    /// Like [`Cluster::start_attest`], publishing on the bus at `bus_address` when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_attest_on_bus(&self, pod: &Pod, net: u8, tsm: &Path, tls_dir: &Path, tag: &str, extra: &[&str], bus_address: Option<&str>) -> Result<Proc> {
         let mut cmd = pod.command(bin("podmesh").to_str().context("utf-8 path")?);
         cmd.args(["attest", "--coordinator", &Self::coord_addr(net), "--coordinator-root-ca"]).arg(self.root_ca_path());
         cmd.arg("--tsm-root").arg(tsm).arg("--tls-dir").arg(tls_dir);
-        cmd.args(["--kernel-cmdline", "/dev/null", "--no-dbus", "--backoff-initial", "200ms", "--backoff-max", "1s"]).args(extra);
+        cmd.args(["--kernel-cmdline", "/dev/null", "--backoff-initial", "200ms", "--backoff-max", "1s"]).args(extra);
+        match bus_address {
+            Some(a) => {
+                cmd.env("DBUS_SYSTEM_BUS_ADDRESS", a);
+            }
+            None => {
+                cmd.arg("--no-dbus");
+            }
+        }
         for var in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "PODMESH_COORDINATOR_FINGERPRINT", "JOURNAL_STREAM", "NOTIFY_SOCKET"] {
             cmd.env_remove(var);
         }
@@ -350,9 +364,83 @@ pub fn deny_installed(pod: &Pod) -> bool {
     firewall::deny::is_installed(Some(pod.name())).expect("inspect deny table")
 }
 
+pub fn sha256_hex(der: &[u8]) -> String {
+    let out = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
+        c.stdin.take().expect("stdin").write_all(der)?;
+        c.wait_with_output()
+    });
+    String::from_utf8_lossy(&out.expect("sha256sum").stdout).split_whitespace().next().unwrap_or_default().to_owned()
+}
+
 pub fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
 
-#[allow(unused)]
-fn _unused(_: &mut dyn Read) {}
+/// A private system-like bus (dbus-daemon) with podmesh's policy file; stopped on drop.
+pub struct Bus {
+    pub address: String,
+    _proc: Proc,
+}
+
+impl Bus {
+    pub fn start(work: &Path) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        // Unprivileged callers (the policy test) must reach the socket.
+        std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755))?;
+        let sock = work.join("system_bus_socket");
+        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../units/org.podmesh.Attestation1.conf").canonicalize()?;
+        // The shape of Debian's system.conf: default deny for owning names and method calls.
+        let config = format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <include>{}</include>
+</busconfig>
+"#,
+            sock.display(),
+            policy.display()
+        );
+        let conf = work.join("bus.conf");
+        std::fs::write(&conf, config)?;
+        let mut cmd = Command::new("dbus-daemon");
+        cmd.arg(format!("--config-file={}", conf.display())).arg("--nofork").arg("--nopidfile");
+        let mut proc = Proc::spawn("dbus-daemon", cmd, &work.join("dbus-daemon.log"))?;
+        wait_for("the dbus-daemon socket", Duration::from_secs(10), || {
+            if let Some(st) = proc.exited() {
+                return Some(Err(anyhow::anyhow!("dbus-daemon exited ({st}): {}", proc.log_text())));
+            }
+            sock.exists().then_some(Ok(()))
+        })??;
+        Ok(Self { address: format!("unix:path={}", sock.display()), _proc: proc })
+    }
+
+    /// `busctl --address=.. ARGS` (optionally as uid 65534): (success, stdout + stderr).
+    pub fn busctl(&self, as_nobody: bool, args: &[&str]) -> (bool, String) {
+        let mut cmd = if as_nobody {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl"]);
+            c
+        } else {
+            Command::new("busctl")
+        };
+        let out = cmd.arg(format!("--address={}", self.address)).args(args).output().expect("busctl");
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
