@@ -7,7 +7,7 @@ use crate::nonce::{NonceError, NonceStore};
 use crate::owner::OwnerToken;
 use crate::state::{StateDir, StateError};
 use crate::verify::{AnchorError, Anchors, Rejection, Verifier};
-use pki::{LeafRequest, MeshCa, PublicKeyInput, RootCa};
+use pki::{IssueError, LeafRequest, MeshCa, PublicKeyInput, RootCa};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
@@ -135,7 +135,12 @@ impl Coordinator {
                 lifetime: self.config.cert_lifetime,
                 claims: Some(&claims),
             })
-            .map_err(|e| Rejection::new(Reason::InvalidPublicKey, e.to_string()))?;
+            .map_err(|e| match e {
+                IssueError::PublicKey(_) | IssueError::NonCanonicalSpki | IssueError::Csr(_) => {
+                    Rejection::new(Reason::InvalidPublicKey, e.to_string())
+                }
+                other => internal(format!("issuing the mesh certificate: {other}")),
+            })?;
         let not_after = issued.not_after.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         tracing::info!(
             PODMESH_EVENT = "coordinator_certificate_issued",
