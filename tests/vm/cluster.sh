@@ -52,7 +52,7 @@ cluster_start() {
 EOF
     ip netns exec "$ns" "$PMVM_BIN/podmesh-coordinator" serve --listen "0.0.0.0:$PMVM_COORD_PORT" \
         --state "$state" --manifest "$work/manifest.json" --sim-anchor "$sim/anchor" \
-        --san "$PMVM_HOST_IP" >"$work/coordinator.log" 2>&1 &
+        --san "$PMVM_HOST_IP" --san 127.0.0.1 >"$work/coordinator.log" 2>&1 &
     local coord_pid=$!
     CLUSTER_PIDS+=("$coord_pid")
     local i
@@ -83,8 +83,9 @@ cluster_client_cert() {
     CLUSTER_MOUNTS+=("$mnt")
     for i in $(seq 1 50); do [ -d "$mnt/report" ] && break; sleep 0.1; done
     [ -d "$mnt/report" ] || { pmvm_log "tsm-sim mount for pod2 failed: $(tail -n3 "$CLUSTER_WORK/pod2-tsm-sim.log")"; return 1; }
-    if ! ip netns exec "$CLUSTER_NS" env -u PODMESH_NETNS "$PMVM_BIN/podmesh" attest --once --no-dbus \
-            --coordinator "$PMVM_HOST_IP:$PMVM_COORD_PORT" --coordinator-root-ca "$PMVM_ROOT_CA" \
+    # pod2 shares the coordinator's namespace: it reaches it on loopback, with or without a guest.
+    if ! ip netns exec "$CLUSTER_NS" timeout 120 env -u PODMESH_NETNS "$PMVM_BIN/podmesh" attest --once --no-dbus \
+            --coordinator "127.0.0.1:$PMVM_COORD_PORT" --coordinator-root-ca "$PMVM_ROOT_CA" \
             --tsm-root "$mnt" --tls-dir "$dir" --kernel-cmdline /dev/null \
             >"$CLUSTER_WORK/pod2-attest.log" 2>&1; then
         pmvm_log "pod2: podmesh attest --once failed: $(tail -n3 "$CLUSTER_WORK/pod2-attest.log")"
