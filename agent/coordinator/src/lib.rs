@@ -10,7 +10,6 @@
 
 pub mod api;
 pub mod client;
-pub mod evidence_cli;
 pub mod manifest;
 pub mod nonce;
 pub mod owner;
