@@ -162,8 +162,8 @@ fn check_validity(which: &'static str, der: &[u8], now: time::OffsetDateTime) ->
             which,
             subject: common_name(&cert),
             now: crate::evidence::rfc3339(now),
-            not_before: v.not_before.to_string(),
-            not_after: v.not_after.to_string(),
+            not_before: crate::evidence::rfc3339(v.not_before.to_datetime()),
+            not_after: crate::evidence::rfc3339(v.not_after.to_datetime()),
         });
     }
     Ok(())
