@@ -1,0 +1,278 @@
+//! `podmesh proxy` as a process in a pod: configuration from the environment, startup
+//! failures keep the deny table, SIGTERM exits 0, `kill -9` fails closed, and stock tools
+//! (openssl s_client, curl, openssl s_server) interoperate with it.
+
+use podmesh_tests::{
+    netns::{skip_unless_root, PodPair},
+    proxy_certs::{Identity, TestMesh},
+    proxy_pods::App,
+};
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const PREFIX: &str = "pmpx";
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const INGRESS: &str = "web#8443#false##plain#9090#true";
+
+fn podmesh() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let path = exe.parent().and_then(Path::parent).expect("target dir").join("podmesh");
+    assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first (cargo test --workspace does)", path.display());
+    path
+}
+
+/// `podmesh proxy` inside a pod; SIGKILLed on drop if still running.
+struct ProxyProc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl ProxyProc {
+    fn spawn(pod: &podmesh_tests::netns::Pod, tls_dir: &Path, env: &[(&str, &str)], log: &Path) -> Self {
+        let mut cmd = pod.command(podmesh().to_str().unwrap());
+        cmd.args(["proxy", "--tls-dir"]).arg(tls_dir);
+        // An empty kernel command line: only the environment configures this test.
+        let cmdline = log.with_extension("cmdline");
+        std::fs::write(&cmdline, "").unwrap();
+        cmd.arg("--cmdline").arg(&cmdline);
+        cmd.args(["--drain-timeout", "2s"]);
+        for var in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "NOTIFY_SOCKET"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("PODMESH_LOG", "info,mesh=debug").envs(env.iter().copied());
+        let out = std::fs::File::create(log).unwrap();
+        let child = cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+        Self { child, log: log.to_path_buf() }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Until the log shows `proxy_ready`-time message, or the process exits.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.log().contains("proxy ready") {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited with {status}: {}", self.log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not ready after 20 s: {}", self.log()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "podmesh proxy did not exit within {limit:?}: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        // `ip netns exec` execs podmesh in place, so the child pid is the proxy itself.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+}
+
+impl Drop for ProxyProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    pods: PodPair,
+    app: App,
+    server: Identity,
+    client: Identity,
+    dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let pods = PodPair::new(PREFIX).unwrap();
+    let ca = TestMesh::new().unwrap();
+    let server = ca.issue("server", &["10.99.0.2", "fd99::2"], DAY).unwrap();
+    let client = ca.issue("client", &["10.99.0.1", "fd99::1"], DAY).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    server.write_tls_dir(&dir.path().join("server")).unwrap();
+    client.write_tls_dir(&dir.path().join("client")).unwrap();
+    let app = App::start(&pods.b, &[8080, 8443, 9090]).unwrap();
+    firewall::deny::install(Some(pods.b.name())).unwrap();
+    Setup { pods, app, server, client, dir }
+}
+
+fn read_line(pod: &podmesh_tests::netns::Pod, to: SocketAddr) -> Result<String, String> {
+    pod.in_netns(move || {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => Err("EOF".to_string()),
+            Ok(n) => Ok(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .unwrap()
+}
+
+#[test]
+fn bad_configuration_exits_nonzero_and_keeps_the_deny_table() {
+    if skip_unless_root("bad_configuration_exits_nonzero_and_keeps_the_deny_table") {
+        return;
+    }
+    let s = setup();
+    let tls = s.dir.path().join("server");
+    for (what, ingress, needle) in [
+        ("port out of range", "web#99999#false", "web#99999#false"),
+        ("bad bool", "web#8443#maybe", "web#8443#maybe"),
+        ("duplicate port", "a#80#true##b#80#false", "duplicate"),
+    ] {
+        let log = s.dir.path().join("bad.log");
+        let mut p = ProxyProc::spawn(&s.pods.b, &tls, &[("CONTRAST_INGRESS_PROXY_CONFIG", ingress)], &log);
+        let status = p.wait_exit(Duration::from_secs(10));
+        assert!(!status.success(), "{what}: must fail");
+        assert!(p.log().contains(needle), "{what}: log must name the entry: {}", p.log());
+        assert!(firewall::deny::is_installed(Some(s.pods.b.name())).unwrap(), "{what}: deny table must stay");
+    }
+    // Broken TLS material, through the binary: also non-zero, deny stays.
+    let broken = s.dir.path().join("broken");
+    Identity { key_pem: s.client.key_pem.clone(), ..s.server.clone() }.write_tls_dir(&broken).unwrap();
+    let mut p = ProxyProc::spawn(&s.pods.b, &broken, &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS)], &s.dir.path().join("broken.log"));
+    assert!(!p.wait_exit(Duration::from_secs(10)).success());
+    assert!(p.log().contains("does not match"), "{}", p.log());
+    assert!(firewall::deny::is_installed(Some(s.pods.b.name())).unwrap());
+    assert_eq!(s.app.count(), 0);
+}
+
+#[test]
+fn sigterm_drains_and_kill_9_fails_closed() {
+    if skip_unless_root("sigterm_drains_and_kill_9_fails_closed") {
+        return;
+    }
+    let s = setup();
+    let tls = s.dir.path().join("server");
+    let env = [("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS), ("CONTRAST_ADMIN_PORT", "9901")];
+    let mut p = ProxyProc::spawn(&s.pods.b, &tls, &env, &s.dir.path().join("p1.log"));
+    p.wait_ready().unwrap();
+    assert!(!firewall::deny::is_installed(Some(s.pods.b.name())).unwrap());
+    assert!(p.log().contains("PODMESH_EVENT") || p.log().contains("proxy ready"), "{}", p.log());
+    p.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(p.wait_exit(Duration::from_secs(10)).success(), "SIGTERM must exit 0: {}", p.log());
+
+    // Restart (idempotent rules) and then die hard.
+    let mut p = ProxyProc::spawn(&s.pods.b, &tls, &env, &s.dir.path().join("p2.log"));
+    p.wait_ready().unwrap();
+    let rules = s.pods.b.exec(&["ip", "rule", "show"]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&rules.stdout).matches("fwmark 0x1 lookup 100").count(), 1, "one rule after a restart");
+    p.signal(nix::sys::signal::Signal::SIGKILL);
+    p.wait_exit(Duration::from_secs(5));
+    let before = s.app.count();
+    for ip in [PodPair::V4_B.into(), std::net::IpAddr::from(PodPair::V6_B)] {
+        for port in [8080u16, 8443] {
+            let got = read_line(&s.pods.a, SocketAddr::new(ip, port));
+            assert!(got.is_err(), "after kill -9, port {port} via {ip} answered {got:?}");
+        }
+        assert_eq!(read_line(&s.pods.a, SocketAddr::new(ip, 9090)).as_deref(), Ok("port=9090\n"), "#true stays plaintext");
+    }
+    assert_eq!(s.app.count(), before + 2, "only the #true connections reached the app");
+}
+
+#[test]
+fn openssl_and_curl_interoperate() {
+    if skip_unless_root("openssl_and_curl_interoperate") {
+        return;
+    }
+    for tool in ["openssl", "curl"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            eprintln!("SKIP openssl_and_curl_interoperate: {tool} not installed");
+            return;
+        }
+    }
+    let s = setup();
+    let files = |name: &str, id: &Identity| -> (PathBuf, PathBuf, PathBuf) {
+        let d = s.dir.path().join(name);
+        id.write_tls_dir(&d).unwrap();
+        (d.join("mesh-ca.pem"), d.join("certChain.pem"), d.join("key.pem"))
+    };
+    let (ca, chain, key) = files("client-files", &s.client);
+    let mut server = ProxyProc::spawn(&s.pods.b, &s.dir.path().join("server"), &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS)], &s.dir.path().join("srv.log"));
+    server.wait_ready().unwrap();
+
+    // Ingress client: openssl s_client with the mesh certificate (mTLS port).
+    let mut sc = s.pods.a.command("openssl");
+    sc.args(["s_client", "-connect", "10.99.0.2:8080", "-quiet", "-no_ign_eof", "-verify_return_error"])
+        .arg("-CAfile").arg(&ca).arg("-cert").arg(&chain).arg("-key").arg(&key)
+        .stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = sc.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"ping\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("port=8080\nping\n"), "s_client got {text:?}; stderr {}", String::from_utf8_lossy(&out.stderr));
+
+    // Ingress client: curl (the app speaks no HTTP, so accept its raw answer as HTTP/0.9).
+    let out = s.pods.a.command("curl")
+        .args(["-sS", "--http0.9", "--max-time", "5", "--cacert"]).arg(&ca)
+        .arg("--cert").arg(&chain).arg("--key").arg(&key)
+        .arg("https://[fd99::2]:8080/").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("port=8080\nGET / HTTP/1.1"), "curl got {text:?}; stderr {}", String::from_utf8_lossy(&out.stderr));
+    // curl without a client certificate is refused on the mTLS port ...
+    let out = s.pods.a.command("curl").args(["-sS", "--http0.9", "--max-time", "5", "--cacert"]).arg(&ca)
+        .arg("https://10.99.0.2:8080/").output().unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty(), "curl without certificate: {:?}", String::from_utf8_lossy(&out.stdout));
+    // ... and accepted on the #false port.
+    let out = s.pods.a.command("curl").args(["-sS", "--http0.9", "--max-time", "5", "--cacert"]).arg(&ca)
+        .arg("https://10.99.0.2:8443/").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("port=8443\n"), "curl on #false: {:?}", out);
+    drop(server);
+
+    // Egress server: openssl s_server requiring a client certificate from the mesh CA, in pod b
+    // (no proxy there now); the proxy in pod a originates mTLS to it.
+    let (sca, schain, skey) = files("server-files", &s.server);
+    let _ = firewall::tproxy::remove(Some(s.pods.b.name()));
+    let _ = firewall::deny::remove(Some(s.pods.b.name()));
+    // One s_server per family (OpenSSL binds IPv6 sockets v6-only).
+    let mut servers = Vec::new();
+    for (accept, port) in [("10.99.0.2:4443", 4443), ("[fd99::2]:4444", 4444)] {
+        servers.push(s.pods.b.spawn(&[
+            "openssl", "s_server", "-accept", accept, "-www", "-Verify", "1", "-verify_return_error",
+            "-CAfile", sca.to_str().unwrap(), "-cert", schain.to_str().unwrap(), "-cert_chain", schain.to_str().unwrap(),
+            "-key", skey.to_str().unwrap(),
+        ]).unwrap());
+        s.pods.b.wait_for_port(port, Duration::from_secs(5)).unwrap();
+    }
+    let egress = "srv#127.0.0.2:7443#10.99.0.2:4443##srv6#127.0.0.3:7443#[fd99::2]:4444#strict";
+    let mut client = ProxyProc::spawn(&s.pods.a, &s.dir.path().join("client"), &[("CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED"), ("CONTRAST_EGRESS_PROXY_CONFIG", egress)], &s.dir.path().join("cli.log"));
+    client.wait_ready().unwrap();
+    for listen in ["127.0.0.2:7443", "127.0.0.3:7443"] {
+        let to: SocketAddr = listen.parse().unwrap();
+        let page = s.pods.a.in_netns(move || {
+            let mut c = TcpStream::connect(to).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            let mut page = String::new();
+            let _ = c.read_to_string(&mut page);
+            page
+        }).unwrap();
+        assert!(page.starts_with("HTTP/1.0 200 ok"), "s_server via {listen} answered {:?}; proxy log: {}", &page[..page.len().min(200)], client.log());
+        assert!(page.contains("TLSv1.3"), "{listen}: TLS 1.3 expected");
+    }
+}
