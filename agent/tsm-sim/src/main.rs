@@ -30,7 +30,9 @@ enum Cmd {
     /// Mount a simulated /sys/kernel/config/tsm at --root and serve it in the foreground
     /// until SIGTERM/SIGINT (then unmount cleanly).
     Mount(MountArgs),
-    /// Export the simulated AMD trust anchor (ark.pem, ask.pem, cert_chain.pem) to --out.
+    /// Export the simulated trust anchor to --out: SNP ark.pem, ask.pem, cert_chain.pem;
+    /// TDX intel_root.der/.pem and collateral.json (signed TCB info + QE identity + CRLs,
+    /// valid 30 days: re-export to refresh).
     Anchor(AnchorArgs),
     /// Generate one report for --report-data without FUSE and write it to files in --out
     /// (SNP: report.bin, auxblob.bin, vcek.der; TDX: quote.bin).
@@ -65,6 +67,9 @@ struct MountArgs {
 
 #[derive(Args, Debug)]
 struct AnchorArgs {
+    /// Which simulated PKI to export.
+    #[arg(long, value_enum, default_value = "snp")]
+    tee: Tee,
     /// State directory holding the simulated chain (created on first use).
     #[arg(long)]
     state: PathBuf,
@@ -271,6 +276,23 @@ fn main() -> std::process::ExitCode {
 }
 
 fn anchor(a: AnchorArgs) -> anyhow::Result<()> {
+    if a.tee == Tee::Tdx {
+        let launch = TdxLaunch::default();
+        let tdx = TdxProvider::new(&a.state, launch.clone())
+            .with_context(|| format!("loading the simulated TDX keys from {}", a.state.display()))?;
+        std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+        let files = [
+            ("intel_root.der", tdx.keys().root_der().to_vec()),
+            ("intel_root.pem", tsm_sim::x509_build::pem_cert(tdx.keys().root_der()).into_bytes()),
+            ("collateral.json", tdx.keys().collateral_json(&launch)?.into_bytes()),
+        ];
+        for (name, data) in files {
+            let path = a.out.join(name);
+            std::fs::write(&path, data).with_context(|| format!("writing {}", path.display()))?;
+            println!("{}", path.display());
+        }
+        return Ok(());
+    }
     let chain = SimAmdChain::load_or_create(&a.state, a.product)
         .with_context(|| format!("loading the simulated AMD chain from {}", a.state.display()))?;
     for path in chain.export_anchor(&a.out)? {

@@ -95,7 +95,16 @@ pub struct TdxProvider {
 
 impl TdxProvider {
     pub fn new(state_dir: &std::path::Path, launch: TdxLaunch) -> Result<Self, SignError> {
-        Ok(TdxProvider { keys: SimTdxKeys::load_or_create(state_dir)?, launch })
+        Ok(TdxProvider { keys: SimTdxKeys::load_or_create(state_dir, launch.pce_svn)?, launch })
+    }
+}
+
+impl TdxProvider {
+    pub fn keys(&self) -> &SimTdxKeys {
+        &self.keys
+    }
+    pub fn launch(&self) -> &TdxLaunch {
+        &self.launch
     }
 }
 

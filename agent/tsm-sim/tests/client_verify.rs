@@ -162,3 +162,43 @@ fn tdx_round_trip_through_the_client() {
     assert_eq!(q.td.report_data, data);
     assert_eq!(q.td.mr_config_id, [0x77; 48]);
 }
+
+#[test]
+fn tdx_quote_verifies_through_dcap_only_with_the_sim_root() {
+    if !common::fuse_available("tdx_quote_verifies_through_dcap_only_with_the_sim_root") {
+        return;
+    }
+    let m = SimMount::start("tdx", &["--mrtd", &"a1".repeat(48)]);
+    let data = [0x3cu8; 64];
+    let rep = client(&m).report(&data, None).expect("TDX report");
+    let out = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(common::BIN)
+        .args(["anchor", "--tee", "tdx", "--state"])
+        .arg(&m.state)
+        .arg("--out")
+        .arg(out.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "tsm-sim anchor --tee tdx failed");
+    let root = std::fs::read(out.path().join("intel_root.der")).unwrap();
+    let collateral = tee::tdx::load_collateral_dir(out.path()).expect("E2 reads the exported collateral");
+    let evidence = Evidence::Tdx { quote: rep.outblob.clone(), collateral: Box::new(collateral) };
+    let now = time::OffsetDateTime::now_utc();
+
+    let err = tee::verify(&evidence, &TrustConfig::production().unwrap(), now)
+        .expect_err("Intel's real root must reject the simulated quote");
+    eprintln!("production Intel root rejects the simulated quote: {err}");
+
+    let sim = TrustConfig::production().unwrap().with_simulated_anchors(Vec::new(), Some(root));
+    let claims = tee::verify(&evidence, &sim, now).expect("verifies with the simulated Intel root");
+    assert!(claims.simulated);
+    assert_eq!(claims.measurement, "a1".repeat(48));
+    assert_eq!(claims.report_data, hex::encode(data));
+    assert_eq!(claims.tcb.human, "UpToDate");
+
+    let mut tampered = rep.outblob.clone();
+    tampered[48 + 136] ^= 1; // a byte of MRTD
+    let evidence = Evidence::Tdx { quote: tampered, collateral: Box::new(tee::tdx::load_collateral_dir(out.path()).unwrap()) };
+    assert!(tee::verify(&evidence, &sim, now).is_err(), "a flipped MRTD byte must not verify");
+}
