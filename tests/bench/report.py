@@ -39,6 +39,8 @@ def figures(p):
         "conn_per_s": conn.get("conn_per_s"), "conn_errors": conn.get("errors"),
         "idle_server_mib": idle.get("server_kib", 0) / 1024 if idle.get("server_kib") else None,
         "idle_client_mib": idle.get("client_kib", 0) / 1024 if idle.get("client_kib") else None,
+        "anon_server_mib": idle["server_anon_kib"] / 1024 if idle.get("server_anon_kib") else None,
+        "anon_client_mib": idle["client_anon_kib"] / 1024 if idle.get("client_anon_kib") else None,
         "held": held or None,
         "kib_per_conn_server": per_conn.get("server"), "kib_per_conn_client": per_conn.get("client"),
         "tls": ", ".join(sorted(neg)) if neg else None,
@@ -91,6 +93,7 @@ def main():
         f["x_bound"] = f["gbit"] / b if b and f.get("gbit") else None
         f["idle_mib"] = max(v for v in (f["idle_server_mib"], f["idle_client_mib"], 0) if v is not None) or None
         f["kib_per_conn"] = worst_side(f, "kib_per_conn")
+        f["anon_mib"] = max((v for v in (f["anon_server_mib"], f["anon_client_mib"]) if v is not None), default=None)
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     md = [f"# podmesh proxy benchmark ({a.mode} run, {now})", "",
@@ -109,8 +112,9 @@ def main():
                   + (f" ({bound128:.2f} Gbit/s with AES-128-GCM at {aes128:.1f} Gbit/s per core; "
                      "each pair's × bound uses the cipher it negotiated)" if bound128 else "") + ".")
     md += ["", "| pair | negotiated | throughput Gbit/s | × bound | req/s | p50 µs | p99 µs | new conn/s "
-           "| idle RSS MiB (client / server) | KiB per idle conn (client / server) | byte-exact / half-close |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| idle RSS MiB (client / server) | of which anon MiB | KiB per idle conn (client / server) "
+           "| byte-exact / half-close |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ORDER:
         if name not in fig:
             continue
@@ -119,9 +123,10 @@ def main():
         if f.get("tls_resumed"):
             tls += f" ({f['tls_resumed']}/{f['tls_handshakes']} resumed)"
         rss = "–" if name == "direct" else f"{fmt(f['idle_client_mib'], 1)} / {fmt(f['idle_server_mib'], 1)}"
+        anon = "–" if name == "direct" else f"{fmt(f['anon_client_mib'], 1)} / {fmt(f['anon_server_mib'], 1)}"
         kib = "–" if name == "direct" else f"{fmt(f['kib_per_conn_client'], 1)} / {fmt(f['kib_per_conn_server'], 1)}"
         md.append(f"| {LABEL[name]} | {tls} | {fmt(f['gbit'])} | {fmt(f['x_bound'])} | {fmt(f['rps'], 0)} "
-                  f"| {fmt(f['p50_us'])} | {fmt(f['p99_us'])} | {fmt(f['conn_per_s'], 0)} | {rss} | {kib} "
+                  f"| {fmt(f['p50_us'])} | {fmt(f['p99_us'])} | {fmt(f['conn_per_s'], 0)} | {rss} | {anon} | {kib} "
                   f"| {'yes' if f['echo_ok'] else '**NO**'} / "
                   f"{ {True: 'yes', False: '**NO**', None: '–'}[f['half_close_ok']] } |")
 
@@ -137,6 +142,7 @@ def main():
                                           else "full mTLS handshakes") + ")",
                  "conn_per_s", False, lambda r: r >= 1.0, "≥ best peer"),
                 ("idle RSS MiB (larger side)", "idle_mib", True, lambda r: None, "≤ 8 MiB (absolute)"),
+                ("idle anon (private) MiB (larger side)", "anon_mib", True, lambda r: None, "(information)"),
                 ("KiB per idle connection (larger side)", "kib_per_conn", True, lambda r: None, "≤ 20 KiB (absolute)")]
         absolute = {"x_bound": lambda v: v >= 0.9, "idle_mib": lambda v: v <= 8, "kib_per_conn": lambda v: v <= 20}
         for title, key, lower, rel_ok, target in rows:
@@ -157,7 +163,8 @@ def main():
            "(latency from the scheduled send time when the connection was still busy, no coordinated omission). "
            "New conn/s: `pmbench connect`, one new TCP connection and one request per iteration through the pair, "
            "so each costs a full mTLS handshake between the proxies. RSS: VmRSS of each proxy process and its "
-           "children, idle right after start; per connection = (RSS with N idle keep-alive connections − RSS before) / N."]
+           "children (VmRSS, which includes file-backed pages such as the binary's text and shared libraries; "
+           "'anon' = RssAnon, the private part), idle right after start; per connection = (RSS with N idle keep-alive connections − RSS before) / N."]
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     with open(os.path.join(a.out, "results.json"), "w") as f:

@@ -139,10 +139,12 @@ wait_log() { # name word pid: until the process's log contains word (20 s)
     return 1
 }
 
-rss_kib() { # pid: resident set of the process and its children (nginx workers), KiB
-    local pid=$1
+rss_kib() { # pid [field]: VmRSS (or RssAnon) of the process and its children (nginx workers), KiB
+    local pid=$1 field=${2:-VmRSS} p
     [ "$pid" -gt 0 ] 2>/dev/null || { echo 0; return; }
-    ps -o rss= --pid "$pid" --ppid "$pid" | awk '{s += $1} END {print s + 0}'
+    for p in $(ps -o pid= --pid "$pid" --ppid "$pid"); do
+        awk -v f="$field:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null
+    done | awk '{s += $1} END {print s + 0}'
 }
 
 # result PAIR KEY JSON: one measurement, appended to the results file.
@@ -286,7 +288,9 @@ run_pair() { # pair
     log "$pair: starting"
     "start_$pair" || { log "$pair: did not start"; return 1; }
     sleep 1
-    result "$pair" idle "{\"server_kib\": $(rss_kib "$SRV_PID"), \"client_kib\": $(rss_kib "$CLI_PID")}"
+    # RSS includes file-backed pages (binary text, shared libraries); anon is the private part.
+    result "$pair" idle "{\"server_kib\": $(rss_kib "$SRV_PID"), \"client_kib\": $(rss_kib "$CLI_PID"),
+        \"server_anon_kib\": $(rss_kib "$SRV_PID" RssAnon), \"client_anon_kib\": $(rss_kib "$CLI_PID" RssAnon)}"
     measure_pair "$pair" || rc=1
     stop_pid "$CLI_PID"
     stop_pid "$SRV_PID"
