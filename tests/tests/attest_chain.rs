@@ -96,3 +96,59 @@ fn attest_without_tee_provider_exits_with_enxio_and_keeps_deny_table() {
     assert!(!dir.join("certChain.pem").exists());
     assert!(deny_installed(&cl.pods.a));
 }
+
+/// A plain TCP app in `pod` on `port` answering `hello from app:<port>` to every connection.
+fn plain_app(pod: &podmesh_tests::netns::Pod, port: u16) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    let listener = pod.in_netns(|| std::net::TcpListener::bind(("0.0.0.0", port))).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let _ = writeln!(s, "hello from app:{port}");
+        }
+    })
+}
+
+#[test]
+fn attest_then_mesh_proxy_serves_mtls_between_two_pods() {
+    if skip_unless_root("attest_then_mesh_proxy_serves_mtls_between_two_pods") {
+        return;
+    }
+    let cl = Cluster::new().unwrap();
+    let _coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
+    let tsm_a = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
+    let tsm_b = TsmSim::mount(cl.work.path(), "b", &cl.sim_state, HOSTDATA_B, MEASUREMENT, &[]).unwrap();
+    firewall::deny::install(Some(cl.pods.a.name())).unwrap();
+    let (dir_a, dir_b) = (cl.path("tls-a"), cl.path("tls-b"));
+    // Pod a has a mesh: ingress port 8081 plaintext, every other port mTLS.
+    let ingress = "plain#8081#true";
+    let mut cmd_a = cl.start_attest_command(&cl.pods.a, 1, &tsm_a.root, &dir_a, &[]).unwrap();
+    cmd_a.env("CONTRAST_INGRESS_PROXY_CONFIG", ingress);
+    let mut att_a = Proc::spawn("podmesh attest a", cmd_a, &cl.path("attest-a.log")).unwrap();
+    let mut att_b = cl.start_attest(&cl.pods.b, 2, &tsm_b.root, &dir_b, "b", &[]).unwrap();
+    wait_for_certificate(&mut att_a, &dir_a, Duration::from_secs(30)).unwrap();
+    wait_for_certificate(&mut att_b, &dir_b, Duration::from_secs(30)).unwrap();
+    // With a mesh configured the daemon leaves the deny table to the proxy.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(deny_installed(&cl.pods.a), "attest must not open a pod that has a mesh: {}", att_a.log_text());
+
+    let _app = plain_app(&cl.pods.a, 8080);
+    let mut proxy_cmd = cl.pods.a.command(bin("podmesh").to_str().unwrap());
+    proxy_cmd.args(["proxy", "--cmdline", "/dev/null", "--reload-interval", "200ms", "--tls-dir"]).arg(&dir_a);
+    proxy_cmd.env("CONTRAST_INGRESS_PROXY_CONFIG", ingress).env_remove("NOTIFY_SOCKET").env_remove("JOURNAL_STREAM");
+    let mut proxy = Proc::spawn("podmesh proxy a", proxy_cmd, &cl.path("proxy-a.log")).unwrap();
+    wait_for("the proxy to remove the deny table", Duration::from_secs(20), || {
+        if let Some(st) = proxy.exited() {
+            panic!("podmesh proxy exited ({st}): {}", proxy.log_text());
+        }
+        (!deny_installed(&cl.pods.a)).then_some(())
+    })
+    .unwrap();
+
+    let target = addr(PodPair::V4_A, 8080);
+    let mesh_ca_b = read(&dir_b, "mesh-ca.pem");
+    let reply = mtls_request(&cl.pods.b, target, "pod-a", &mesh_ca_b, Some(&dir_b));
+    assert_eq!(reply.as_deref(), Ok("hello from app:8080"), "proxy log: {}", proxy.log_text());
+    let anon = mtls_request(&cl.pods.b, target, "pod-a", &mesh_ca_b, None);
+    assert!(anon.is_err(), "the proxy served a client without a mesh certificate: {anon:?}");
+    proxy.terminate(Duration::from_secs(5));
+}

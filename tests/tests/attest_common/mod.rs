@@ -241,10 +241,7 @@ impl Cluster {
     /// Like [`Cluster::start_attest`], publishing on the bus at `bus_address` when given.
     #[allow(clippy::too_many_arguments)]
     pub fn start_attest_on_bus(&self, pod: &Pod, net: u8, tsm: &Path, tls_dir: &Path, tag: &str, extra: &[&str], bus_address: Option<&str>) -> Result<Proc> {
-        let mut cmd = pod.command(bin("podmesh").to_str().context("utf-8 path")?);
-        cmd.args(["attest", "--coordinator", &Self::coord_addr(net), "--coordinator-root-ca"]).arg(self.root_ca_path());
-        cmd.arg("--tsm-root").arg(tsm).arg("--tls-dir").arg(tls_dir);
-        cmd.args(["--kernel-cmdline", "/dev/null", "--backoff-initial", "200ms", "--backoff-max", "1s"]).args(extra);
+        let mut cmd = self.attest_command(pod, net, tsm, tls_dir, extra)?;
         match bus_address {
             Some(a) => {
                 cmd.env("DBUS_SYSTEM_BUS_ADDRESS", a);
@@ -253,10 +250,25 @@ impl Cluster {
                 cmd.arg("--no-dbus");
             }
         }
+        Proc::spawn(&format!("podmesh attest {tag}"), cmd, &self.path(&format!("attest-{tag}.log")))
+    }
+
+    /// The `podmesh attest` command line without D-Bus, for callers that adjust it.
+    pub fn start_attest_command(&self, pod: &Pod, net: u8, tsm: &Path, tls_dir: &Path, extra: &[&str]) -> Result<Command> {
+        let mut cmd = self.attest_command(pod, net, tsm, tls_dir, extra)?;
+        cmd.arg("--no-dbus");
+        Ok(cmd)
+    }
+
+    fn attest_command(&self, pod: &Pod, net: u8, tsm: &Path, tls_dir: &Path, extra: &[&str]) -> Result<Command> {
+        let mut cmd = pod.command(bin("podmesh").to_str().context("utf-8 path")?);
+        cmd.args(["attest", "--coordinator", &Self::coord_addr(net), "--coordinator-root-ca"]).arg(self.root_ca_path());
+        cmd.arg("--tsm-root").arg(tsm).arg("--tls-dir").arg(tls_dir);
+        cmd.args(["--kernel-cmdline", "/dev/null", "--backoff-initial", "200ms", "--backoff-max", "1s"]).args(extra);
         for var in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "PODMESH_COORDINATOR_FINGERPRINT", "JOURNAL_STREAM", "NOTIFY_SOCKET"] {
             cmd.env_remove(var);
         }
-        Proc::spawn(&format!("podmesh attest {tag}"), cmd, &self.path(&format!("attest-{tag}.log")))
+        Ok(cmd)
     }
 }
 
