@@ -34,11 +34,13 @@ fuzz_target!(|data: &[u8]| {
     let mut accepted = 0u64;
     let mut last_inblob: Option<Vec<u8>> = None;
     let mut rest = data;
-    while let Some((&op, tail)) = rest.split_first() {
-        let len = (op >> 2) as usize % 80;
+    // Each step: an op byte (low 2 bits pick the operation), a length byte (0..=71, so both
+    // the exact 64 and the too-long cases occur), then that many argument bytes.
+    while let [op, len, tail @ ..] = rest {
+        let len = usize::from(*len) % 72;
         let (arg, tail) = tail.split_at(len.min(tail.len()));
         rest = tail;
-        match op & 3 {
+        match *op & 3 {
             0 => {
                 if state.write_inblob(id, arg).is_ok() {
                     accepted += 1;
