@@ -112,7 +112,8 @@ impl Route {
 /// Renders all routes in the Prometheus text exposition format.
 pub fn render(routes: &[std::sync::Arc<Route>]) -> String {
     let mut out = String::with_capacity(2048);
-    let families: [(&str, &str, &str, fn(&Route) -> u64); 5] = [
+    type Family = (&'static str, &'static str, &'static str, fn(&Route) -> u64);
+    let families: [Family; 5] = [
         ("podmesh_connections_total", "counter", "Connections accepted.", |r| r.accepted.load(Ordering::Relaxed)),
         ("podmesh_connections_active", "gauge", "Connections currently open.", |r| r.active.load(Ordering::Relaxed)),
         ("podmesh_connections_proxied_total", "counter", "Connections that reached their upstream.", |r| {

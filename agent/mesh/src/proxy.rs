@@ -133,14 +133,35 @@ pub enum ProxyError {
     #[error("egress entry {name}: {source}")]
     Egress { name: String, source: tls::TlsError },
     #[error(transparent)]
-    Tproxy(#[from] firewall::tproxy::TproxyError),
+    Tproxy(Box<firewall::tproxy::TproxyError>),
     #[error("installing the policy routes: {0}")]
-    Routes(#[from] firewall::routes::RoutesError),
+    Routes(Box<firewall::routes::RoutesError>),
     #[error("removing the deny table after readiness: {0}")]
-    Deny(#[from] firewall::deny::DenyError),
+    Deny(Box<firewall::deny::DenyError>),
     #[error("internal task failed: {0}")]
     Task(String),
 }
+
+impl From<firewall::tproxy::TproxyError> for ProxyError {
+    fn from(e: firewall::tproxy::TproxyError) -> Self {
+        Self::Tproxy(Box::new(e))
+    }
+}
+
+impl From<firewall::routes::RoutesError> for ProxyError {
+    fn from(e: firewall::routes::RoutesError) -> Self {
+        Self::Routes(Box::new(e))
+    }
+}
+
+impl From<firewall::deny::DenyError> for ProxyError {
+    fn from(e: firewall::deny::DenyError) -> Self {
+        Self::Deny(Box::new(e))
+    }
+}
+
+/// Starts one bound listener's accept loop (deferred until the proxy is ready).
+type StartServing = Box<dyn FnOnce(&mut tokio::task::JoinSet<()>) + Send>;
 
 impl Options {
     fn check(&self, plan: &Plan) -> Result<(), ProxyError> {
@@ -246,7 +267,7 @@ pub async fn run(
     });
 
     // Listeners: bound now (a port in use fails startup), served once ready.
-    let mut serve: Vec<Box<dyn FnOnce(&mut tokio::task::JoinSet<()>) + Send>> = Vec::new();
+    let mut serve: Vec<StartServing> = Vec::new();
     if plan.ingress.is_some() {
         let token = readiness.token(format!("mTLS listener on port {}", opts.mtls_port));
         let l = bind(sockopt::transparent_listener(opts.mtls_port), || format!("mTLS listener on port {}", opts.mtls_port))?;
@@ -314,7 +335,7 @@ pub async fn run(
         start(&mut tasks);
     }
     let ns = netns.clone();
-    let removed = tokio::task::spawn_blocking(move || firewall::deny::remove(ns.as_deref()))
+    let removed = tokio::task::spawn_blocking(move || firewall::deny::remove(ns.as_deref()).map_err(ProxyError::from))
         .await
         .map_err(|e| ProxyError::Task(e.to_string()))??;
     on_ready();
