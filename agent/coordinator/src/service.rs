@@ -65,7 +65,7 @@ impl Coordinator {
     pub fn open(state_dir: &Path, manifest: Option<Manifest>, config: Config) -> Result<Self, CoordinatorError> {
         // Validate the manifest against the anchors before anything is written.
         if let Some(m) = &manifest {
-            Verifier::new(m, &config.anchors)?;
+            Verifier::check_config(m, &config.anchors)?;
         }
         let state = StateDir::open(state_dir)?;
         let loaded = state.load_or_init(manifest)?;

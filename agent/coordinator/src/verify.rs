@@ -102,6 +102,14 @@ fn with_manifest_policy(mut trust: TrustConfig, manifest: &Manifest) -> TrustCon
 }
 
 impl Verifier {
+    /// The cheap configuration check of [`Verifier::new`], without building trust stores or logging.
+    pub fn check_config(manifest: &Manifest, anchors: &Anchors) -> Result<(), AnchorError> {
+        if manifest.doc.allow_simulated_tee && anchors.sim.is_none() {
+            return Err(AnchorError::SimRequired);
+        }
+        Ok(())
+    }
+
     pub fn new(manifest: &Manifest, anchors: &Anchors) -> Result<Self, AnchorError> {
         let production = TrustConfig::production().map_err(|e| AnchorError::Production(e.to_string()))?;
         let (trust, sim_probe) = match (&anchors.sim, manifest.doc.allow_simulated_tee) {

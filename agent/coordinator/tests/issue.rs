@@ -277,3 +277,49 @@ async fn malformed_and_oversized_requests_get_json_4xx() {
     attest(&client, &platform.guest(MEASUREMENT, WEB_HOST_DATA), &Workload::new()).await.unwrap();
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_stalled_request_times_out_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = SimPlatform::new(tmp.path());
+    let limits = Limits { request_timeout: Duration::from_millis(500), ..Limits::default() };
+    let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), sim_config(&platform), limits).await;
+
+    let mut roots = RootCertStore::empty();
+    roots.add(pki::pem::certificate(&running.root_pem, "root").unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let addr = running.url.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    // headers promise a body that never comes
+    tls.write_all(b"POST /v1/certificate HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"nonce\":").await.unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    response.extend_from_slice(&buf[..n]);
+                    if response.ends_with(b"}") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "server did not answer a stalled request");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"reason\":\"timeout\""), "{text}");
+    running.stop().await;
+}
