@@ -9,20 +9,25 @@
 # sit on 127.0.0.2:<app port> in the client pod. All TLS pairs use the same
 # certificates ($CERTS/{server,client}), TLS 1.3 only, mutual authentication
 # (client chain verified against the mesh CA on the server side, server chain on
-# the client side), no session resumption (every new connection is a full handshake).
+# the client side). Client-side peer listeners do no session resumption (every new
+# connection is a full handshake), except one extra listener, EP_HTTP_RESUME
+# (127.0.0.1:38080 -> the http app), that resumes sessions like podmesh does by default.
 
 APPS=(iperf:5201 http:8080 echo:7000)
+
+RESUME_PORT=38080 # client side, peers: http with session resumption
 
 peer_endpoints() {
     EP_IPERF="127.0.0.1 25201"
     EP_HTTP="127.0.0.1 28080"
     EP_ECHO="127.0.0.1 27000"
+    EP_HTTP_RESUME="127.0.0.1 $RESUME_PORT"
 }
 
 # --- direct plaintext: no proxies, the client talks to the apps over the veth
 start_direct() {
     SRV_PID=0 CLI_PID=0
-    EP_IPERF="$SRV_IP 5201" EP_HTTP="$SRV_IP 8080" EP_ECHO="$SRV_IP 7000"
+    EP_IPERF="$SRV_IP 5201" EP_HTTP="$SRV_IP 8080" EP_ECHO="$SRV_IP 7000" EP_HTTP_RESUME=""
 }
 
 # --- nginx stream (TLS, and the same pair without TLS: the "null pair")
@@ -39,7 +44,7 @@ nginx_conf() { # side tls
         if [ "$tls" = tls ] && [ "$side" = server ]; then
             echo "  ssl_certificate $CERTS/server/certChain.pem; ssl_certificate_key $CERTS/server/key.pem;"
             echo "  ssl_client_certificate $CERTS/server/mesh-ca.pem; ssl_verify_client on;"
-            echo "  ssl_protocols TLSv1.3; ssl_session_tickets off; ssl_session_cache off;"
+            echo "  ssl_protocols TLSv1.3;"
         fi
         if [ "$tls" = tls ] && [ "$side" = client ]; then
             echo "  proxy_ssl on; proxy_ssl_protocols TLSv1.3; proxy_ssl_session_reuse off;"
@@ -54,6 +59,10 @@ nginx_conf() { # side tls
                 echo "  server { listen 127.0.0.1:$((port + 20000)) backlog=4096; proxy_pass $SRV_IP:$((port + 10000)); }"
             fi
         done
+        if [ "$side" = client ]; then
+            echo "  server { listen 127.0.0.1:$RESUME_PORT backlog=4096; proxy_pass $SRV_IP:18080;$(
+                [ "$tls" = tls ] && echo ' proxy_ssl_session_reuse on;') }"
+        fi
         echo "}"
     } >"$dir/nginx.conf"
     echo "$dir/nginx.conf"
@@ -96,6 +105,17 @@ stunnel_conf() { # side
                 echo "connect = $SRV_IP:$((port + 10000))"
             fi
         done
+        if [ "$side" = client ]; then
+            echo "[http-resume]"
+            echo "cert = $CERTS/client/certChain.pem"
+            echo "key = $CERTS/client/key.pem"
+            echo "CAfile = $CERTS/client/mesh-ca.pem"
+            echo "verifyChain = yes"
+            echo "sslVersionMin = TLSv1.3"
+            echo "client = yes"
+            echo "accept = 127.0.0.1:$RESUME_PORT"
+            echo "connect = $SRV_IP:18080"
+        fi
     } >"$f"
     echo "$f"
 }
@@ -122,13 +142,18 @@ haproxy_conf() { # side
             name=${a%%:*} port=${a#*:}
             echo "listen $name"
             if [ "$side" = server ]; then
-                echo "  bind $SRV_IP:$((port + 10000)) ssl crt $CERTS/server/haproxy.pem ca-file $CERTS/server/mesh-ca.pem verify required ssl-min-ver TLSv1.3 no-tls-tickets"
+                echo "  bind $SRV_IP:$((port + 10000)) ssl crt $CERTS/server/haproxy.pem ca-file $CERTS/server/mesh-ca.pem verify required ssl-min-ver TLSv1.3"
                 echo "  server app $SRV_IP:$port"
             else
                 echo "  bind 127.0.0.1:$((port + 20000))"
                 echo "  server mesh $SRV_IP:$((port + 10000)) ssl crt $CERTS/client/haproxy.pem ca-file $CERTS/client/mesh-ca.pem verify required ssl-min-ver TLSv1.3 no-ssl-reuse"
             fi
         done
+        if [ "$side" = client ]; then
+            echo "listen http-resume"
+            echo "  bind 127.0.0.1:$RESUME_PORT"
+            echo "  server mesh $SRV_IP:18080 ssl crt $CERTS/client/haproxy.pem ca-file $CERTS/client/mesh-ca.pem verify required ssl-min-ver TLSv1.3"
+        fi
     } >"$f"
     echo "$f"
 }
@@ -147,6 +172,7 @@ wait_peer_ports() {
         wait_listen "$NS_S" $((port + 10000)) "$SRV_PID" || return 1
         wait_listen "$NS_C" $((port + 20000)) "$CLI_PID" || return 1
     done
+    wait_listen "$NS_C" "$RESUME_PORT" "$CLI_PID"
 }
 
 # --- podmesh: TPROXY ingress (mTLS on 15006) in the server pod, egress listeners in the client pod
@@ -163,6 +189,8 @@ start_podmesh() {
         "$PODMESH" proxy --tls-dir "$CERTS/client" --cmdline /dev/null
     CLI_PID=$LAST_PID
     EP_IPERF="127.0.0.2 5201" EP_HTTP="127.0.0.2 8080" EP_ECHO="127.0.0.2 7000"
+    # podmesh always resumes (no knob to turn it off): its only figure is the resumed one.
+    EP_HTTP_RESUME=$EP_HTTP
     wait_log podmesh-server proxy_ready "$SRV_PID" || return 1
     wait_log podmesh-client proxy_ready "$CLI_PID" || return 1
 }

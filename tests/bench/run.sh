@@ -215,6 +215,18 @@ log "AES-256-GCM per core: rustls $(jq -r '.gbit | .*100|round/100' <<<"$aead") 
 source "$HERE/pairs.sh"
 
 # --- measurements through the running pair
+probe_tls() { # pair key endpoint: what the proxies negotiate, read off the veth
+    local pair=$1 key=$2 host port sniff i
+    ip netns exec "$NS_C" $PY "$HERE/sniff.py" "$VETH_C" "$SRV_IP" 3 >"$WORK/sniff.json" 2>"$WORK/log/sniff-$pair-$key.log" &
+    sniff=$!
+    for i in $(seq 50); do grep -q listening "$WORK/log/sniff-$pair-$key.log" && break; sleep 0.1; done
+    read -r host port <<<"$3"
+    in_c "$PMBENCH" connect --addr "$host:$port" --concurrency 1 --seconds 0.5 >/dev/null || true
+    kill -TERM "$sniff" 2>/dev/null || true
+    wait "$sniff" || true
+    result "$pair" "$key" "$(cat "$WORK/sniff.json" 2>/dev/null)"
+}
+
 measure_pair() { # pair
     local pair=$1 host port out best=0 i held_pid line before_s before_c after_s after_c
     read -r host port <<<"$EP_ECHO"
@@ -233,14 +245,8 @@ measure_pair() { # pair
     fi
 
     if [ "$pair" != direct ]; then
-        ip netns exec "$NS_C" $PY "$HERE/sniff.py" "$VETH_C" "$SRV_IP" 3 >"$WORK/sniff.json" 2>"$WORK/log/sniff-$pair.log" &
-        local sniff=$!
-        for i in $(seq 50); do grep -q listening "$WORK/log/sniff-$pair.log" && break; sleep 0.1; done
-        read -r host port <<<"$EP_HTTP"
-        in_c "$PMBENCH" connect --addr "$host:$port" --concurrency 1 --seconds 0.5 >/dev/null || true
-        kill -TERM "$sniff" 2>/dev/null || true
-        wait "$sniff" || true
-        result "$pair" tls "$(cat "$WORK/sniff.json" 2>/dev/null || echo null)"
+        probe_tls "$pair" tls "$EP_HTTP"
+        [ "$pair" != podmesh ] && [ -n "$EP_HTTP_RESUME" ] && probe_tls "$pair" tls_resume "$EP_HTTP_RESUME"
     fi
 
     read -r host port <<<"$EP_IPERF"
@@ -259,6 +265,13 @@ measure_pair() { # pair
     out=$(in_c "$PMBENCH" connect --addr "$host:$port" --concurrency "$CONN_CONC" --seconds "$CONN_SECS") ||
         { log "$pair: new-connection load failed"; return 1; }
     result "$pair" connect "$out"
+    if [ -n "${EP_HTTP_RESUME:-}" ] && [ "$EP_HTTP_RESUME" != "$EP_HTTP" ]; then
+        read -r host port <<<"$EP_HTTP_RESUME"
+        out=$(in_c "$PMBENCH" connect --addr "$host:$port" --concurrency "$CONN_CONC" --seconds "$CONN_SECS") ||
+            { log "$pair: new-connection load with resumption failed"; return 1; }
+        result "$pair" connect_resume "$out"
+        read -r host port <<<"$EP_HTTP"
+    fi
 
     [ "$pair" = direct ] && return 0
     sleep 1
