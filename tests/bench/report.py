@@ -165,7 +165,7 @@ def main():
             md.append(f"\npodmesh throughput is {100 * pm['gbit'] / d:.0f} % of direct plaintext "
                       f"(issue target ≥ 50 %, out of reach on this host: the TLS-free null pair reaches "
                       f"{100 * null / d:.0f} %)." if null else "")
-    md += ["", "Method: `tests/bench/run.sh` (see tests/bench/README in the project README). Throughput: iperf3, one "
+    md += ["", "Method: `tests/bench/run.sh`, see tests/bench/README.md. Throughput: iperf3, one "
            "stream, best of the runs. req/s, p50, p99: `pmbench rate`, open-loop HTTP/1.1 keep-alive at a fixed rate "
            "(latency from the scheduled send time when the connection was still busy, no coordinated omission). "
            "New conn/s: `pmbench connect`, one new TCP connection and one request per iteration through the pair, "
