@@ -53,7 +53,7 @@ cache=${PODMESH_IMAGE_CACHE:-/var/cache/podmesh/image}
 work=build/image
 stage=$work/stage-$profile
 out=$work/$profile
-mkdir -p "$cache/debs" "$cache/packages" "$cache/mkosi" "$work" "$out"
+mkdir -p "$cache/debs" "$cache/packages" "$cache/mkosi-$profile" "$work" "$out"
 
 # 1. Release binaries.
 bins=(podmesh)
@@ -113,13 +113,14 @@ SRC
 progress "kernel .debs (bookworm-backports) in $cache/debs"
 bash image/fetch-kernel.sh "$cache/debs" >/dev/null
 
-# 5. mkosi. Incremental: the package-installed tree is cached, so a rebuild only re-applies
+# 5. mkosi. Incremental: the package-installed tree is cached (one cache per profile: mkosi's
+# cache key ignores the profile), so a rebuild only re-applies
 # the trees, presets and module filtering.
 progress "mkosi build (first build ~1-2 min; cached ~30 s)"
 mkosi --profile "$profile" \
     --package-directory "$cache/debs" \
     --package-cache-dir "$cache/packages" \
-    --cache-dir "$cache/mkosi" \
+    --cache-dir "$cache/mkosi-$profile" \
     --incremental \
     --extra-tree "$stage:/" \
     --force \
