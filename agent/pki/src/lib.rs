@@ -36,6 +36,12 @@
 //! | `.9` | workload | UTF8String | name of the manifest policy entry | same |
 //!
 //! [`claims::AttestationClaims::from_certificate`] reads them back.
+//!
+//! # Test and benchmark CAs
+//!
+//! There is no separate testing API: tests build CAs exactly as the coordinator does, with
+//! [`RootCa::generate`], [`MeshCa::generate`], a key from [`leaf::new_workload_key`] and
+//! [`MeshCa::issue`] (chain = leaf + intermediate, trust anchor = [`MeshCa::mesh_ca_pem`]).
 
 #![deny(unsafe_code)]
 
