@@ -1,9 +1,11 @@
 //! Coordinator issue-rate benchmark: a real coordinator on loopback TLS, SNP evidence from
 //! tsm-sim's simulated signer. Prints certificates per second for
-//!   - issue:     POST /v1/certificate with pre-signed evidence (the coordinator's own cost:
-//!                TLS handshake, JSON, SNP chain + report verification, signing a P-384 leaf),
-//!   - full flow: nonce + sign (simulated guest) + issue, as `podmesh attest` does it,
-//!   - baseline:  POST /v1/nonce (TLS handshake + HTTP round trip, the transport floor),
+//!
+//! - issue: `POST /v1/certificate` with pre-signed evidence (the coordinator's own cost: TLS
+//!   handshake, JSON, SNP chain + report verification, signing a P-384 leaf),
+//! - full flow: nonce + sign (simulated guest) + issue, as `podmesh attest` does it,
+//! - baseline: `POST /v1/nonce` (TLS handshake + HTTP round trip, the transport floor),
+//!
 //! and the ratio issue/baseline. Bounded by --count; run it via tests/bench/coordinator.sh.
 
 #[path = "../tests/common/mod.rs"]

@@ -57,7 +57,7 @@ struct ServeArgs {
     /// File with the hex SHA-256 of the owner's bearer token; without it `PUT /v1/manifest` is disabled.
     #[arg(long)]
     owner_token_file: Option<PathBuf>,
-    /// tsm-sim anchor directory (ark.pem, ask.pem). Used for evidence only when the manifest sets
+    /// tsm-sim anchor directory (ark.pem + ask.pem for SNP, intel_root.der + collateral.json for TDX). Used for evidence only when the manifest sets
     /// allow_simulated_tee; otherwise only to tell such evidence apart in rejections.
     #[arg(long)]
     sim_anchor: Option<PathBuf>,
@@ -148,12 +148,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         None => None,
     };
     let mut anchors = Anchors::default();
-    if let Some(dir) = &args.sim_anchor {
-        anchors.sim = Some((Anchors::load_sim(dir)?, dir.clone()));
-        tracing::warn!(PODMESH_EVENT = "coordinator_sim_anchor_loaded", anchor = %dir.display(), "simulated TEE anchor loaded from {} (accepted only if the manifest sets allow_simulated_tee)", dir.display());
-    }
     if let Some(dir) = &args.tdx_collateral {
         anchors.tdx_collateral = Some(Anchors::load_tdx_collateral(dir)?);
+    }
+    if let Some(dir) = &args.sim_anchor {
+        anchors = anchors.with_sim(dir)?;
+        tracing::warn!(PODMESH_EVENT = "coordinator_sim_anchor_loaded", anchor = %dir.display(), "simulated TEE anchor loaded from {} (accepted only if the manifest sets allow_simulated_tee)", dir.display());
     }
     anchors.vcek_cache = args.vcek_cache.clone();
     let owner = args.owner_token_file.as_deref().map(OwnerToken::from_hash_file).transpose()?;

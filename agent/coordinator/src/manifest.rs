@@ -313,9 +313,11 @@ mod tests {
         assert_eq!(again.sha256, m.sha256);
     }
 
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+
     #[test]
     fn bad_manifests_name_the_field() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>)> = vec![
+        let cases: Vec<(&str, Edit)> = vec![
             ("measurements[0]", Box::new(|v| v["reference_values"]["snp"]["measurements"][0] = "abc".into())),
             ("measurements", Box::new(|v| v["reference_values"]["snp"]["measurements"] = serde_json::json!([]))),
             ("guest_policy", Box::new(|v| v["reference_values"]["snp"]["guest_policy"] = "0xzz".into())),

@@ -43,19 +43,43 @@ pub enum AnchorError {
     SimRequired,
 }
 
+/// tsm-sim's exported anchor (`tsm-sim anchor --out DIR`, SNP and/or TDX).
+#[derive(Clone)]
+pub struct SimAnchor {
+    pub dir: PathBuf,
+    /// From `ark.pem` + `ask.pem`.
+    pub amd: Vec<AmdRoots>,
+    /// From `intel_root.der`.
+    pub intel_root: Option<Vec<u8>>,
+}
+
 /// Trust material from the command line, independent of the manifest.
 #[derive(Clone, Default)]
 pub struct Anchors {
-    /// tsm-sim's exported ARK/ASK (`--sim-anchor`), with the directory for the log.
-    pub sim: Option<(Vec<AmdRoots>, PathBuf)>,
+    pub sim: Option<SimAnchor>,
     pub tdx_collateral: Option<QuoteCollateralV3>,
-    /// `--vcek-cache`: `<chip_id hex>.der` files for reports without a certificate table.
+    /// `--vcek-cache`: `<CHIP_ID hex>.der` files for reports without a certificate table.
     pub vcek_cache: Option<PathBuf>,
 }
 
-impl Anchors {
-    /// Loads `ark.pem` + `ask.pem` written by `tsm-sim` (its `export_anchor`).
-    pub fn load_sim(dir: &Path) -> Result<Vec<AmdRoots>, AnchorError> {
+impl SimAnchor {
+    /// Loads what `tsm-sim anchor` wrote: `ark.pem` + `ask.pem` (SNP) and/or `intel_root.der` (TDX).
+    pub fn load(dir: &Path) -> Result<Self, AnchorError> {
+        let bad = |why: String| AnchorError::Sim { path: dir.display().to_string(), why };
+        let amd = if dir.join("ark.pem").exists() { Self::load_amd(dir)? } else { Vec::new() };
+        let intel_path = dir.join("intel_root.der");
+        let intel_root = if intel_path.exists() {
+            Some(std::fs::read(&intel_path).map_err(|e| bad(format!("{}: {e}", intel_path.display())))?)
+        } else {
+            None
+        };
+        if amd.is_empty() && intel_root.is_none() {
+            return Err(bad("neither ark.pem (SNP) nor intel_root.der (TDX) found; export it with `tsm-sim anchor`".into()));
+        }
+        Ok(Self { dir: dir.to_path_buf(), amd, intel_root })
+    }
+
+    fn load_amd(dir: &Path) -> Result<Vec<AmdRoots>, AnchorError> {
         let bad = |why: String| AnchorError::Sim { path: dir.display().to_string(), why };
         let read = |name: &str| -> Result<Vec<u8>, AnchorError> {
             let path = dir.join(name);
@@ -71,6 +95,19 @@ impl Anchors {
             .find(|p| subject.contains(&format!("ARK-{}", p.name())))
             .ok_or_else(|| bad(format!("ark.pem subject {subject:?} names no known product (ARK-Milan/Genoa/Turin)")))?;
         Ok(vec![AmdRoots { product, ark, ask, asvk: None }])
+    }
+}
+
+impl Anchors {
+    /// Adds the tsm-sim anchor in `dir`; its `collateral.json` becomes the TDX collateral
+    /// unless collateral was configured already.
+    pub fn with_sim(mut self, dir: &Path) -> Result<Self, AnchorError> {
+        let sim = SimAnchor::load(dir)?;
+        if sim.intel_root.is_some() && self.tdx_collateral.is_none() && dir.join("collateral.json").exists() {
+            self.tdx_collateral = Some(Self::load_tdx_collateral(dir)?);
+        }
+        self.sim = Some(sim);
+        Ok(self)
     }
 
     pub fn load_tdx_collateral(dir: &Path) -> Result<QuoteCollateralV3, AnchorError> {
@@ -113,20 +150,20 @@ impl Verifier {
     pub fn new(manifest: &Manifest, anchors: &Anchors) -> Result<Self, AnchorError> {
         let production = TrustConfig::production().map_err(|e| AnchorError::Production(e.to_string()))?;
         let (trust, sim_probe) = match (&anchors.sim, manifest.doc.allow_simulated_tee) {
-            (Some((roots, dir)), true) => {
+            (Some(SimAnchor { amd, intel_root, dir }), true) => {
                 tracing::warn!(
                     PODMESH_EVENT = "coordinator_simulated_tee_allowed",
                     anchor = %dir.display(),
                     "MANIFEST ALLOWS SIMULATED TEE EVIDENCE signed by the tsm-sim anchor in {}: certificates prove NOTHING about real hardware",
                     dir.display()
                 );
-                (production.with_simulated_anchors(roots.clone(), None), None)
+                (production.with_simulated_anchors(amd.clone(), intel_root.clone()), None)
             }
             (None, true) => return Err(AnchorError::SimRequired),
-            (Some((roots, _)), false) => {
+            (Some(SimAnchor { amd, intel_root, .. }), false) => {
                 let probe = TrustConfig::production()
                     .map_err(|e| AnchorError::Production(e.to_string()))?
-                    .with_simulated_anchors(roots.clone(), None);
+                    .with_simulated_anchors(amd.clone(), intel_root.clone());
                 (production, Some(with_manifest_policy(probe, manifest)))
             }
             (None, false) => (production, None),

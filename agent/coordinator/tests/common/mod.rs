@@ -60,7 +60,7 @@ impl SimPlatform {
     }
 
     pub fn anchors(&self) -> Anchors {
-        Anchors { sim: Some((Anchors::load_sim(&self.anchor).expect("sim anchor"), self.anchor.clone())), ..Anchors::default() }
+        Anchors::default().with_sim(&self.anchor).expect("sim anchor")
     }
 }
 
