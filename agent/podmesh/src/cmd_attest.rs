@@ -114,7 +114,7 @@ async fn settings(args: Args, cmdline: &str) -> anyhow::Result<Option<Settings>>
             Trust::RootCa { pem: String::from_utf8_lossy(&pem).into_owned(), der: certs.remove(0) }
         }
         (None, Some(fp)) => Trust::Fingerprint(parse_fingerprint(&fp)?),
-        (None, None) => Trust::TrustOnFirstUse,
+        (None, None) => Trust::FirstUse,
     };
     if let Some(level) = args.tsm_privlevel {
         anyhow::ensure!(level <= tee::tsm::PRIVLEVEL_MAX, "--tsm-privlevel {level} is above the maximum {}", tee::tsm::PRIVLEVEL_MAX);
@@ -125,7 +125,7 @@ async fn settings(args: Args, cmdline: &str) -> anyhow::Result<Option<Settings>>
         match &trust {
             Trust::RootCa { .. } => "verified against the configured root CA",
             Trust::Fingerprint(_) => "verified against the configured fingerprint",
-            Trust::TrustOnFirstUse => "TRUST ON FIRST USE",
+            Trust::FirstUse => "TRUST ON FIRST USE",
         },
         args.tls_dir.display(),
         if mesh_configured { "configured: the proxy opens the pod" } else { "not configured: this daemon opens the pod" },

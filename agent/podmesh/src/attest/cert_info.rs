@@ -39,7 +39,7 @@ pub fn sha256_fingerprint(der: &[u8]) -> String {
 
 fn parse<'a>(what: &str, der: &'a [u8]) -> Result<X509Certificate<'a>, CertError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(CertError::X509 { what: what.to_owned(), reason: "trailing bytes after the certificate".into() }),
         Err(e) => Err(CertError::X509 { what: what.to_owned(), reason: e.to_string() }),
     }

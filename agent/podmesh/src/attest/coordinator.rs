@@ -46,7 +46,7 @@ impl Coordinator {
         let (server_trust, anchor) = match &trust {
             Trust::RootCa { pem, der } => (ServerTrust::RootCaPem(pem.clone()), Some(der.clone())),
             Trust::Fingerprint(fp) => (ServerTrust::RootFingerprint(*fp), None),
-            Trust::TrustOnFirstUse => (ServerTrust::TrustOnFirstUse, None),
+            Trust::FirstUse => (ServerTrust::TrustOnFirstUse, None),
         };
         let client = Client::new(&url(&endpoint), server_trust)?.with_timeout(timeout);
         Ok(Self { endpoint, trust, client, anchor, timeout })
@@ -58,7 +58,7 @@ impl Coordinator {
     }
 
     pub async fn nonce(&mut self) -> Result<[u8; NONCE_LEN], CoordinatorError> {
-        if let Trust::TrustOnFirstUse = self.trust {
+        if let Trust::FirstUse = self.trust {
             tracing::warn!(
                 PODMESH_EVENT = "coordinator_tofu",
                 "coordinator {} is trusted on first use{}: its identity is NOT verified; set PODMESH_COORDINATOR_ROOT_CA or PODMESH_COORDINATOR_FINGERPRINT",
@@ -85,7 +85,7 @@ impl Coordinator {
     /// After the first verified bundle under trust-on-first-use: pin its root, so later
     /// attempts (renewals) accept only that coordinator.
     pub fn pin_first_use(&mut self, root_ca_pem: &str) -> Result<(), CoordinatorError> {
-        if !matches!(self.trust, Trust::TrustOnFirstUse) || self.anchor.is_some() {
+        if !matches!(self.trust, Trust::FirstUse) || self.anchor.is_some() {
             return Ok(());
         }
         let der = parse_pem_chain("coordinator root CA", root_ca_pem.as_bytes())?.remove(0);

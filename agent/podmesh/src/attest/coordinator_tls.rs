@@ -3,7 +3,7 @@
 //!
 //! * `RootCa`: the configured root CA is the only anchor.
 //! * `Fingerprint`: the root the coordinator presents must have this SHA-256.
-//! * `TrustOnFirstUse`: the first root presented is accepted and then pinned for the life of
+//! * `FirstUse`: the first root presented is accepted and then pinned for the life of
 //!   the process. Warned on every attempt: whoever answers first can impersonate the coordinator.
 
 use rustls_pki_types::CertificateDer;
@@ -12,7 +12,7 @@ use rustls_pki_types::CertificateDer;
 pub enum Trust {
     RootCa { pem: String, der: CertificateDer<'static> },
     Fingerprint([u8; 32]),
-    TrustOnFirstUse,
+    FirstUse,
 }
 
 #[derive(Debug, thiserror::Error)]

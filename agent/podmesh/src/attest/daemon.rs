@@ -62,8 +62,8 @@ impl AttemptError {
 pub enum DaemonError {
     #[error("{0}")]
     NoTee(AttemptError),
-    #[error("removing the deny table: {0}")]
-    Deny(#[from] firewall::deny::DenyError),
+    #[error("{0}")]
+    Deny(Box<firewall::deny::DenyError>),
     #[error("installing the SIGTERM/SIGINT handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -100,8 +100,8 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
         attempt += 1;
         let outcome = tokio::select! {
             r = attest_once(&mut s) => r,
-            _ = sigterm.recv() => return Ok(stopping()),
-            _ = sigint.recv() => return Ok(stopping()),
+            _ = sigterm.recv() => return stopping(),
+            _ = sigint.recv() => return stopping(),
         };
         let wait = match outcome {
             Ok(v) => {
@@ -178,7 +178,7 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
             _ = sigint.recv() => Wake::Shutdown,
         };
         match wake {
-            Wake::Shutdown => return Ok(stopping()),
+            Wake::Shutdown => return stopping(),
             Wake::Reattest => backoff.reset(),
             Wake::Timer => {}
         }
@@ -227,7 +227,7 @@ async fn read_report(s: &Settings, report_data: [u8; 64]) -> Result<tee::tsm::Ts
 }
 
 fn open_pod(s: &Settings, why: &str) -> Result<(), DaemonError> {
-    let was = firewall::deny::remove(s.netns.as_deref())?;
+    let was = firewall::deny::remove(s.netns.as_deref()).map_err(|e| DaemonError::Deny(Box::new(e)))?;
     tracing::warn!(
         PODMESH_EVENT = "deny_removed",
         "deny table {}: {why}; pod ports are now reachable without the mesh proxy",
@@ -236,9 +236,10 @@ fn open_pod(s: &Settings, why: &str) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn stopping() {
+fn stopping() -> Result<(), DaemonError> {
     tracing::info!(PODMESH_EVENT = "stopping", "stopping on signal; tls files stay in place");
     notify(&[sd_notify::NotifyState::Stopping]);
+    Ok(())
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
