@@ -104,7 +104,7 @@ struct SignerArgs {
     /// State directory for the simulated keys (kept across restarts: the trust anchor).
     #[arg(long)]
     state: PathBuf,
-    /// SNP: AMD product (milan or genoa).
+    /// SNP: AMD product (milan, genoa or turin).
     #[arg(long, default_value = "genoa")]
     product: Product,
     /// SNP: launch MEASUREMENT (48 bytes hex).
@@ -116,7 +116,7 @@ struct SignerArgs {
     /// SNP: guest POLICY (hex u64, e.g. 0x30000; bit 19 = debug).
     #[arg(long, value_parser = hex_u64)]
     policy: Option<u64>,
-    /// SNP: reported (and current) TCB: bl=N,tee=N,snp=N,ucode=N or a hex TCB_VERSION.
+    /// SNP: reported (and current) TCB: bl=N,tee=N,snp=N,ucode=N[,fmc=N] or a hex TCB_VERSION (Milan/Genoa layout).
     #[arg(long)]
     tcb: Option<TcbVersion>,
     /// SNP: committed TCB (defaults to --tcb).

@@ -44,6 +44,7 @@ pub enum ChainError {
 pub enum Product {
     Milan,
     Genoa,
+    Turin,
 }
 
 impl Product {
@@ -52,6 +53,7 @@ impl Product {
         match self {
             Product::Milan => "Milan",
             Product::Genoa => "Genoa",
+            Product::Turin => "Turin",
         }
     }
     /// The VCEK productName extension value (what AMD KDS writes).
@@ -59,6 +61,7 @@ impl Product {
         match self {
             Product::Milan => "Milan-B0",
             Product::Genoa => "Genoa",
+            Product::Turin => "Turin",
         }
     }
     /// CPUID family, model, stepping as v3+ reports carry them.
@@ -66,6 +69,14 @@ impl Product {
         match self {
             Product::Milan => (0x19, 0x01, 0x01),
             Product::Genoa => (0x19, 0x11, 0x01),
+            Product::Turin => (0x1A, 0x02, 0x01),
+        }
+    }
+    /// Bytes of the chip identifier AMD certifies (Turin: 8, the rest of CHIP_ID is zero).
+    pub fn hwid_len(self) -> usize {
+        match self {
+            Product::Turin => 8,
+            _ => 64,
         }
     }
 }
@@ -76,40 +87,45 @@ impl std::str::FromStr for Product {
         match s.to_ascii_lowercase().as_str() {
             "milan" => Ok(Product::Milan),
             "genoa" => Ok(Product::Genoa),
-            other => Err(format!("unknown AMD product {other:?} (expected milan or genoa)")),
+            "turin" => Ok(Product::Turin),
+            other => Err(format!("unknown AMD product {other:?} (expected milan, genoa or turin)")),
         }
     }
 }
 
-/// SEV-SNP TCB_VERSION for Milan/Genoa: byte 0 boot loader, 1 TEE, 6 SNP, 7 microcode.
+/// SEV-SNP TCB_VERSION. Milan/Genoa layout: byte 0 boot loader, 1 TEE, 6 SNP, 7 microcode;
+/// Turin: byte 0 FMC, 1 boot loader, 2 TEE, 3 SNP, 7 microcode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcbVersion {
     pub bootloader: u8,
     pub tee: u8,
     pub snp: u8,
     pub microcode: u8,
+    /// Turin only.
+    pub fmc: u8,
 }
 
 impl TcbVersion {
-    pub fn to_u64(self) -> u64 {
-        u64::from(self.bootloader)
-            | u64::from(self.tee) << 8
-            | u64::from(self.snp) << 48
-            | u64::from(self.microcode) << 56
+    pub fn to_u64(self, product: Product) -> u64 {
+        let b = match product {
+            Product::Turin => [self.fmc, self.bootloader, self.tee, self.snp, 0, 0, 0, self.microcode],
+            _ => [self.bootloader, self.tee, 0, 0, 0, 0, self.snp, self.microcode],
+        };
+        u64::from_le_bytes(b)
     }
 }
 
 impl Default for TcbVersion {
     /// A plausible current Genoa TCB (bl 10, tee 0, snp 25, ucode 84), as on AMD KDS certs.
     fn default() -> Self {
-        TcbVersion { bootloader: 10, tee: 0, snp: 25, microcode: 84 }
+        TcbVersion { bootloader: 10, tee: 0, snp: 25, microcode: 84, fmc: 0 }
     }
 }
 
 impl std::str::FromStr for TcbVersion {
     type Err = String;
-    /// `bl=10,tee=0,snp=25,ucode=84` (any subset; missing parts keep the default) or a raw
-    /// 64-bit TCB_VERSION in hex (`0x5400000000000a0a`-style, `0x` optional).
+    /// `bl=10,tee=0,snp=25,ucode=84[,fmc=N]` (any subset; missing parts keep the default)
+    /// or a raw 64-bit TCB_VERSION in hex in the Milan/Genoa layout (`0x5419000000000a0a`).
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if !s.contains('=') {
@@ -120,7 +136,7 @@ impl std::str::FromStr for TcbVersion {
             if b[2..6].iter().any(|&x| x != 0) {
                 return Err(format!("TCB {s:?}: bytes 2..6 are reserved and must be zero"));
             }
-            return Ok(TcbVersion { bootloader: b[0], tee: b[1], snp: b[6], microcode: b[7] });
+            return Ok(TcbVersion { bootloader: b[0], tee: b[1], snp: b[6], microcode: b[7], fmc: 0 });
         }
         let mut tcb = TcbVersion::default();
         for part in s.split(',') {
@@ -136,7 +152,8 @@ impl std::str::FromStr for TcbVersion {
                 "tee" => tcb.tee = v,
                 "snp" => tcb.snp = v,
                 "ucode" | "microcode" => tcb.microcode = v,
-                other => return Err(format!("TCB part {part:?}: unknown key {other:?} (bl, tee, snp, ucode)")),
+                "fmc" => tcb.fmc = v,
+                other => return Err(format!("TCB part {part:?}: unknown key {other:?} (bl, tee, snp, ucode, fmc)")),
             }
         }
         Ok(tcb)
@@ -151,6 +168,7 @@ mod oid {
     pub const BL_SPL: O = O::new_unwrap("1.3.6.1.4.1.3704.1.3.1");
     pub const TEE_SPL: O = O::new_unwrap("1.3.6.1.4.1.3704.1.3.2");
     pub const SNP_SPL: O = O::new_unwrap("1.3.6.1.4.1.3704.1.3.3");
+    pub const FMC_SPL: O = O::new_unwrap("1.3.6.1.4.1.3704.1.3.9");
     pub const SPL_4: O = O::new_unwrap("1.3.6.1.4.1.3704.1.3.4");
     pub const SPL_5: O = O::new_unwrap("1.3.6.1.4.1.3704.1.3.5");
     pub const SPL_6: O = O::new_unwrap("1.3.6.1.4.1.3704.1.3.6");
@@ -204,7 +222,7 @@ impl SimAmdChain {
     pub fn ask_der(&self) -> &[u8] {
         &self.ask_der
     }
-    /// The 64-byte chip identifier, the VCEK's hwID and the report's CHIP_ID.
+    /// The report's 64-byte CHIP_ID; its first `hwid_len()` bytes are the VCEK's hwID.
     pub fn chip_id(&self) -> &[u8; 64] {
         &self.chip_id
     }
@@ -268,21 +286,38 @@ fn vcek_extensions(product: Product, tcb: TcbVersion, chip_id: &[u8; 64]) -> Res
     let int = |v: u8| x509_build::to_der("SPL integer", &v);
     let name = Ia5StringRef::new(product.vcek_product_name())
         .map_err(|source| X509BuildError::Der { what: "product name", source })?;
-    // Same order as AMD KDS certificates: 1, 2, 3.1, 3.2, 3.4, 3.5, 3.6, 3.7, 3.3, 3.8, 4.
-    let exts: Vec<(ObjectIdentifier, Vec<u8>)> = vec![
-        (oid::STRUCT_VERSION, int(0)?),
-        (oid::PRODUCT_NAME, x509_build::to_der("product name", &name)?),
-        (oid::BL_SPL, int(tcb.bootloader)?),
-        (oid::TEE_SPL, int(tcb.tee)?),
-        (oid::SPL_4, int(0)?),
-        (oid::SPL_5, int(0)?),
-        (oid::SPL_6, int(0)?),
-        (oid::SPL_7, int(0)?),
-        (oid::SNP_SPL, int(tcb.snp)?),
-        (oid::UCODE_SPL, int(tcb.microcode)?),
-        // hwID is the raw 64 bytes inside the extension's OCTET STRING, not a nested type.
-        (oid::HW_ID, chip_id.to_vec()),
-    ];
+    let hwid = chip_id[..product.hwid_len()].to_vec();
+    // Same order as AMD KDS certificates. Milan/Genoa: 1, 2, 3.1, 3.2, 3.4-3.7, 3.3, 3.8, 4;
+    // Turin: 1 (structVersion 1), 2, 3.9 (FMC), 3.1, 3.2, 3.3, 3.5-3.7, 3.8, 4 (8-byte hwID).
+    // hwID is the raw bytes inside the extension's OCTET STRING, not a nested type.
+    let exts: Vec<(ObjectIdentifier, Vec<u8>)> = match product {
+        Product::Turin => vec![
+            (oid::STRUCT_VERSION, int(1)?),
+            (oid::PRODUCT_NAME, x509_build::to_der("product name", &name)?),
+            (oid::FMC_SPL, int(tcb.fmc)?),
+            (oid::BL_SPL, int(tcb.bootloader)?),
+            (oid::TEE_SPL, int(tcb.tee)?),
+            (oid::SNP_SPL, int(tcb.snp)?),
+            (oid::SPL_5, int(0)?),
+            (oid::SPL_6, int(0)?),
+            (oid::SPL_7, int(0)?),
+            (oid::UCODE_SPL, int(tcb.microcode)?),
+            (oid::HW_ID, hwid),
+        ],
+        _ => vec![
+            (oid::STRUCT_VERSION, int(0)?),
+            (oid::PRODUCT_NAME, x509_build::to_der("product name", &name)?),
+            (oid::BL_SPL, int(tcb.bootloader)?),
+            (oid::TEE_SPL, int(tcb.tee)?),
+            (oid::SPL_4, int(0)?),
+            (oid::SPL_5, int(0)?),
+            (oid::SPL_6, int(0)?),
+            (oid::SPL_7, int(0)?),
+            (oid::SNP_SPL, int(tcb.snp)?),
+            (oid::UCODE_SPL, int(tcb.microcode)?),
+            (oid::HW_ID, hwid),
+        ],
+    };
     exts.into_iter()
         .map(|(o, v)| x509_build::extension(o, false, v).map_err(ChainError::from))
         .collect()
@@ -333,7 +368,9 @@ fn create(dir: &Path, product: Product) -> Result<(), ChainError> {
     let vcek_key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING)
         .map_err(|_| ChainError::KeyGen("VCEK"))?;
     let mut chip_id = [0u8; 64];
-    SystemRandom::new().fill(&mut chip_id).map_err(|_| ChainError::KeyGen("chip id"))?;
+    SystemRandom::new()
+        .fill(&mut chip_id[..product.hwid_len()])
+        .map_err(|_| ChainError::KeyGen("chip id"))?;
 
     let now = SystemTime::now();
     // Back-dated a day to tolerate clock skew between the simulator and a verifier;
@@ -470,8 +507,10 @@ mod tests {
     #[test]
     fn tcb_parses_keys_and_hex() {
         let t: TcbVersion = "bl=3,tee=0,snp=8,ucode=115".parse().unwrap();
-        assert_eq!(t, TcbVersion { bootloader: 3, tee: 0, snp: 8, microcode: 115 });
-        assert_eq!(t.to_u64(), 0x7308_0000_0000_0003);
+        assert_eq!(t, TcbVersion { bootloader: 3, tee: 0, snp: 8, microcode: 115, fmc: 0 });
+        assert_eq!(t.to_u64(Product::Milan), 0x7308_0000_0000_0003);
+        let turin: TcbVersion = "fmc=1,bl=2,tee=3,snp=4,ucode=5".parse().unwrap();
+        assert_eq!(turin.to_u64(Product::Turin), 0x0500_0000_0403_0201);
         let h: TcbVersion = "0x7308000000000003".parse().unwrap();
         assert_eq!(h, t);
     }

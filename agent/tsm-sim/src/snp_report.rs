@@ -1,5 +1,5 @@
 //! SEV-SNP ATTESTATION_REPORT (SEV-SNP ABI spec, table "ATTESTATION_REPORT Structure"),
-//! version 3 as the sev-guest driver returns it on Milan/Genoa firmware 1.55+: 0x4A0 bytes,
+//! version 3 as the sev-guest driver returns it on Milan/Genoa/Turin firmware 1.55+: 0x4A0 bytes,
 //! signed with ECDSA P-384/SHA-384 over bytes 0..0x2A0, r and s little-endian in 72-byte fields.
 
 use crate::snp_chain::{ChainError, SimAmdChain, TcbVersion};
@@ -103,7 +103,7 @@ pub fn build_report(
     put(off::IMAGE_ID, &launch.image_id);
     put(off::VMPL, &vmpl.to_le_bytes());
     put(off::SIGNATURE_ALGO, &1u32.to_le_bytes()); // ECDSA P-384 with SHA-384
-    put(off::CURRENT_TCB, &launch.reported_tcb.to_u64().to_le_bytes());
+    put(off::CURRENT_TCB, &launch.reported_tcb.to_u64(chain.product()).to_le_bytes());
     put(off::PLATFORM_INFO, &launch.platform_info.to_le_bytes());
     // SIGNER_INFO: AUTHOR_KEY_EN bit 0, MASK_CHIP_ID bit 1, SIGNING_KEY bits 4:2 = 0 (VCEK).
     let author_key_en = launch.author_key_digest != [0; 48];
@@ -116,17 +116,17 @@ pub fn build_report(
     put(off::AUTHOR_KEY_DIGEST, &launch.author_key_digest);
     put(off::REPORT_ID, &launch.report_id);
     put(off::REPORT_ID_MA, &[0xff; 32]);
-    put(off::REPORTED_TCB, &launch.reported_tcb.to_u64().to_le_bytes());
+    put(off::REPORTED_TCB, &launch.reported_tcb.to_u64(chain.product()).to_le_bytes());
     let (fam, model, step) = chain.product().cpuid();
     put(off::CPUID_FAM_ID, &[fam, model, step]);
     if !launch.mask_chip_id {
         put(off::CHIP_ID, chain.chip_id());
     }
-    put(off::COMMITTED_TCB, &launch.committed_tcb.to_u64().to_le_bytes());
+    put(off::COMMITTED_TCB, &launch.committed_tcb.to_u64(chain.product()).to_le_bytes());
     let (major, minor, build) = launch.firmware;
     put(off::CURRENT_BUILD, &[build, minor, major, 0]);
     put(off::COMMITTED_BUILD, &[build, minor, major, 0]);
-    put(off::LAUNCH_TCB, &launch.launch_tcb.to_u64().to_le_bytes());
+    put(off::LAUNCH_TCB, &launch.launch_tcb.to_u64(chain.product()).to_le_bytes());
 
     let (r_be, s_be) = chain.vcek_sign(&r[..SIGNED_LEN])?;
     // The report stores each scalar little-endian, zero-padded to 72 bytes.

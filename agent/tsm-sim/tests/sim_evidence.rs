@@ -41,6 +41,22 @@ fn milan_and_genoa_verify_with_their_own_anchor_only() {
 }
 
 #[test]
+fn turin_reports_carry_an_eight_byte_chip_id_and_verify() {
+    let now = time::OffsetDateTime::now_utc();
+    let tcb: TcbVersion = "fmc=1,bl=2,tee=0,snp=3,ucode=71".parse().unwrap();
+    let launch = SnpLaunch { reported_tcb: tcb, committed_tcb: tcb, launch_tcb: tcb, ..Default::default() };
+    let p = provider(Product::Turin, launch, true);
+    let chip = p.chain().chip_id();
+    assert!(chip[..8].iter().any(|b| *b != 0) && chip[8..].iter().all(|b| *b == 0), "Turin hwID is 8 bytes");
+    let ev = p.generate(&[0x33; 64], 0).unwrap();
+    let evidence = Evidence::Snp { report: ev.outblob, vek: None, cert_table: Some(ev.auxblob) };
+    let trust = TrustConfig::production().unwrap().with_simulated_anchors(vec![roots(p.chain(), TeeProduct::Turin)], None);
+    let claims = tee::verify(&evidence, &trust, now).expect("Turin verifies with its simulated anchor");
+    assert_eq!(claims.product, "Turin");
+    assert!(claims.tcb.human.contains("fmc=1") && claims.tcb.human.contains("ucode=71"), "{:?}", claims.tcb);
+}
+
+#[test]
 fn vcek_passed_separately_when_the_host_supplies_no_certificates() {
     let now = time::OffsetDateTime::now_utc();
     let tcb: TcbVersion = "bl=4,tee=0,snp=21,ucode=210".parse().unwrap();
