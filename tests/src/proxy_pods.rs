@@ -30,11 +30,12 @@ impl App {
     /// The port whose connections verify the [`pattern`] instead of echoing.
     pub const SINK_PORT: u16 = 8090;
 
-    /// Listens on `[::]:port` (dual-stack) for each port, inside `pod`.
+    /// Listens on `0.0.0.0:port` and, separately, IPv6-only on `[::]:port` for each port,
+    /// inside `pod` (like most apps: the proxy must reach IPv4 listeners over IPv4).
     pub fn start(pod: &Pod, ports: &[u16]) -> Result<Self> {
         let connections = Arc::new(AtomicUsize::new(0));
-        for &port in ports {
-            let listener = pod.in_netns(move || TcpListener::bind(("::", port)))?.with_context(|| format!("app bind :{port}"))?;
+        for (&port, v6) in ports.iter().flat_map(|p| [(p, false), (p, true)]) {
+            let listener = pod.in_netns(move || bind_one_family(port, v6))?.with_context(|| format!("app bind :{port}"))?;
             let count = connections.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming().flatten() {
@@ -51,6 +52,20 @@ impl App {
     pub fn count(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+}
+
+fn bind_one_family(port: u16, v6: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let (domain, addr): (Domain, SocketAddr) =
+        if v6 { (Domain::IPV6, SocketAddr::from(([0u16; 8], port))) } else { (Domain::IPV4, SocketAddr::from(([0u8; 4], port))) };
+    let s = Socket::new(domain, Type::STREAM, None)?;
+    if v6 {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
 }
 
 fn serve_one(mut s: TcpStream, listen_port: u16) -> std::io::Result<()> {

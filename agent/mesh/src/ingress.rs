@@ -52,6 +52,9 @@ pub async fn serve(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
             },
         };
         let Ok(orig) = stream.local_addr() else { continue };
+        // The dual-stack listener reports IPv4 destinations as v4-mapped IPv6; the app may
+        // listen on 0.0.0.0 only, so connect upstream over real IPv4.
+        let orig = SocketAddr::new(orig.ip().to_canonical(), orig.port());
         if shared.own_ports.contains(&orig.port()) {
             if let Some(r) = kind.fallback() {
                 r.fail(Failure::SelfLoop);
