@@ -181,3 +181,69 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// Resolves settings from `argv` with an empty kernel command line (and no env influence
+    /// beyond what the test process has: the PODMESH_* variables are not set in tests).
+    fn resolve(argv: &[&str], cmdline: &str) -> Result<Option<Settings>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let cmdline_file = dir.path().join("cmdline");
+        std::fs::write(&cmdline_file, cmdline).unwrap();
+        let mut full = vec!["attest", "--kernel-cmdline", cmdline_file.to_str().unwrap()];
+        full.extend_from_slice(argv);
+        let cli = Cli::try_parse_from(full).map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(settings(cli.args, cmdline)).map_err(|e| format!("{e:#}"))
+    }
+
+    fn err(argv: &[&str], cmdline: &str) -> String {
+        match resolve(argv, cmdline) {
+            Ok(_) => panic!("{argv:?} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_named_errors() {
+        assert!(err(&[], "").contains("no coordinator configured"));
+        assert!(err(&["--coordinator", "host"], "").contains("missing :port"));
+        assert!(err(&["--coordinator", "h:1", "--coordinator-fingerprint", "xyz"], "").contains("not 64 hex digits"));
+        assert!(err(&["--coordinator", "h:1", "--tsm-privlevel", "4"], "").contains("above the maximum"));
+        assert!(err(&["--coordinator", "h:1", "--backoff-max", "soon"], "").contains("not a duration"));
+        let e = err(&["--coordinator", "h:1", "--coordinator-root-ca", "/nonexistent/root.pem"], "");
+        assert!(e.contains("reading coordinator root CA /nonexistent/root.pem"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("root.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let e = err(&["--coordinator", "h:1", "--coordinator-root-ca", garbage.to_str().unwrap()], "");
+        assert!(e.contains("root.pem") && e.contains("no certificate"), "{e}");
+        // Both trust options (one from the kernel command line) is ambiguous.
+        let fp = "ab".repeat(32);
+        let e = err(&["--coordinator", "h:1", "--coordinator-root-ca", garbage.to_str().unwrap()], &format!("podmesh.coordinator_fingerprint={fp}"));
+        assert!(e.contains("not both"), "{e}");
+        // An invalid mesh configuration stops the daemon too (nobody may open the pod).
+        let e = err(&["--coordinator", "h:1"], "podmesh.ingress=web#99999#true");
+        assert!(e.contains("mesh configuration"), "{e}");
+    }
+
+    #[test]
+    fn the_kernel_command_line_is_the_last_source() {
+        let fp = "ab".repeat(32);
+        let s = resolve(&[], &format!("quiet podmesh.coordinator=10.0.0.1:1313 podmesh.coordinator_fingerprint={fp}")).unwrap().unwrap();
+        assert!(!s.mesh_configured && !s.open_without_coordinator);
+        let s = resolve(&["--coordinator", "c:1"], "podmesh.coordinator=ignored:2 podmesh.open_without_coordinator").unwrap().unwrap();
+        assert!(s.open_without_coordinator);
+        let s = resolve(&["--coordinator", "c:1"], "podmesh.ingress=web#8080#true").unwrap().unwrap();
+        assert!(s.mesh_configured);
+    }
+}

@@ -1,50 +1,17 @@
 //! `podmesh.<key>=<value>` settings from the kernel command line, the last source after flags
-//! and environment (a podVM gets its per-pod settings there).
+//! and environment (a podVM gets its per-pod settings there). Tokenizing is the config
+//! grammar's (`mesh::config::parse_cmdline`: quotes, `--` ends the kernel's part).
 
-/// The value of the last `key=value` token (values may be double-quoted, as the kernel allows).
+/// The value of the last `key=value` token.
 pub fn value(cmdline: &str, key: &str) -> Option<String> {
-    tokens(cmdline).into_iter().rev().find_map(|t| t.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+    mesh::config::parse_cmdline(cmdline).into_iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
-/// Whether a flag-like key is set: `key`, `key=1|true|yes|on`.
+/// Whether a flag-like key is set: `key`, `key=1|true|yes|on` (the last occurrence counts).
 pub fn flag(cmdline: &str, key: &str) -> bool {
-    tokens(cmdline).into_iter().rev().find_map(|t| {
-        if t == key {
-            return Some(true);
-        }
-        let v = t.strip_prefix(key)?.strip_prefix('=')?;
-        Some(matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-    }) == Some(true)
-}
-
-/// Split like the kernel: whitespace separates, double quotes group (and are dropped).
-fn tokens(cmdline: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut any = false;
-    for c in cmdline.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                any = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if any {
-                    out.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                any = true;
-            }
-        }
-    }
-    if any {
-        out.push(cur);
-    }
-    out
+    let tokens = mesh::config::parse_cmdline(cmdline);
+    let Some((_, v)) = tokens.iter().rev().find(|(k, _)| k == key) else { return false };
+    v.is_empty() || matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
 }
 
 #[cfg(test)]
@@ -59,14 +26,17 @@ mod tests {
         assert_eq!(value(c, "podmesh.coord"), None);
         assert_eq!(value("", "x"), None);
         assert_eq!(value("podmesh.coordinator=", "podmesh.coordinator").as_deref(), Some(""));
+        assert_eq!(value("a -- podmesh.coordinator=init:1", "podmesh.coordinator"), None, "init's arguments are not ours");
     }
 
     #[test]
     fn flags() {
-        assert!(flag("a podmesh.open_without_coordinator b", "podmesh.open_without_coordinator"));
-        assert!(flag("podmesh.open_without_coordinator=yes", "podmesh.open_without_coordinator"));
-        assert!(!flag("podmesh.open_without_coordinator=0", "podmesh.open_without_coordinator"));
-        assert!(!flag("podmesh.open_without_coordinatorx", "podmesh.open_without_coordinator"));
-        assert!(!flag("\"unterminated podmesh.open_without_coordinator", "podmesh.open_without_coordinator"));
+        let key = "podmesh.open_without_coordinator";
+        assert!(flag("a podmesh.open_without_coordinator b", key));
+        assert!(flag("podmesh.open_without_coordinator=yes", key));
+        assert!(!flag("podmesh.open_without_coordinator=0", key));
+        assert!(!flag("podmesh.open_without_coordinator=1 podmesh.open_without_coordinator=off", key));
+        assert!(!flag("podmesh.open_without_coordinatorx", key));
+        assert!(!flag("", key));
     }
 }
