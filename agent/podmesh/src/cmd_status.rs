@@ -57,15 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => (None, Some(e.to_string())),
     };
     let mut file_errors = Vec::new();
-    let mut first = |name: &str| -> Option<CertInfo> {
-        let path = args.tls_dir.join(name);
-        let read = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()));
-        let info = read.and_then(|pem| {
-            let certs = parse_pem_chain(&path.display().to_string(), &pem).map_err(|e| e.to_string())?;
-            CertInfo::from_der(&path.display().to_string(), &certs[0]).map_err(|e| e.to_string())
-        });
-        info.map_err(|e| file_errors.push(e)).ok()
-    };
+    let mut first = |name: &str| first_certificate(&args.tls_dir.join(name)).map_err(|e| file_errors.push(e)).ok();
     let certificate = first(CERT_CHAIN_FILE);
     let mesh_ca = first(MESH_CA_FILE);
     let root_ca = first(ROOT_CA_FILE);
@@ -96,6 +88,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_text(&status);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first certificate of a PEM file; the error names the file and what is wrong.
+fn first_certificate(path: &Path) -> Result<CertInfo, String> {
+    let what = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|e| format!("{what}: {e}"))?;
+    let certs = parse_pem_chain(&what, &pem).map_err(|e| e.to_string())?;
+    CertInfo::from_der(&what, &certs[0]).map_err(|e| e.to_string())
 }
 
 fn key_mode(path: &Path, errors: &mut Vec<String>) -> Option<String> {
@@ -173,5 +173,25 @@ fn human(secs: i64) -> String {
         s if s < 7200 => format!("{} min", s / 60),
         s if s < 172_800 => format!("{} h", s / 3600),
         s => format!("{} d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_or_garbage_files_are_reported_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = first_certificate(&dir.path().join(CERT_CHAIN_FILE)).unwrap_err();
+        assert!(missing.contains("certChain.pem") && missing.contains("No such file"), "{missing}");
+        for (bytes, want) in [(&b""[..], "no certificate"), (b"\xff\xfe garbage", "no certificate"), (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "not a valid X.509")] {
+            std::fs::write(dir.path().join(MESH_CA_FILE), bytes).unwrap();
+            let e = first_certificate(&dir.path().join(MESH_CA_FILE)).unwrap_err();
+            assert!(e.contains("mesh-ca.pem") && e.contains(want), "{e}");
+        }
+        let mut errors = Vec::new();
+        assert_eq!(key_mode(&dir.path().join(KEY_FILE), &mut errors), None);
+        assert!(errors[0].contains("key.pem"));
     }
 }
