@@ -97,3 +97,41 @@ fn attest_manifest_update_splits_old_and_new_workloads() {
     // Same generation still works.
     assert_eq!(mtls_request(&cl.pods.a, to_a, "pod-a", &ca_a, Some(&dir_a)).as_deref(), Ok("hello from pod-a"));
 }
+
+#[test]
+fn attest_coordinator_trust_by_fingerprint_and_on_first_use() {
+    if skip_unless_root("attest_coordinator_trust_by_fingerprint_and_on_first_use") {
+        return;
+    }
+    let cl = Cluster::new().unwrap();
+    let _coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
+    let tsm = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
+    let root_der = certs(&std::fs::read_to_string(cl.root_ca_path()).unwrap()).remove(0);
+    let fingerprint = sha256_hex(&root_der);
+
+    // The right fingerprint (colon-separated, as openssl prints it): a certificate.
+    let colons: Vec<String> = fingerprint.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_uppercase()).collect();
+    let dir = cl.path("tls-fp");
+    let mut att = cl.start_attest(&cl.pods.a, 1, &tsm.root, &dir, "fp", &["--once", "--coordinator-fingerprint", &colons.join(":")]).unwrap();
+    wait_for_certificate(&mut att, &dir, Duration::from_secs(30)).unwrap();
+    assert!(!att.log_text().contains("trusted on first use"));
+
+    // A wrong fingerprint: refused on every attempt, no files.
+    let dir = cl.path("tls-wrong");
+    let wrong = "00".repeat(32);
+    let mut att = cl.start_attest(&cl.pods.a, 1, &tsm.root, &dir, "wrong", &["--coordinator-fingerprint", &wrong]).unwrap();
+    wait_for("two refused attempts with a wrong fingerprint", Duration::from_secs(15), || {
+        (count(&att.log_text(), "attestation attempt") >= 2).then_some(())
+    })
+    .unwrap();
+    assert!(!dir.join("certChain.pem").exists(), "{}", att.log_text());
+    att.terminate(Duration::from_secs(5));
+
+    // Neither: trust on first use, warned loudly, and the root is what the coordinator has.
+    let dir = cl.path("tls-tofu");
+    let mut att = cl.start_attest(&cl.pods.a, 1, &tsm.root, &dir, "tofu", &["--once", "--tofu"]).unwrap();
+    wait_for_certificate(&mut att, &dir, Duration::from_secs(30)).unwrap();
+    let log = att.log_text();
+    assert!(log.contains("trusted on first use") && log.contains("NOT verified"), "{log}");
+    assert_eq!(certs(&read(&dir, "coordinator-root-ca.pem"))[0], root_der);
+}

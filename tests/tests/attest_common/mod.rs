@@ -262,7 +262,13 @@ impl Cluster {
 
     fn attest_command(&self, pod: &Pod, net: u8, tsm: &Path, tls_dir: &Path, extra: &[&str]) -> Result<Command> {
         let mut cmd = pod.command(bin("podmesh").to_str().context("utf-8 path")?);
-        cmd.args(["attest", "--coordinator", &Self::coord_addr(net), "--coordinator-root-ca"]).arg(self.root_ca_path());
+        cmd.args(["attest", "--coordinator", &Self::coord_addr(net)]);
+        // Trust: the root CA file unless the caller chose a fingerprint or trust on first use.
+        if !extra.iter().any(|a| *a == "--coordinator-fingerprint" || *a == "--tofu") {
+            cmd.arg("--coordinator-root-ca").arg(self.root_ca_path());
+        }
+        let extra: Vec<&str> = extra.iter().copied().filter(|a| *a != "--tofu").collect();
+        let extra = extra.as_slice();
         cmd.arg("--tsm-root").arg(tsm).arg("--tls-dir").arg(tls_dir);
         cmd.args(["--kernel-cmdline", "/dev/null", "--backoff-initial", "200ms", "--backoff-max", "1s"]).args(extra);
         for var in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "PODMESH_COORDINATOR_FINGERPRINT", "JOURNAL_STREAM", "NOTIFY_SOCKET"] {
