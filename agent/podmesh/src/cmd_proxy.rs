@@ -75,7 +75,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some(config) = config else {
         tracing::info!(PODMESH_EVENT = "proxy_disabled", "no mesh configured: nothing to proxy, idling (podmesh attest opens the pod)");
         notify_ready();
-        runtime.block_on(async { anyhow::Ok(shutdown_signal().await?.await) })?;
+        runtime.block_on(async {
+            shutdown_signal().await?.await;
+            anyhow::Ok(())
+        })?;
         return Ok(ExitCode::SUCCESS);
     };
     let plan = Plan::from_config(&config);
