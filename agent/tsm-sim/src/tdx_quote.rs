@@ -260,7 +260,34 @@ impl SimTdxKeys {
         })
     }
 
+    /// Builds the PKI in a private temp directory and renames it into place, so concurrent
+    /// starters never mix keys of two different PKIs.
     fn create(dir: &Path, pce_svn: u16) -> Result<(), TdxSimError> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).map_err(io_err("create state directory", parent))?;
+        let tmp = parent.join(format!(
+            ".intel-tdx.tmp-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&tmp);
+        Self::write_new(&tmp, pce_svn)?;
+        if dir.exists() && !dir.join(COMPLETE_MARKER).exists() {
+            // Left over from an interrupted creation: nothing in it was ever used.
+            let _ = fs::remove_dir_all(dir);
+        }
+        match fs::rename(&tmp, dir) {
+            Ok(()) => Ok(()),
+            Err(_) if dir.join(COMPLETE_MARKER).exists() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(())
+            }
+            Err(e) => Err(TdxSimError::Io { action: "move into place", path: dir.to_path_buf(), source: e }),
+        }
+    }
+
+    fn write_new(dir: &Path, pce_svn: u16) -> Result<(), TdxSimError> {
         fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         // CA keys sign certificates and CRLs (ASN.1 signatures); the others sign raw r||s.
         let root = p256(&ECDSA_P256_SHA256_ASN1_SIGNING)?;
