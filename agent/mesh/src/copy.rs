@@ -188,6 +188,98 @@ where
     .await
 }
 
+/// Read-ahead for the socket under a TLS session.
+///
+/// rustls pulls ciphertext from its transport at most 4 KiB per call, which would cost
+/// several `read` syscalls per 16 KiB record. This adapter reads up to [`BUF_SIZE`] at once
+/// into a pooled buffer and serves rustls from memory; like [`bidirectional`], it holds the
+/// buffer only while unread bytes are in it, so an idle connection owns none. Writes pass
+/// straight through (rustls already writes whole records, vectored).
+pub struct ReadAhead<S> {
+    inner: S,
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    end: usize,
+}
+
+impl<S> ReadAhead<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner, buf: None, pos: 0, end: 0 }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    fn release(&mut self) {
+        if let Some(b) = self.buf.take() {
+            give_buf(b);
+        }
+        self.pos = 0;
+        self.end = 0;
+    }
+}
+
+impl<S> Drop for ReadAhead<S> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos == this.end {
+            if out.remaining() >= BUF_SIZE {
+                return Pin::new(&mut this.inner).poll_read(cx, out);
+            }
+            let buf = this.buf.get_or_insert_with(take_buf);
+            let mut rb = ReadBuf::new(buf);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if !rb.filled().is_empty() => {
+                    this.pos = 0;
+                    this.end = rb.filled().len();
+                }
+                other => {
+                    // Pending, error or EOF: nothing buffered, so hold no buffer.
+                    this.release();
+                    return other;
+                }
+            }
+        }
+        let Some(buf) = this.buf.as_deref() else { return Poll::Ready(Ok(())) };
+        let n = out.remaining().min(this.end - this.pos);
+        out.put_slice(&buf[this.pos..this.pos + n]);
+        this.pos += n;
+        if this.pos == this.end {
+            this.release();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +349,26 @@ mod tests {
         client.shutdown().await.unwrap();
         server.shutdown().await.unwrap();
         assert!(task.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn read_ahead_serves_small_reads_and_holds_no_buffer_when_drained() {
+        let (mut writer, reader) = tokio::io::duplex(1 << 20);
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        writer.write_all(&data).await.unwrap();
+        drop(writer);
+        let mut r = ReadAhead::new(reader);
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = r.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+            assert_eq!(r.buf.is_some(), r.pos < r.end, "a buffer is held only while bytes are unread");
+        }
+        assert_eq!(got, data);
+        assert!(r.buf.is_none());
     }
 }

@@ -64,7 +64,7 @@ async fn handle(mut app: TcpStream, target: &Target, shared: &Shared, active: &A
         if target.strict { current.client_strict.clone() } else { current.client.clone() }
     };
     let connector = tokio_rustls::TlsConnector::from(config);
-    let handshake = connector.connect(target.server_name.clone(), remote);
+    let handshake = connector.connect(target.server_name.clone(), copy::ReadAhead::new(remote));
     let mut tls = match tokio::time::timeout(shared.timeouts.handshake, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {

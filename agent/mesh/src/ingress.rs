@@ -94,7 +94,7 @@ async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &S
         }
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let mut tls = match tokio::time::timeout(shared.timeouts.handshake, acceptor.accept(stream)).await {
+    let mut tls = match tokio::time::timeout(shared.timeouts.handshake, acceptor.accept(copy::ReadAhead::new(stream))).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             route.fail(Failure::of_handshake(&e));
