@@ -85,10 +85,12 @@ impl Bus {
     /// Connects to the system bus (or `DBUS_SYSTEM_BUS_ADDRESS`) and claims [`BUS_NAME`].
     pub async fn connect(reattest: Arc<Notify>) -> Self {
         let iface = Attestation { state: State::Attesting, expiry: 0, fingerprint: String::new(), reattest };
-        let built = async {
-            zbus::connection::Builder::system().name(BUS_NAME).serve_at(OBJECT_PATH, iface).build().await
-        }
-        .await;
+        let built = zbus::connection::Builder::system().name(BUS_NAME).serve_at(OBJECT_PATH, iface).build();
+        // A wedged bus must not hold up attestation: the bus is only for status.
+        let built = match tokio::time::timeout(std::time::Duration::from_secs(5), built).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("no answer within 5 s".to_owned()),
+        };
         match built {
             Ok(conn) => {
                 tracing::info!(PODMESH_EVENT = "dbus_ready", "serving {BUS_NAME} at {OBJECT_PATH} on the system bus");
