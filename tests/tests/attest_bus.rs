@@ -92,8 +92,10 @@ fn attest_open_without_coordinator_only_when_asked() {
     let dir = cl.path("tls-a");
     let mut att = cl.start_attest(pod, 1, &tsm.root, &dir, "a", &["--open-without-coordinator"]).unwrap();
     wait_for("the deny table to go", Duration::from_secs(15), || (!deny_installed(pod)).then_some(())).unwrap();
+    // The log line follows the removal.
+    wait_for("the reason in the log", Duration::from_secs(5), || att.log_text().contains("--open-without-coordinator is set").then_some(()))
+        .unwrap();
     assert!(att.exited().is_none(), "the daemon keeps running: {}", att.log_text());
-    assert!(att.log_text().contains("--open-without-coordinator is set"), "{}", att.log_text());
     att.terminate(Duration::from_secs(5));
 
     // No coordinator configured at all: without the flag a config error (78), deny stays.

@@ -38,8 +38,13 @@ fn attest_full_chain_to_mtls_between_two_pods_then_renew_and_stop() {
         assert_eq!(read(dir, "coordinator-root-ca.pem"), std::fs::read_to_string(cl.root_ca_path()).unwrap());
     }
     // No mesh configured in these pods: the daemon removed the deny table itself.
-    wait_for("deny table removal in pod a", Duration::from_secs(5), || (!deny_installed(&cl.pods.a)).then_some(())).unwrap();
-    assert!(!deny_installed(&cl.pods.b));
+    // (The files come first, then the log line, then the removal: wait for the last.)
+    for (pod, att) in [(&cl.pods.a, &att_a), (&cl.pods.b, &att_b)] {
+        wait_for("deny table removal", Duration::from_secs(5), || {
+            (!deny_installed(pod) && att.log_text().contains("deny table removed")).then_some(())
+        })
+        .unwrap();
+    }
     let log_a = att_a.log_text();
     assert!(log_a.contains("mesh certificate written") && log_a.contains("deny table removed"), "{log_a}");
     assert!(!log_a.contains("PRIVATE KEY"), "the key must never be logged");
