@@ -13,19 +13,20 @@ export RUSTC_BOOTSTRAP=1 CARGO_TERM_COLOR=never
 die() { echo "fuzz.sh: $*" >&2; exit 1; }
 cargo fuzz --version >/dev/null 2>&1 || die "cargo-fuzz missing: run scripts/setup-host.sh"
 
-targets() { cargo fuzz list; }
+TARGETS=$(cargo fuzz list) || die "cargo fuzz list failed (is fuzz/Cargo.toml valid?)"
+targets() { printf '%s\n' "$TARGETS"; }
 
 check_registered() {
     local f name
     for f in fuzz_targets/*.rs; do
         name=$(basename "$f" .rs)
-        targets | grep -qx "$name" || die "$f has no [[bin]] entry named $name in fuzz/Cargo.toml"
+        grep -qx "$name" <<<"$TARGETS" || die "$f has no [[bin]] entry named $name in fuzz/Cargo.toml"
     done
 }
 
 run_target() {
     local target=$1 secs=$2
-    targets | grep -qx "$target" || die "unknown target $target (have: $(targets | paste -sd' '))"
+    grep -qx "$target" <<<"$TARGETS" || die "unknown target $target (have: $(targets | paste -sd' '))"
     mkdir -p "corpus/$target" "artifacts/$target"
     local corpora=("corpus/$target")
     [ -d "seeds/$target" ] && corpora+=("seeds/$target")
