@@ -89,11 +89,6 @@ impl CertInfo {
             spki_der: cert.public_key().raw.to_vec(),
         })
     }
-
-    /// When to renew: half-way through the validity period.
-    pub fn renew_at(&self) -> i64 {
-        self.not_before + (self.not_after - self.not_before).max(0) / 2
-    }
 }
 
 #[cfg(test)]
@@ -118,7 +113,6 @@ mod tests {
         let info = CertInfo::from_der("leaf", &der).unwrap();
         assert_eq!(info.sans, vec!["DNS:a.example", "IP:10.0.0.1"]);
         assert_eq!(info.not_after - info.not_before, 2 * 86400);
-        assert_eq!(info.renew_at(), info.not_before + 86400);
         assert_eq!(info.sha256.len(), 64);
     }
 

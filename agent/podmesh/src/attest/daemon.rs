@@ -132,12 +132,14 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
                     open_pod(&s, "no mesh is configured and the certificate is in place")?;
                     opened = true;
                 }
-                let renew_in = secs_until(v.leaf.renew_at());
+                // Half of what is left from now: the coordinator backdates notBefore (clock skew), so
+                // half of notBefore..notAfter could already be past for short lifetimes.
+                let renew_in = Duration::from_secs(u64::try_from((v.leaf.not_after - now_secs()) / 2).unwrap_or(0).max(1));
                 current = Some(v);
                 if s.once {
                     return Ok(());
                 }
-                tracing::info!(PODMESH_EVENT = "renewal_scheduled", "renewing in {} s (half the certificate lifetime)", renew_in.as_secs());
+                tracing::info!(PODMESH_EVENT = "renewal_scheduled", "renewing in {} s (half the remaining validity)", renew_in.as_secs());
                 renew_in
             }
             Err(e) if e.is_fatal() => {
@@ -254,8 +256,4 @@ fn notify_status(status: &str) {
 
 fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-fn secs_until(t: i64) -> Duration {
-    Duration::from_secs(u64::try_from(t - now_secs()).unwrap_or(0).max(1))
 }
