@@ -100,15 +100,30 @@ impl Pipe {
                     }
                     Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => self.eof = true,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => self.eof = true,
                     Poll::Ready(Ok(())) => {
-                        let n = rb.filled().len();
-                        if n == 0 {
-                            self.eof = true;
-                        } else {
-                            self.pos = 0;
-                            self.end = n;
-                            *active = true;
+                        // Coalesce: take what else is readable right now (further TLS records
+                        // already in memory), so the writer gets one large write, not one per
+                        // record. Stops at the first Pending; never waits for more.
+                        while rb.remaining() > 0 {
+                            let before = rb.filled().len();
+                            match r.as_mut().poll_read(cx, &mut rb) {
+                                Poll::Ready(Ok(())) if rb.filled().len() > before => {}
+                                Poll::Ready(Ok(())) => {
+                                    self.eof = true;
+                                    break;
+                                }
+                                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                                    self.eof = true;
+                                    break;
+                                }
+                                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                                Poll::Pending => break,
+                            }
                         }
+                        self.pos = 0;
+                        self.end = rb.filled().len();
+                        *active = true;
                     }
                 }
             }
