@@ -13,7 +13,8 @@ pub fn init() {
     if under_journal() {
         match tracing_journald::layer() {
             Ok(layer) => {
-                registry.with(layer.with_syslog_identifier("podmesh".into())).init();
+                // No field prefix: the journal carries PODMESH_EVENT=..., not F_PODMESH_EVENT.
+                registry.with(layer.with_syslog_identifier("podmesh".into()).with_field_prefix(None)).init();
                 return;
             }
             Err(e) => eprintln!("podmesh: journald unavailable ({e}), logging to stderr"),
