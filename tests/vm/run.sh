@@ -82,15 +82,15 @@ dump_podmesh_journal() {
     pmvm_jq "$J" 'select((._SYSTEMD_UNIT // .UNIT // "") | test("podmesh|kata|tsm-sim")) |
         "  \(.__MONOTONIC_TIMESTAMP | tonumber / 1e6 | tostring | .[0:7])s \(._SYSTEMD_UNIT // .UNIT): \(.MESSAGE)"' >&2 || true
 }
-# The mesh config travels in the env-file credential (CONTRAST_INGRESS_PROXY_CONFIG, the
-# Contrast way), the coordinator address on the kernel command line, the root CA as a credential.
+# Both ways a podVM gets its mesh config: boots 'mesh' and 'no-tee' on the kernel command line
+# (podmesh.ingress=), boot 'broken' in the env-file credential (CONTRAST_INGRESS_PROXY_CONFIG).
+# The coordinator address is on the command line, its root CA a credential.
 ingress="plain#8081#true##tls#8082#false"
-{ cat "$work/guest.env"; echo "CONTRAST_INGRESS_PROXY_CONFIG=$ingress"; } >"$work/mesh.env"
 { cat "$work/guest.env"; echo "CONTRAST_INGRESS_PROXY_CONFIG=plain#8081#true##plain#99999#true"; } >"$work/broken.env"
-mesh_cmdline=(--coordinator "$PMVM_HOST_IP:$PMVM_COORD_PORT" --root-ca "$PMVM_ROOT_CA")
+mesh_cmdline=(--coordinator "$PMVM_HOST_IP:$PMVM_COORD_PORT" --root-ca "$PMVM_ROOT_CA" --ingress "$ingress")
 
 # ---- boot 1: the mesh -----------------------------------------------------------------------
-boot mesh "${mesh_cmdline[@]}" --env-file "$work/mesh.env"
+boot mesh "${mesh_cmdline[@]}" --env-file "$work/guest.env"
 if ! pmvm_wait "$J" 300 "PODMESH_EVENT=proxy_ready" '.PODMESH_EVENT == "proxy_ready"' "$qemu_pid"; then
     dump_podmesh_journal mesh
     pmvm_die "boot 'mesh': podmesh-proxy never became ready (serial log: $work/mesh.serial.log)"
@@ -163,7 +163,7 @@ timeline=$(printf '%-22s %8s\n' "kernel start" "0.000" \
 shutdown_guest mesh
 
 # ---- boot 2: broken mesh config -------------------------------------------------------------
-boot broken "${mesh_cmdline[@]}" --env-file "$work/broken.env"
+boot broken --coordinator "$PMVM_HOST_IP:$PMVM_COORD_PORT" --root-ca "$PMVM_ROOT_CA" --env-file "$work/broken.env"
 if pmvm_wait "$J" 240 "a podmesh unit to fail on the broken config" \
         '((.UNIT // "") | test("^podmesh-(proxy|attest)\\.service$")) and (.MESSAGE | test("Failed with result"))' "$qemu_pid"; then
     pmvm_log "ok   a podmesh unit failed on the broken config"
@@ -184,7 +184,7 @@ check "broken config: port 8081 unreachable" bash -c '! grep -q "pmvm-app" <<<"$
 shutdown_guest broken
 
 # ---- boot 3: real kernel TSM, no provider -----------------------------------------------------
-boot no-tee "${mesh_cmdline[@]}" --env-file "$work/mesh.env" --append "systemd.mask=tsm-sim.service"
+boot no-tee "${mesh_cmdline[@]}" --env-file "$work/guest.env" --append "systemd.mask=tsm-sim.service"
 if pmvm_wait "$J" 240 "attestation to fail on the provider-less kernel TSM" \
         '(._SYSTEMD_UNIT // "") == "podmesh-attest.service" and ((.PODMESH_EVENT // "") | test("no_tee|attestation_failed"))' "$qemu_pid"; then
     msg=$(pmvm_jq "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service" and ((.PODMESH_EVENT // "") | test("no_tee|attestation_failed"))) | .MESSAGE' | head -n1)
