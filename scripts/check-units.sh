@@ -67,7 +67,7 @@ fi
 
 # Presets: every enabled unit exists, and enabling wires podmesh-deny into kata-agent.
 for p in "$src"/*.preset; do
-    while read -r verb unit rest; do
+    while read -r verb unit rest || [ -n "${verb:-}" ]; do
         case "$verb" in ''|'#'*) continue ;; enable|disable) ;; *) fail "$p: bad line '$verb $unit'" ;; esac
         [ -z "$rest" ] || fail "$p: trailing text after $unit"
         [ -e "$etc/$unit" ] || [ -e "$root/usr/lib/systemd/system/$unit" ] || fail "$p: $verb $unit, but $src/$unit does not exist"
