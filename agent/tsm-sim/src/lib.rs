@@ -4,6 +4,7 @@
 
 pub mod snp_chain;
 pub mod snp_report;
+pub mod state_dir;
 pub mod x509_build;
 pub mod inject;
 pub mod signer;

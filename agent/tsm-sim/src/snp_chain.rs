@@ -4,8 +4,6 @@
 //! only the keys differ. Persisted in a state directory so restarts keep the trust anchor.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -22,6 +20,7 @@ use x509_cert::ext::pkix::{
 };
 use x509_cert::ext::Extension;
 
+use crate::state_dir::{self, io_err, StateIoError};
 use crate::x509_build::{self, CertSpec, Issuer, X509BuildError};
 
 /// Errors of the simulated AMD chain.
@@ -37,6 +36,12 @@ pub enum ChainError {
     Sign,
     #[error("building a simulated certificate failed: {0}")]
     X509(#[from] X509BuildError),
+}
+
+impl From<StateIoError> for ChainError {
+    fn from(StateIoError { action, path, source }: StateIoError) -> Self {
+        ChainError::Io { action, path, source }
+    }
 }
 
 /// AMD EPYC generation the simulated chip claims to be.
@@ -277,11 +282,6 @@ impl SimAmdChain {
     }
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ChainError {
-    let path = path.to_path_buf();
-    move |source| ChainError::Io { action, path, source }
-}
-
 fn vcek_extensions(product: Product, tcb: TcbVersion, chip_id: &[u8; 64]) -> Result<Vec<Extension>, ChainError> {
     let int = |v: u8| x509_build::to_der("SPL integer", &v);
     let name = Ia5StringRef::new(product.vcek_product_name())
@@ -352,19 +352,12 @@ fn rsa_spki(key: &RsaKeyPair) -> Result<x509_cert::spki::SubjectPublicKeyInfoOwn
 }
 
 fn create(dir: &Path, product: Product) -> Result<(), ChainError> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(io_err("create state directory", parent))?;
-    // Build in a sibling temp directory and rename, so a crash never leaves half a chain.
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}-{}",
-        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id(),
-        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(io_err("create directory", &tmp))?;
+    // Built in a sibling temp directory and renamed, so a crash never leaves half a chain.
+    state_dir::create_atomically(dir, ARK_CERT, |tmp| write_new(tmp, product))
+}
 
+/// Generates the keys and certificates into the empty directory `tmp`.
+fn write_new(tmp: &Path, product: Product) -> Result<(), ChainError> {
     let ark_key = RsaKeyPair::generate(KeySize::Rsa4096).map_err(|_| ChainError::KeyGen("ARK"))?;
     let ask_key = RsaKeyPair::generate(KeySize::Rsa4096).map_err(|_| ChainError::KeyGen("ASK"))?;
     let vcek_key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING)
@@ -439,34 +432,17 @@ fn create(dir: &Path, product: Product) -> Result<(), ChainError> {
         Issuer::RsaPss(&ark_key),
     )?;
 
-    let secret = |path: PathBuf, bytes: &[u8]| -> Result<(), ChainError> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o400)
-            .open(&path)
-            .map_err(io_err("create", &path))?;
-        f.write_all(bytes).map_err(io_err("write", &path))
-    };
     let ark_pkcs8 = ark_key.as_der().map_err(|_| ChainError::KeyGen("ARK"))?;
     let ask_pkcs8 = ask_key.as_der().map_err(|_| ChainError::KeyGen("ASK"))?;
     let vcek_pkcs8 = vcek_key.to_pkcs8v1().map_err(|_| ChainError::KeyGen("VCEK"))?;
-    secret(tmp.join(ARK_KEY), ark_pkcs8.as_ref())?;
-    secret(tmp.join(ASK_KEY), ask_pkcs8.as_ref())?;
-    secret(tmp.join(VCEK_KEY), vcek_pkcs8.as_ref())?;
+    state_dir::write_secret(&tmp.join(ARK_KEY), ark_pkcs8.as_ref())?;
+    state_dir::write_secret(&tmp.join(ASK_KEY), ask_pkcs8.as_ref())?;
+    state_dir::write_secret(&tmp.join(VCEK_KEY), vcek_pkcs8.as_ref())?;
     for (name, bytes) in [(ARK_CERT, &ark_der[..]), (ASK_CERT, &ask_der[..]), (CHIP_ID, &chip_id[..])] {
         let path = tmp.join(name);
         fs::write(&path, bytes).map_err(io_err("write", &path))?;
     }
-    match fs::rename(&tmp, dir) {
-        Ok(()) => Ok(()),
-        // Another process created the chain at the same time: keep theirs.
-        Err(_) if dir.join(ARK_CERT).exists() => {
-            let _ = fs::remove_dir_all(&tmp);
-            Ok(())
-        }
-        Err(e) => Err(ChainError::Io { action: "move into place", path: dir.to_path_buf(), source: e }),
-    }
+    Ok(())
 }
 
 fn load(dir: &Path, product: Product) -> Result<SimAmdChain, ChainError> {

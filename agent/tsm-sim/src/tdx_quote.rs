@@ -14,8 +14,6 @@
 //! `state/intel-tdx/`.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -31,6 +29,7 @@ use x509_cert::crl::{CertificateList, TbsCertList};
 use x509_cert::ext::pkix::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier};
 use x509_cert::spki::AlgorithmIdentifierOwned;
 
+use crate::state_dir::{self, io_err, StateIoError};
 use crate::x509_build::{self, CertSpec, Issuer, X509BuildError};
 
 pub const HEADER_LEN: usize = 48;
@@ -50,6 +49,12 @@ pub enum TdxSimError {
     Crypto(&'static str),
     #[error("building a simulated TDX certificate failed: {0}")]
     X509(#[from] X509BuildError),
+}
+
+impl From<StateIoError> for TdxSimError {
+    fn from(StateIoError { action, path, source }: StateIoError) -> Self {
+        TdxSimError::Io { action, path, source }
+    }
 }
 
 /// TD measurements and identity set by flags.
@@ -120,11 +125,6 @@ const SIM_PCE_ID: [u8; 2] = [0, 0];
 const SIM_CPUSVN: [u8; 16] = [3, 3, 2, 2, 3, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0];
 /// MRSIGNER of the simulated TD Quoting Enclave.
 const SIM_QE_MRSIGNER: [u8; 32] = [0x5e; 32];
-
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TdxSimError {
-    let path = path.to_path_buf();
-    move |source| TdxSimError::Io { action, path, source }
-}
 
 fn p256(alg: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm) -> Result<EcdsaKeyPair, TdxSimError> {
     EcdsaKeyPair::generate(alg).map_err(|_| TdxSimError::Crypto("P-256 key generation"))
@@ -263,32 +263,17 @@ impl SimTdxKeys {
     /// Builds the PKI in a private temp directory and renames it into place, so concurrent
     /// starters never mix keys of two different PKIs.
     fn create(dir: &Path, pce_svn: u16) -> Result<(), TdxSimError> {
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let parent = dir.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(parent).map_err(io_err("create state directory", parent))?;
-        let tmp = parent.join(format!(
-            ".intel-tdx.tmp-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&tmp);
-        Self::write_new(&tmp, pce_svn)?;
-        if dir.exists() && !dir.join(COMPLETE_MARKER).exists() {
-            // Left over from an interrupted creation: nothing in it was ever used.
-            let _ = fs::remove_dir_all(dir);
-        }
-        match fs::rename(&tmp, dir) {
-            Ok(()) => Ok(()),
-            Err(_) if dir.join(COMPLETE_MARKER).exists() => {
-                let _ = fs::remove_dir_all(&tmp);
-                Ok(())
+        state_dir::create_atomically(dir, COMPLETE_MARKER, |tmp| {
+            if dir.exists() && !dir.join(COMPLETE_MARKER).exists() {
+                // Left over from an interrupted creation: nothing in it was ever used.
+                let _ = fs::remove_dir_all(dir);
             }
-            Err(e) => Err(TdxSimError::Io { action: "move into place", path: dir.to_path_buf(), source: e }),
-        }
+            Self::write_new(tmp, pce_svn)
+        })
     }
 
+    /// Generates the keys, certificates and CRLs into the empty directory `dir`.
     fn write_new(dir: &Path, pce_svn: u16) -> Result<(), TdxSimError> {
-        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         // CA keys sign certificates and CRLs (ASN.1 signatures); the others sign raw r||s.
         let root = p256(&ECDSA_P256_SHA256_ASN1_SIGNING)?;
         let platform = p256(&ECDSA_P256_SHA256_ASN1_SIGNING)?;
@@ -360,16 +345,8 @@ impl SimTdxKeys {
         let root_crl = empty_crl("Intel SGX Root CA", &root, &root_spki)?;
         let pck_crl = empty_crl("Intel SGX PCK Platform CA", &platform, &platform_spki)?;
         let secret = |name: &str, key: &EcdsaKeyPair| -> Result<(), TdxSimError> {
-            let path = dir.join(name);
             let doc = key.to_pkcs8v1().map_err(|_| TdxSimError::Crypto("key export"))?;
-            let _ = fs::remove_file(&path);
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o400)
-                .open(&path)
-                .map_err(io_err("create", &path))?;
-            f.write_all(doc.as_ref()).map_err(io_err("write", &path))
+            Ok(state_dir::write_secret(&dir.join(name), doc.as_ref())?)
         };
         secret("pck.key", &pck)?;
         secret("attestation.key", &attestation)?;
