@@ -15,19 +15,28 @@ fn client(m: &SimMount) -> TsmClient {
     TsmClient::new(&m.root).with_retries(3, Duration::from_millis(10))
 }
 
-/// The anchor exactly as an operator would hand it to the coordinator: the PEM files
-/// `tsm-sim anchor` writes.
-fn exported_anchor(m: &SimMount) -> AmdRoots {
+/// Runs `tsm-sim anchor <flags> --state <m's state> --out <temp dir>`; the temp dir holds
+/// what it wrote.
+fn run_anchor(m: &SimMount, flags: &[&str]) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let status = std::process::Command::new(common::BIN)
-        .args(["anchor", "--product", "genoa", "--state"])
+        .arg("anchor")
+        .args(flags)
+        .arg("--state")
         .arg(&m.state)
         .arg("--out")
         .arg(out.path())
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap();
-    assert!(status.success(), "tsm-sim anchor failed");
+    assert!(status.success(), "tsm-sim anchor {} failed", flags.join(" "));
+    out
+}
+
+/// The anchor exactly as an operator would hand it to the coordinator: the PEM files
+/// `tsm-sim anchor` writes.
+fn exported_anchor(m: &SimMount) -> AmdRoots {
+    let out = run_anchor(m, &["--product", "genoa"]);
     let read = |n: &str| common::pem_to_der(&std::fs::read_to_string(out.path().join(n)).unwrap());
     AmdRoots { product: Product::Genoa, ark: read("ark.pem"), ask: read("ask.pem"), asvk: None }
 }
@@ -171,16 +180,7 @@ fn tdx_quote_verifies_through_dcap_only_with_the_sim_root() {
     let m = SimMount::start("tdx", &["--mrtd", &"a1".repeat(48)]);
     let data = [0x3cu8; 64];
     let rep = client(&m).report(&data, None).expect("TDX report");
-    let out = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(common::BIN)
-        .args(["anchor", "--tee", "tdx", "--state"])
-        .arg(&m.state)
-        .arg("--out")
-        .arg(out.path())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "tsm-sim anchor --tee tdx failed");
+    let out = run_anchor(&m, &["--tee", "tdx"]);
     let root = std::fs::read(out.path().join("intel_root.der")).unwrap();
     let collateral = tee::tdx::load_collateral_dir(out.path()).expect("E2 reads the exported collateral");
     let evidence = Evidence::Tdx { quote: rep.outblob.clone(), collateral: Box::new(collateral) };
