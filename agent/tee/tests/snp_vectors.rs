@@ -41,6 +41,19 @@ fn evidence(report: &[u8], vek: &[u8]) -> Evidence {
     Evidence::Snp { report: report.to_vec(), vek: Some(vek.to_vec()), cert_table: None }
 }
 
+/// A GHCB certificate table carrying `vek` and the ASK/ARK of `roots`.
+fn cert_table(vek: &[u8], roots: &AmdRoots) -> Vec<u8> {
+    CertTable {
+        entries: vec![
+            CertEntry { kind: CertKind::Vcek, data: vek.to_vec() },
+            CertEntry { kind: CertKind::Ask, data: roots.ask.clone() },
+            CertEntry { kind: CertKind::Ark, data: roots.ark.clone() },
+        ],
+    }
+    .encode()
+    .unwrap()
+}
+
 fn snp_err(r: Result<tee::VerifiedClaims, VerifyError>) -> SnpError {
     match r {
         Err(VerifyError::Snp(e)) => e,
@@ -72,16 +85,7 @@ fn every_real_report_verifies_and_claims_match_the_bytes() {
 fn the_same_report_delivered_in_a_certificate_table_verifies() {
     let Some(v) = vectors() else { return };
     let c = &cases(&v)[2];
-    let roots = AmdRoots::builtin(Product::Milan).unwrap();
-    let table = CertTable {
-        entries: vec![
-            CertEntry { kind: CertKind::Vcek, data: c.vek.clone() },
-            CertEntry { kind: CertKind::Ask, data: roots.ask.clone() },
-            CertEntry { kind: CertKind::Ark, data: roots.ark.clone() },
-        ],
-    }
-    .encode()
-    .unwrap();
+    let table = cert_table(&c.vek, &AmdRoots::builtin(Product::Milan).unwrap());
     let ev = Evidence::Snp { report: c.report.clone(), vek: None, cert_table: Some(table) };
     verify(&ev, &permissive(), today()).unwrap();
 }
@@ -137,15 +141,7 @@ fn a_genoa_chain_for_a_milan_report_fails() {
     let Some(v) = vectors() else { return };
     let c = &cases(&v)[2];
     let genoa = AmdRoots::builtin(Product::Genoa).unwrap();
-    let table = CertTable {
-        entries: vec![
-            CertEntry { kind: CertKind::Vcek, data: c.vek.clone() },
-            CertEntry { kind: CertKind::Ask, data: genoa.ask.clone() },
-            CertEntry { kind: CertKind::Ark, data: genoa.ark.clone() },
-        ],
-    }
-    .encode()
-    .unwrap();
+    let table = cert_table(&c.vek, &genoa);
     let e = snp_err(verify(&Evidence::Snp { report: c.report.clone(), vek: None, cert_table: Some(table) }, &permissive(), today()));
     assert!(matches!(e, SnpError::ChainMismatch { product: Product::Milan, .. }), "{e}");
     assert!(e.to_string().contains("ARK-Genoa"), "{e}");
