@@ -1,16 +1,13 @@
 //! The workload key: generated in memory for every attestation, bound into the TEE report.
 
+use coordinator::api::NONCE_LEN;
 use rcgen::{KeyPair, PublicKeyData, PKCS_ECDSA_P256_SHA256};
-use sha2::{Digest, Sha512};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("generating the workload ECDSA P-256 key failed: {0}")]
     Generate(#[source] rcgen::Error),
 }
-
-/// Length of the coordinator's nonce, in bytes.
-pub const NONCE_LEN: usize = 32;
 
 /// An ECDSA P-256 key that never leaves memory except as `key.pem` in the tls dir.
 pub struct WorkloadKey {
@@ -39,18 +36,11 @@ impl WorkloadKey {
         SecretBytes(self.pair.serialize_pem().into_bytes())
     }
 
-    /// Report data for the TEE: SHA-512(SPKI DER ‖ nonce).
+    /// Report data for the TEE: SHA-512(SPKI DER ‖ nonce), computed by the coordinator's
+    /// own function so both ends of the binding are one piece of code.
     pub fn report_data(&self, nonce: &[u8; NONCE_LEN]) -> [u8; 64] {
-        report_data(&self.spki_der(), nonce)
+        coordinator::api::report_data(&self.spki_der(), nonce)
     }
-}
-
-/// SHA-512(SPKI DER ‖ 32-byte nonce): binds the workload key to one coordinator challenge.
-pub fn report_data(spki_der: &[u8], nonce: &[u8; NONCE_LEN]) -> [u8; 64] {
-    let mut h = Sha512::new();
-    h.update(spki_der);
-    h.update(nonce);
-    h.finalize().into()
 }
 
 /// Bytes that are zeroed when dropped (private key PEM).
@@ -73,6 +63,7 @@ impl Drop for SecretBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha512};
 
     #[test]
     fn spki_is_p256_and_report_data_binds_key_and_nonce() {
