@@ -323,7 +323,8 @@ fn vcek_extensions(product: Product, tcb: TcbVersion, chip_id: &[u8; 64]) -> Res
         .collect()
 }
 
-fn crl_distribution(product: Product) -> Result<Vec<u8>, ChainError> {
+/// The CRL distribution points extension AMD puts into ARK and ASK certificates.
+fn crl_distribution(product: Product) -> Result<Extension, ChainError> {
     // Same URL shape as AMD's, under a reserved (.invalid) host: nothing will ever fetch it.
     let url = format!("https://kdsintf.tsm-sim.invalid/vcek/v1/{}/crl", product.family_name());
     let uri = Ia5StringRef::new(&url)
@@ -335,7 +336,7 @@ fn crl_distribution(product: Product) -> Result<Vec<u8>, ChainError> {
         reasons: None,
         crl_issuer: None,
     }]);
-    Ok(x509_build::to_der("CRL distribution points", &dp)?)
+    ext_der("CRL distribution points", false, &dp)
 }
 
 fn ext_der<T: der::Encode + der::oid::AssociatedOid>(
@@ -391,11 +392,7 @@ fn write_new(tmp: &Path, product: Product) -> Result<(), ChainError> {
                 ext_der("key usage", true, &KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign))?,
                 ext_der("subject key identifier", false, &SubjectKeyIdentifier(kid(&ark_kid)?))?,
                 ext_der("basic constraints", true, &BasicConstraints { ca: true, path_len_constraint: None })?,
-                x509_build::extension(
-                    <CrlDistributionPoints as der::oid::AssociatedOid>::OID,
-                    false,
-                    crl_distribution(product)?,
-                )?,
+                crl_distribution(product)?,
             ],
             explicit_trailer: true,
         },
@@ -421,11 +418,7 @@ fn write_new(tmp: &Path, product: Product) -> Result<(), ChainError> {
                 )?,
                 ext_der("basic constraints", true, &BasicConstraints { ca: true, path_len_constraint: Some(0) })?,
                 ext_der("key usage", true, &KeyUsage(KeyUsages::KeyCertSign.into()))?,
-                x509_build::extension(
-                    <CrlDistributionPoints as der::oid::AssociatedOid>::OID,
-                    false,
-                    crl_distribution(product)?,
-                )?,
+                crl_distribution(product)?,
             ],
             explicit_trailer: true,
         },
