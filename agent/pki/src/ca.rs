@@ -3,7 +3,7 @@
 use crate::leaf::{self, IssueError, IssuedCertificate, LeafRequest};
 use crate::pem;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P384_SHA384,
 };
 use rustls_pki_types::CertificateDer;
@@ -64,10 +64,7 @@ impl std::fmt::Debug for MeshCa {
 fn ca_params(common_name: &str, lifetime: Duration, path_len: Option<u8>) -> CertificateParams {
     let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "podmesh");
-    dn.push(DnType::CommonName, common_name);
-    params.distinguished_name = dn;
+    params.distinguished_name = leaf::podmesh_name(common_name);
     params.is_ca = IsCa::Ca(match path_len {
         Some(n) => BasicConstraints::Constrained(n),
         None => BasicConstraints::Unconstrained,

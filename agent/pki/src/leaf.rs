@@ -159,6 +159,14 @@ pub(crate) fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
+/// `O=podmesh, CN=<common_name>`: the subject of every certificate podmesh issues.
+pub(crate) fn podmesh_name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "podmesh");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
 pub(crate) fn issue(
     request: &LeafRequest<'_>,
     issuer: &Issuer<'_, impl SigningKey>,
@@ -169,10 +177,7 @@ pub(crate) fn issue(
     }
     let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "podmesh");
-    dn.push(DnType::CommonName, request.common_name);
-    params.distinguished_name = dn;
+    params.distinguished_name = podmesh_name(request.common_name);
     params.subject_alt_names = request.sans.to_rcgen()?;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
