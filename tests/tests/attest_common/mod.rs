@@ -76,6 +76,17 @@ impl Proc {
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
+
+    /// Polls `ready` until it holds (waiting for `what`); fails at once, with the log, when
+    /// the process has exited.
+    pub fn wait_ready(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+        wait_for(what, timeout, || {
+            if let Some(st) = self.exited() {
+                return Some(Err(anyhow::anyhow!("{} exited ({st}): {}", self.what, self.log_text())));
+            }
+            ready().then_some(Ok(()))
+        })?
+    }
 }
 
 impl Drop for Proc {
@@ -115,12 +126,7 @@ impl TsmSim {
         cmd.args(["--host-data", host_data, "--measurement", measurement, "--policy", POLICY]).args(extra);
         let mut proc = Proc::spawn(&format!("tsm-sim {name}"), cmd, &work.join(format!("tsm-sim-{name}.log")))?;
         let report = root.join("report");
-        wait_for("the tsm-sim mount", Duration::from_secs(10), || {
-            if let Some(st) = proc.exited() {
-                return Some(Err(anyhow::anyhow!("tsm-sim exited ({st}): {}", proc.log_text())));
-            }
-            report.is_dir().then_some(Ok(()))
-        })??;
+        proc.wait_ready("the tsm-sim mount", Duration::from_secs(10), || report.is_dir())?;
         Ok(Self { root, proc: Some(proc) })
     }
 }
@@ -440,12 +446,7 @@ impl Bus {
         let mut cmd = Command::new("dbus-daemon");
         cmd.arg(format!("--config-file={}", conf.display())).arg("--nofork").arg("--nopidfile");
         let mut proc = Proc::spawn("dbus-daemon", cmd, &work.join("dbus-daemon.log"))?;
-        wait_for("the dbus-daemon socket", Duration::from_secs(10), || {
-            if let Some(st) = proc.exited() {
-                return Some(Err(anyhow::anyhow!("dbus-daemon exited ({st}): {}", proc.log_text())));
-            }
-            sock.exists().then_some(Ok(()))
-        })??;
+        proc.wait_ready("the dbus-daemon socket", Duration::from_secs(10), || sock.exists())?;
         Ok(Self { address: format!("unix:path={}", sock.display()), _proc: proc })
     }
 
