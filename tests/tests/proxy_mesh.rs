@@ -72,6 +72,12 @@ struct Mesh {
 }
 
 fn start_mesh() -> Mesh {
+    start_mesh_with(mesh::tls::TlsPolicy::default())
+}
+
+/// Both proxies with the TLS knobs `tls`.
+fn start_mesh_with(tls: mesh::tls::TlsPolicy) -> Mesh {
+    let opts = |dir: &std::path::Path| mesh::proxy::Options { tls: tls.clone(), ..test_options(dir) };
     let pods = PodPair::new(PREFIX).unwrap();
     let ca = TestMesh::new().unwrap();
     let server_id = ca.issue("server", &["10.99.0.2", "fd99::2", "server.mesh"], DAY).unwrap();
@@ -83,12 +89,12 @@ fn start_mesh() -> Mesh {
     let app = App::start(&pods.b, &[MTLS_APP, TLS_ONLY_APP, PLAIN_APP, App::SINK_PORT]).unwrap();
 
     firewall::deny::install(Some(pods.b.name())).unwrap();
-    let server = Proxy::start(&pods.b, server_plan(), test_options(server_dir.path())).unwrap();
+    let server = Proxy::start(&pods.b, server_plan(), opts(server_dir.path())).unwrap();
     assert!(!firewall::deny::is_installed(Some(pods.b.name())).unwrap(), "deny table must be gone once ready");
     assert!(firewall::tproxy::is_installed(Some(pods.b.name())).unwrap());
     let routes = firewall::routes::RouteSpec { mark: 1, table: 100 };
     assert!(firewall::routes::is_installed(routes, Some(pods.b.name())).unwrap());
-    let client = Proxy::start(&pods.a, client_plan(), test_options(client_dir.path())).unwrap();
+    let client = Proxy::start(&pods.a, client_plan(), opts(client_dir.path())).unwrap();
     assert!(!firewall::tproxy::is_installed(Some(pods.a.name())).unwrap(), "egress-only pod: no interception table");
     Mesh { pods, ca, server_id, client_id, app, server: Some(server), _client: client, server_dir }
 }
@@ -379,4 +385,66 @@ fn http_get(pod: &Pod, to: SocketAddr, path: &'static str) -> String {
         out
     })
     .unwrap()
+}
+
+/// The server pod's `podmesh_tls_handshakes_total` for `route` and `handshake` (full/resumed).
+fn handshakes(m: &Mesh, route: &str, kind: &str, handshake: &str) -> u64 {
+    let metrics = http_get(&m.pods.a, addr(v4b(), ADMIN), "/metrics");
+    let key = format!("podmesh_tls_handshakes_total{{route=\"{route}\",kind=\"{kind}\",handshake=\"{handshake}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key} in {metrics}"))
+}
+
+#[test]
+fn session_resumption_on_resumes_and_off_forces_full_handshakes() {
+    if skip_unless_root("session_resumption_on_resumes_and_off_forces_full_handshakes") {
+        return;
+    }
+    for resumption in [true, false] {
+        let m = start_mesh_with(mesh::tls::TlsPolicy { resumption, tls13_ciphers: None });
+        // Egress → ingress (both podmesh): two consecutive connections.
+        for _ in 0..2 {
+            let (greeting, echo) = egress_echo(&m.pods.a, "127.0.0.2:7000", b"again");
+            assert_eq!((greeting.as_str(), echo.as_slice()), ("port=8080", &b"again"[..]));
+        }
+        let (full, resumed) = (1 + u64::from(!resumption), u64::from(resumption));
+        assert_eq!(
+            (handshakes(&m, "mtls", "ingress_mtls", "full"), handshakes(&m, "mtls", "ingress_mtls", "resumed")),
+            (full, resumed),
+            "egress → ingress with resumption {resumption}"
+        );
+        // The server side on its own: a client that would resume gets no ticket when off.
+        let resuming_client = client_config(&m.server_id.mesh_ca_pem, None).unwrap();
+        for _ in 0..2 {
+            let out = tls_exchange(&m.pods.a, addr(v4b(), TLS_ONLY_APP), resuming_client.clone()).unwrap();
+            assert_eq!(out.first_line.as_deref(), Ok("port=8443"));
+        }
+        assert_eq!(
+            (handshakes(&m, "web", "ingress_tls", "full"), handshakes(&m, "web", "ingress_tls", "resumed")),
+            (full, resumed),
+            "rustls client → TLS-only port with resumption {resumption}"
+        );
+    }
+}
+
+#[test]
+fn resumed_session_of_an_expired_client_certificate_is_rejected() {
+    if skip_unless_root("resumed_session_of_an_expired_client_certificate_is_rejected") {
+        return;
+    }
+    let m = start_mesh();
+    let short = m.ca.issue("short-lived", &["10.99.0.1"], Duration::from_secs(2)).unwrap();
+    let config = client_config(&m.server_id.mesh_ca_pem, Some((&short.chain_pem, &short.key_pem))).unwrap();
+    let target = addr(v4b(), MTLS_APP);
+    let first = tls_exchange(&m.pods.a, target, config.clone()).unwrap();
+    assert_eq!(first.first_line.as_deref(), Ok("port=8080"), "full handshake while the certificate is valid");
+    std::thread::sleep(Duration::from_millis(3500));
+    // The client still holds a ticket (1 h) and resumes; the proxy re-checks the chain.
+    let second = tls_exchange(&m.pods.a, target, config).unwrap();
+    assert!(second.first_line.is_err(), "a resumed session must not outlive its certificate: {second:?}");
+    assert_eq!(handshakes(&m, "mtls", "ingress_mtls", "resumed"), 1, "the second connection did resume");
+    let metrics = http_get(&m.pods.a, addr(v4b(), ADMIN), "/metrics");
+    assert!(
+        metrics.contains("podmesh_connection_failures_total{route=\"mtls\",kind=\"ingress_mtls\",reason=\"bad_certificate\"} 1"),
+        "{metrics}"
+    );
 }

@@ -77,6 +77,7 @@ async fn handle(mut app: TcpStream, target: &Target, shared: &Shared, active: &A
             return;
         }
     };
+    route.count_handshake(tls.get_ref().1.handshake_kind());
     route.proxied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let counters = copy::Counters { a_to_b: &route.bytes_up, b_to_a: &route.bytes_down };
     if let Err(e) = copy::bidirectional(&mut app, &mut tls, shared.timeouts.idle, counters).await {

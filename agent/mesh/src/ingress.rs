@@ -86,12 +86,10 @@ pub async fn serve(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
 async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &Shared, active: &Active) {
     let route = active.route();
     let _ = sockopt::tune_accepted(&stream);
-    let config = {
-        let current = shared.tls.borrow();
-        match kind {
-            Listener::Mtls { .. } => current.mtls_server.clone(),
-            Listener::TlsOnly { .. } => current.tls_server.clone(),
-        }
+    let current = shared.tls.borrow().clone();
+    let config = match kind {
+        Listener::Mtls { .. } => current.mtls_server.clone(),
+        Listener::TlsOnly { .. } => current.tls_server.clone(),
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let mut tls = match tokio::time::timeout(shared.timeouts.handshake, acceptor.accept(copy::ReadAhead::new(stream))).await {
@@ -106,6 +104,17 @@ async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &S
             return;
         }
     };
+    let resumed = route.count_handshake(tls.get_ref().1.handshake_kind());
+    if resumed && matches!(kind, Listener::Mtls { .. }) {
+        // A resumed session presents no certificate: check the one it was issued to.
+        let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+        if let Err(e) = current.recheck_client(chain, rustls_pki_types::UnixTime::now()) {
+            route.fail(Failure::BadCertificate);
+            tracing::debug!("ingress resumed session for {orig} rejected: {e}");
+            return;
+        }
+    }
+    drop(current);
     let mut upstream = match connect_upstream(orig, shared).await {
         Ok(s) => s,
         Err(e) => {

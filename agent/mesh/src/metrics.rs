@@ -83,6 +83,9 @@ pub struct Route {
     pub bytes_up: AtomicU64,
     /// Bytes from upstream back to downstream.
     pub bytes_down: AtomicU64,
+    /// Completed TLS handshakes: full, and resumed from a session ticket.
+    pub handshakes_full: AtomicU64,
+    pub handshakes_resumed: AtomicU64,
     failures: [AtomicU64; Failure::ALL.len()],
 }
 
@@ -96,8 +99,18 @@ impl Route {
             proxied: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
+            handshakes_full: AtomicU64::new(0),
+            handshakes_resumed: AtomicU64::new(0),
             failures: Default::default(),
         }
+    }
+
+    /// Counts a completed handshake; returns whether it was a resumption.
+    pub fn count_handshake(&self, kind: Option<rustls::HandshakeKind>) -> bool {
+        let resumed = kind == Some(rustls::HandshakeKind::Resumed);
+        let counter = if resumed { &self.handshakes_resumed } else { &self.handshakes_full };
+        counter.fetch_add(1, Ordering::Relaxed);
+        resumed
     }
 
     pub fn fail(&self, f: Failure) {
@@ -130,6 +143,19 @@ pub fn render(routes: &[std::sync::Arc<Route>]) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for r in routes {
             let _ = writeln!(out, "{name}{{route=\"{}\",kind=\"{}\"}} {}", escape(&r.name), r.kind, get(r));
+        }
+    }
+    let name = "podmesh_tls_handshakes_total";
+    let _ = writeln!(out, "# HELP {name} Completed TLS handshakes, full or resumed from a session ticket.\n# TYPE {name} counter");
+    for r in routes {
+        for (handshake, n) in [("full", &r.handshakes_full), ("resumed", &r.handshakes_resumed)] {
+            let _ = writeln!(
+                out,
+                "{name}{{route=\"{}\",kind=\"{}\",handshake=\"{handshake}\"}} {}",
+                escape(&r.name),
+                r.kind,
+                n.load(Ordering::Relaxed)
+            );
         }
     }
     let name = "podmesh_connection_failures_total";

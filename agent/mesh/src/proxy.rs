@@ -39,6 +39,8 @@ pub struct Options {
     pub reload_interval: Duration,
     /// Network namespace for nft/ip operations (tests); `None` = our own.
     pub netns: Option<String>,
+    /// Session resumption and TLS 1.3 suites.
+    pub tls: tls::TlsPolicy,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             drain_timeout: Duration::from_secs(20),
             reload_interval: Duration::from_secs(1),
             netns: None,
+            tls: tls::TlsPolicy::default(),
         }
     }
 }
@@ -244,16 +247,16 @@ pub async fn run(
     }
 
     // TLS material: loaded and verified before anything can accept a connection.
-    let dir = opts.tls_dir.clone();
+    let (dir, policy) = (opts.tls_dir.clone(), opts.tls.clone());
     let (seen, configs) = tokio::task::spawn_blocking(move || {
         let seen = Fingerprint::of(&dir);
-        (seen, tls::TlsConfigs::load(&dir, rustls_pki_types::UnixTime::now()))
+        (seen, tls::TlsConfigs::load(&dir, rustls_pki_types::UnixTime::now(), &policy))
     })
     .await
     .map_err(|e| ProxyError::Task(e.to_string()))?;
     let configs = configs.map_err(|source| ProxyError::Tls { dir: opts.tls_dir.clone(), source })?;
     tracing::info!(PODMESH_EVENT = "tls_loaded", "TLS material from {} verified against the mesh CA ({})", opts.tls_dir.display(), configs.summary);
-    let (reloader, tls_watch) = Reloader::new(opts.tls_dir.clone(), seen, configs);
+    let (reloader, tls_watch) = Reloader::new(opts.tls_dir.clone(), seen, opts.tls.clone(), configs);
     drop(tls_token);
 
     let mut own_ports = vec![opts.mtls_port, opts.tls_port];

@@ -57,7 +57,20 @@ pub struct Args {
     /// Runtime worker threads (default: one per CPU).
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// TLS session resumption (tickets, ≤ 1 h): `off` makes every connection a full mTLS
+    /// handshake, on both the ingress (no tickets) and the egress (no session cache) side.
+    #[arg(long, env = "PODMESH_TLS_RESUMPTION", default_value = "on", value_name = "on|off", action = clap::ArgAction::Set, value_parser = parse_on_off)]
+    tls_resumption: bool,
+    /// TLS 1.3 suites, most preferred first, comma-separated (e.g.
+    /// TLS13_AES_256_GCM_SHA384,TLS13_AES_128_GCM_SHA256). Default: AES-128-GCM, AES-256-GCM,
+    /// ChaCha20-Poly1305.
+    #[arg(long, env = "PODMESH_TLS13_CIPHERS", value_parser = parse_tls13_ciphers)]
+    tls13_ciphers: Option<Tls13Ciphers>,
 }
+
+/// Validated `--tls13-ciphers` (a newtype: clap would read a bare `Vec` as repeated flags).
+#[derive(Debug, Clone)]
+struct Tls13Ciphers(Vec<String>);
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sources = mesh::config::Sources::system(args.env_file.as_deref(), Some(&args.cmdline))
@@ -98,6 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         drain_timeout: args.drain_timeout,
         reload_interval: args.reload_interval,
         netns: None,
+        tls: mesh::tls::TlsPolicy { resumption: args.tls_resumption, tls13_ciphers: args.tls13_ciphers.map(|c| c.0) },
     };
     let config_json = serde_json::json!({ "config": config, "options": opts }).to_string();
     runtime.block_on(async move {
@@ -140,6 +154,19 @@ fn parse_u32(s: &str) -> Result<u32, String> {
     r.map_err(|e| format!("{s:?} is not a 32-bit number (decimal or 0x-hex): {e}"))
 }
 
+/// `on`/`off` (also `true`/`false`, `1`/`0`).
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("{s:?} is neither on nor off")),
+    }
+}
+
+fn parse_tls13_ciphers(s: &str) -> Result<Tls13Ciphers, String> {
+    mesh::tls::parse_tls13_ciphers(s).map(Tls13Ciphers).map_err(|e| e.to_string())
+}
+
 /// `500ms`, `10s`, `5m`, `1h`, or plain seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -176,5 +203,7 @@ mod tests {
         for bad in ["", "0x", "0xg", "-1", "4294967296"] {
             assert!(parse_u32(bad).is_err(), "{bad:?}");
         }
+        assert_eq!((parse_on_off("on"), parse_on_off("OFF"), parse_on_off("false")), (Ok(true), Ok(false), Ok(false)));
+        assert!(parse_on_off("maybe").is_err());
     }
 }
