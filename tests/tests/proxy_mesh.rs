@@ -77,7 +77,14 @@ fn start_mesh() -> Mesh {
 
 /// Both proxies with the TLS knobs `tls`.
 fn start_mesh_with(tls: mesh::tls::TlsPolicy) -> Mesh {
-    let opts = |dir: &std::path::Path| mesh::proxy::Options { tls: tls.clone(), ..test_options(dir) };
+    start_mesh_tuned(|o| mesh::proxy::Options { tls: tls.clone(), ..o }, |o| o)
+}
+
+/// Both proxies, their test options adjusted by `server` and `client`.
+fn start_mesh_tuned(
+    server: impl Fn(mesh::proxy::Options) -> mesh::proxy::Options,
+    client: impl Fn(mesh::proxy::Options) -> mesh::proxy::Options,
+) -> Mesh {
     let pods = PodPair::new(PREFIX).unwrap();
     let ca = TestMesh::new().unwrap();
     let server_id = ca.issue("server", &["10.99.0.2", "fd99::2", "server.mesh"], DAY).unwrap();
@@ -89,12 +96,12 @@ fn start_mesh_with(tls: mesh::tls::TlsPolicy) -> Mesh {
     let app = App::start(&pods.b, &[MTLS_APP, TLS_ONLY_APP, PLAIN_APP, App::SINK_PORT]).unwrap();
 
     firewall::deny::install(Some(pods.b.name())).unwrap();
-    let server = Proxy::start(&pods.b, server_plan(), opts(server_dir.path())).unwrap();
+    let server = Proxy::start(&pods.b, server_plan(), server(test_options(server_dir.path()))).unwrap();
     assert!(!firewall::deny::is_installed(Some(pods.b.name())).unwrap(), "deny table must be gone once ready");
     assert!(firewall::tproxy::is_installed(Some(pods.b.name())).unwrap());
     let routes = firewall::routes::RouteSpec { mark: 1, table: 100 };
     assert!(firewall::routes::is_installed(routes, Some(pods.b.name())).unwrap());
-    let client = Proxy::start(&pods.a, client_plan(), opts(client_dir.path())).unwrap();
+    let client = Proxy::start(&pods.a, client_plan(), client(test_options(client_dir.path()))).unwrap();
     assert!(!firewall::tproxy::is_installed(Some(pods.a.name())).unwrap(), "egress-only pod: no interception table");
     Mesh { pods, ca, server_id, client_id, app, server: Some(server), _client: client, server_dir }
 }
@@ -447,4 +454,79 @@ fn resumed_session_of_an_expired_client_certificate_is_rejected() {
         metrics.contains("podmesh_connection_failures_total{route=\"mtls\",kind=\"ingress_mtls\",reason=\"bad_certificate\"} 1"),
         "{metrics}"
     );
+}
+
+#[test]
+fn admin_endpoints_report_liveness_readiness_metrics_and_config() {
+    if skip_unless_root("admin_endpoints_report_liveness_readiness_metrics_and_config") {
+        return;
+    }
+    let m = start_mesh();
+    let admin = addr(v4b(), ADMIN);
+    let live = http_get(&m.pods.a, admin, "/live");
+    assert!(live.starts_with("HTTP/1.1 200") && live.ends_with("live\n"), "{live}");
+    assert!(http_get(&m.pods.a, admin, "/ready").starts_with("HTTP/1.1 200"));
+    assert!(http_get(&m.pods.a, admin, "/nope").starts_with("HTTP/1.1 404"));
+
+    // One connection on the TLS-only entry: its own route counts it, bytes included.
+    let out = tls_exchange(&m.pods.a, addr(v4b(), TLS_ONLY_APP), client_config(&m.server_id.mesh_ca_pem, None).unwrap()).unwrap();
+    assert_eq!(out.first_line.as_deref(), Ok("port=8443"));
+    let metrics = http_get(&m.pods.a, admin, "/metrics");
+    let value = |key: &str| metrics.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string());
+    assert_eq!(value("podmesh_connections_total{route=\"web\",kind=\"ingress_tls\"}").as_deref(), Some("1"), "{metrics}");
+    assert_eq!(value("podmesh_connections_proxied_total{route=\"web\",kind=\"ingress_tls\"}").as_deref(), Some("1"), "{metrics}");
+    assert_eq!(value("podmesh_connections_total{route=\"mtls\",kind=\"ingress_mtls\"}").as_deref(), Some("0"), "{metrics}");
+    let down: u64 = value("podmesh_bytes_downstream_total{route=\"web\",kind=\"ingress_tls\"}").and_then(|v| v.parse().ok()).unwrap();
+    assert!(down >= "port=8443\n".len() as u64, "{metrics}");
+    assert!(metrics.contains("# TYPE podmesh_connection_failures_total counter"));
+
+    // /config is JSON describing the running plan.
+    let config = http_get(&m.pods.a, admin, "/config");
+    let body = config.split_once("\r\n\r\n").map(|(_, b)| b).unwrap();
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("/config is not JSON ({e}): {body}"));
+    assert_eq!(json["admin_port"], ADMIN, "{json}");
+    assert_eq!(json["ingress"]["plaintext"][0], serde_json::json!(["plain", PLAIN_APP]), "{json}");
+}
+
+#[test]
+fn connections_over_the_limit_are_closed_and_counted() {
+    if skip_unless_root("connections_over_the_limit_are_closed_and_counted") {
+        return;
+    }
+    let m = start_mesh_tuned(|o| mesh::proxy::Options { max_connections: 2, ..o }, |o| o);
+    let listen: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+    let open = |pod: &Pod| -> (TcpStream, Result<String, String>) {
+        let s = pod.in_netns(move || TcpStream::connect(listen)).unwrap().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut line = String::new();
+        let r = match BufReader::new(s.try_clone().unwrap()).read_line(&mut line) {
+            Ok(0) => Err("EOF".to_string()),
+            Ok(_) => Ok(line.trim_end().to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        (s, r)
+    };
+    let (first, r1) = open(&m.pods.a);
+    let (_second, r2) = open(&m.pods.a);
+    assert_eq!((r1.as_deref(), r2.as_deref()), (Ok("port=8080"), Ok("port=8080")));
+    let (_third, r3) = open(&m.pods.a);
+    assert!(r3.is_err(), "connection 3 with --max-connections 2 must be closed, got {r3:?}");
+    let metrics = http_get(&m.pods.a, addr(v4b(), ADMIN), "/metrics");
+    assert!(
+        metrics.contains("podmesh_connection_failures_total{route=\"mtls\",kind=\"ingress_mtls\",reason=\"limit\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("podmesh_connections_active{route=\"mtls\",kind=\"ingress_mtls\"} 2"), "{metrics}");
+
+    // A freed slot is usable again.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_s, r) = open(&m.pods.a);
+        if r.as_deref() == Ok("port=8080") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot of a closed connection was not released: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
