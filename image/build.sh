@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds the podmesh podVM image with mkosi (see mkosi.conf and image/README.md).
 #
-#   image/build.sh [--profile production|test] [--no-cargo]
+#   image/build.sh [--profile production|test] [--no-cargo] [--cargo-profile release|debug]
 #
 # Output: build/image/<profile>/podmesh.vmlinuz + podmesh.cpio (+ build-info.txt).
+# Binaries come from target/<cargo-profile> (default release; the VM test uses the debug
+# build that `cargo test` already made) and are stripped on the way into the image.
 # Env: PODMESH_KATA_AGENT=/path/to/kata-agent installs a real agent instead of the stand-in;
 #      PODMESH_IMAGE_CACHE (default /var/cache/podmesh/image) keeps the kernel .debs, the apt
 #      package cache and mkosi's incremental cache across builds and fresh clones.
@@ -22,14 +24,19 @@ cd "$(dirname "$0")/.."
 
 profile=production
 cargo_build=1
+cargo_profile=release
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile=${2:?--profile needs production or test}; shift 2 ;;
         --no-cargo) cargo_build=0; shift ;;
+        --cargo-profile) cargo_profile=${2:?--cargo-profile needs release or debug}; shift 2 ;;
         -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "image/build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
+case "$cargo_profile" in release|debug) ;; *)
+    echo "image/build.sh: unknown cargo profile '$cargo_profile' (release or debug)" >&2; exit 2 ;;
+esac
 case "$profile" in production|test) ;; *)
     echo "image/build.sh: unknown profile '$profile' (production or test)" >&2; exit 2 ;;
 esac
@@ -55,16 +62,18 @@ stage=$work/stage-$profile
 out=$work/$profile
 mkdir -p "$cache/debs" "$cache/packages" "$cache/mkosi-$profile" "$work" "$out"
 
-# 1. Release binaries.
+# 1. Binaries.
 bins=(podmesh)
 [ "$profile" = test ] && bins+=(tsm-sim)
+cargo_flag=(--release)
+[ "$cargo_profile" = debug ] && cargo_flag=()
 if [ "$cargo_build" = 1 ]; then
-    progress "cargo build --release ${bins[*]}"
-    cargo build --release --locked $(printf -- '-p %s ' "${bins[@]}") --bins >&2
+    progress "cargo build ${cargo_flag[*]} ${bins[*]}"
+    cargo build ${cargo_flag[@]+"${cargo_flag[@]}"} --locked $(printf -- '-p %s ' "${bins[@]}") --bins >&2
 fi
 for b in "${bins[@]}"; do
-    [ -x "target/release/$b" ] || {
-        echo "image/build.sh: target/release/$b is missing (cargo build --release -p $b)" >&2; exit 1; }
+    [ -x "target/$cargo_profile/$b" ] || {
+        echo "image/build.sh: target/$cargo_profile/$b is missing (cargo build ${cargo_flag[*]} -p $b)" >&2; exit 1; }
 done
 
 # 2. Stage what goes into the image on top of image/tree (and image/test-tree).
@@ -72,7 +81,10 @@ progress "staging binaries and units into $stage"
 rm -rf "$stage"
 install -d "$stage/usr/bin" "$stage/usr/lib/systemd/system" "$stage/usr/lib/systemd/system-preset" \
     "$stage/usr/share/dbus-1/system.d"
-for b in "${bins[@]}"; do install -m 0755 "target/release/$b" "$stage/usr/bin/$b"; done
+for b in "${bins[@]}"; do
+    install -m 0755 "target/$cargo_profile/$b" "$stage/usr/bin/$b"
+    strip --strip-debug "$stage/usr/bin/$b"
+done
 shopt -s nullglob
 for f in units/*.service units/*.socket units/*.target units/*.timer units/*.path units/*.mount; do
     install -m 0644 "$f" "$stage/usr/lib/systemd/system/"
@@ -142,5 +154,6 @@ secs=$(( $(date +%s) - t0 ))
     echo "kernel=$kernel $(stat -c %s "$kernel")"
     echo "cpio=$cpio_img $(stat -c %s "$cpio_img")"
     echo "kata_agent=${PODMESH_KATA_AGENT:-standin}"
+    echo "binaries=target/$cargo_profile (${bins[*]})"
 } >"$out/build-info.txt"
 progress "done: $(du -h "$kernel" | cut -f1) kernel, $(du -h "$cpio_img" | cut -f1) cpio in ${secs}s -> $out"

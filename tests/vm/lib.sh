@@ -81,16 +81,20 @@ pmvm_ms() { [ -n "$1" ] && awk -v u="$1" 'BEGIN { printf "%.3f", u / 1e6 }' || p
 
 # ---- command port ----------------------------------------------------------------------------
 
-PMVM_CTL_SEQ=0
 # pmvm_ctl SOCKET JOURNAL COMMAND: run an allowed command in the guest (image/test-tree pmvm-ctl),
 # wait for its journal entry, print its output (MESSAGE) and return its exit status.
+# (Usually called in $(...): the sequence number must not depend on shell state.)
 pmvm_ctl() {
     local sock=$1 journal=$2 cmd=$3 seq start entry
-    PMVM_CTL_SEQ=$((PMVM_CTL_SEQ + 1)); seq="$$-$PMVM_CTL_SEQ"
+    seq="$$-$(date +%s%N)"
     [ -S "$sock" ] || pmvm_die "guest command port $sock is missing"
-    # Keep the connection open until the answer is in the journal: the guest reads the port
-    # only while the host end is connected.
-    (printf '%s %s\n' "$cmd" "$seq"; sleep 30) | socat - "UNIX-CONNECT:$sock" >/dev/null 2>&1 &
+    # Keep the connection open until the answer is in the journal (the guest reads the port
+    # only while the host end is connected), then close it: QEMU serves one client at a time.
+    # All output redirected: the feeder must not hold the caller's $(...) pipe open.
+    local done_flag
+    done_flag=$(mktemp -u /tmp/pmvm-ctl.XXXXXX)
+    { (printf '%s %s\n' "$cmd" "$seq"; while [ ! -e "$done_flag" ]; do sleep 0.2; done) |
+        socat - "UNIX-CONNECT:$sock"; } >/dev/null 2>&1 &
     local feeder=$!
     start=$SECONDS
     while [ $((SECONDS - start)) -lt 60 ]; do
@@ -98,7 +102,7 @@ pmvm_ctl() {
         [ -n "$entry" ] && break
         sleep 1
     done
-    kill "$feeder" 2>/dev/null; wait "$feeder" 2>/dev/null || true
+    touch "$done_flag"; wait "$feeder" 2>/dev/null || true; rm -f "$done_flag"
     [ -n "$entry" ] || pmvm_die "guest command '$cmd' got no answer in 60 s (pmvm-ctl.service running?)"
     printf '%s\n' "${entry#*$'\t'}"
     return "${entry%%$'\t'*}"

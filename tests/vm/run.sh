@@ -12,7 +12,8 @@
 #
 # Prints image size, build time and the boot timeline (kernel -> deny installed -> kata-agent
 # -> certificate written -> proxy ready). Needs root. Every failed check exits non-zero.
-# Env: PMVM_KEEP=1 keeps the work directory; PMVM_SMP (default 1) vCPUs per guest.
+# Env: PMVM_KEEP=1 keeps the work directory; PMVM_SMP (default 1) vCPUs per guest;
+#      PMVM_CARGO_PROFILE=debug|release (default debug) which binaries go into the image.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tests/vm/lib.sh
@@ -45,11 +46,17 @@ check() {  # check DESCRIPTION COMMAND...: record a failed assertion, keep going
 }
 
 # ---- build ---------------------------------------------------------------------------------
-pmvm_log "building host binaries (release) and the test image"
+# The debug build: scripts/test.sh has just built the workspace that way, so this costs nothing
+# there (a release build is ~13 min on this 2-core host). PMVM_CARGO_PROFILE=release for the real thing.
+cargo_profile=${PMVM_CARGO_PROFILE:-debug}
+cargo_flag=(); [ "$cargo_profile" = release ] && cargo_flag=(--release)
+PMVM_BIN=$PMVM_ROOT/target/$cargo_profile
+pmvm_log "building host binaries ($cargo_profile) and the test image"
 t_build=$SECONDS
-cargo build --release --locked -p podmesh -p tsm-sim -p coordinator --bins >&2
-bash image/build.sh --profile test --no-cargo
-build_secs=$((SECONDS - t_build))
+cargo build ${cargo_flag[@]+"${cargo_flag[@]}"} --locked -p podmesh -p tsm-sim -p coordinator --bins >&2
+cargo_secs=$((SECONDS - t_build))
+bash image/build.sh --profile test --no-cargo --cargo-profile "$cargo_profile"
+build_secs=$((SECONDS - t_build - cargo_secs))
 pmvm_require_bins podmesh podmesh-coordinator tsm-sim
 img_bytes=$(stat -c %s build/image/test/podmesh.cpio)
 kernel_bytes=$(stat -c %s build/image/test/podmesh.vmlinuz)
@@ -206,7 +213,7 @@ cat >&2 <<EOF
 
 == VM boot test ==
 image: kernel $((kernel_bytes / 1048576)) MiB, OS cpio $((img_bytes / 1048576)) MiB (uncompressed, in RAM)
-build: ${build_secs}s (cargo release + mkosi; see build/image/test/build-info.txt)
+build: cargo ($cargo_profile) ${cargo_secs}s, image ${build_secs}s (see build/image/test/build-info.txt)
 boot 'mesh' (TCG, ${PMVM_SMP:-1} vCPU), guest monotonic seconds:
 $timeline
 boot to proxy ready, wall clock from QEMU start: ${ready_wall}s
