@@ -149,6 +149,18 @@ fn bad_configuration_exits_nonzero_and_keeps_the_deny_table() {
         assert!(p.log().contains(needle), "{what}: log must name the entry: {}", p.log());
         assert!(firewall::deny::is_installed(Some(s.pods.b.name())).unwrap(), "{what}: deny table must stay");
     }
+    // Bad TLS knobs (environment of the unit): rejected before anything starts.
+    for (var, value, needle) in [
+        ("PODMESH_TLS13_CIPHERS", "TLS13_AES_256_GCM_SHA384,TLS13_BOGUS", "unknown TLS 1.3 suite \"TLS13_BOGUS\""),
+        ("PODMESH_TLS13_CIPHERS", "", "empty suite name"),
+        ("PODMESH_TLS_RESUMPTION", "maybe", "neither on nor off"),
+    ] {
+        let log = s.dir.path().join("knob.log");
+        let mut p = ProxyProc::spawn(&s.pods.b, &tls, &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS), (var, value)], &log);
+        assert!(!p.wait_exit(Duration::from_secs(10)).success(), "{var}={value:?} must fail");
+        assert!(p.log().contains(needle), "{var}={value:?}: {}", p.log());
+        assert!(firewall::deny::is_installed(Some(s.pods.b.name())).unwrap(), "{var}: deny table must stay");
+    }
     // Broken TLS material, through the binary: also non-zero, deny stays.
     let broken = s.dir.path().join("broken");
     Identity { key_pem: s.client.key_pem.clone(), ..s.server.clone() }.write_tls_dir(&broken).unwrap();
