@@ -530,3 +530,28 @@ fn connections_over_the_limit_are_closed_and_counted() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn egress_rejects_a_resumed_session_whose_server_certificate_expired() {
+    if skip_unless_root("egress_rejects_a_resumed_session_whose_server_certificate_expired") {
+        return;
+    }
+    let pods = PodPair::new(PREFIX).unwrap();
+    let ca = TestMesh::new().unwrap();
+    let client_id = ca.issue("client", &["10.99.0.1"], DAY).unwrap();
+    let short = ca.issue("short-lived-server", &["10.99.0.2"], Duration::from_secs(2)).unwrap();
+    // A plain rustls server (default config: it issues session tickets).
+    start_tls_server(&pods.b, 8080, &short.chain_pem, &short.key_pem).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    client_id.write_tls_dir(dir.path()).unwrap();
+    let plan = Plan { ingress: None, egress: vec![egress("short", "127.0.0.2:7000", v4b(), 8080, false)], admin_port: Some(ADMIN) };
+    let _proxy = Proxy::start(&pods.a, plan, test_options(dir.path())).unwrap();
+    let listen: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+    assert_eq!(read_line_from(&pods.a, listen).unwrap().as_deref(), Ok("hello-from-tls"), "full handshake while valid");
+    std::thread::sleep(Duration::from_millis(3500));
+    let got = read_line_from(&pods.a, listen).unwrap();
+    assert!(got.is_err(), "a resumed session must not outlive the server's certificate, got {got:?}");
+    let metrics = http_get(&pods.a, addr("127.0.0.1".parse().unwrap(), ADMIN), "/metrics");
+    let resumed = "podmesh_tls_handshakes_total{route=\"short\",kind=\"egress\",handshake=\"resumed\"} 1";
+    assert!(metrics.contains(resumed), "the second connection must have resumed (else the test proves nothing): {metrics}");
+}

@@ -59,10 +59,8 @@ async fn handle(mut app: TcpStream, target: &Target, shared: &Shared, active: &A
             return;
         }
     };
-    let config = {
-        let current = shared.tls.borrow();
-        if target.strict { current.client_strict.clone() } else { current.client.clone() }
-    };
+    let current = shared.tls.borrow().clone();
+    let config = if target.strict { current.client_strict.clone() } else { current.client.clone() };
     let connector = tokio_rustls::TlsConnector::from(config);
     let handshake = connector.connect(target.server_name.clone(), copy::ReadAhead::new(remote));
     let mut tls = match tokio::time::timeout(shared.timeouts.handshake, handshake).await {
@@ -77,7 +75,17 @@ async fn handle(mut app: TcpStream, target: &Target, shared: &Shared, active: &A
             return;
         }
     };
-    route.count_handshake(tls.get_ref().1.handshake_kind());
+    if route.count_handshake(tls.get_ref().1.handshake_kind()) {
+        // A resumed session presents no certificate: check the one it was issued to.
+        let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+        let now = rustls_pki_types::UnixTime::now();
+        if let Err(e) = current.recheck_server(chain, &target.server_name, target.strict, now) {
+            route.fail(Failure::BadCertificate);
+            tracing::debug!("egress resumed session with {}:{} rejected: {e}", target.host, target.port);
+            return;
+        }
+    }
+    drop(current);
     route.proxied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let counters = copy::Counters { a_to_b: &route.bytes_up, b_to_a: &route.bytes_down };
     if let Err(e) = copy::bidirectional(&mut app, &mut tls, shared.timeouts.idle, counters).await {

@@ -19,7 +19,8 @@
 //! material brings a new ticket key (a new mesh CA never honours old tickets), and the
 //! ingress re-verifies the remembered client chain of a resumed session against the current
 //! mesh CA at the current time ([`TlsConfigs::recheck_client`]), so an expired or foreign
-//! certificate cannot ride on a ticket.
+//! certificate cannot ride on a ticket; egress does the same for the server's chain
+//! ([`TlsConfigs::recheck_server`]).
 
 use rustls::{
     client::{
@@ -201,8 +202,9 @@ pub struct TlsConfigs {
     pub client_strict: Arc<ClientConfig>,
     /// Hex SHA-256-free identifier for logs: serial-ish prefix of the leaf DER length+tail.
     pub summary: String,
-    /// The mTLS server's client verifier, for re-checking resumed sessions.
+    /// The verifiers of the handshakes, for re-checking resumed sessions.
     client_verifier: Arc<dyn ClientCertVerifier>,
+    server_verifier: Arc<WebPkiServerVerifier>,
 }
 
 impl TlsConfigs {
@@ -242,6 +244,7 @@ impl TlsConfigs {
             .build()
             .map_err(|e| TlsError::BadCa { path: ca_path.clone(), reason: e.to_string() })?;
         let lenient_verifier = Arc::new(AnyNameVerifier(strict_verifier.clone()));
+        let server_verifier = strict_verifier.clone();
 
         // The peers run exactly these verifiers: check our own chain with them now.
         let (leaf, intermediates) = m.chain.split_first().ok_or(TlsError::NoCertificate { path: chain_path.clone() })?;
@@ -274,7 +277,19 @@ impl TlsConfigs {
             client_strict,
             summary: format!("{} certificate(s), leaf {} bytes", m.chain.len(), leaf.len()),
             client_verifier,
+            server_verifier,
         })
+    }
+
+    /// The egress counterpart of [`Self::recheck_client`]: re-verifies the server chain
+    /// remembered by a resumed session (and, when `strict`, its name).
+    pub fn recheck_server(&self, chain: &[CertificateDer<'_>], name: &ServerName<'_>, strict: bool, now: UnixTime) -> Result<(), rustls::Error> {
+        let (leaf, intermediates) = chain.split_first().ok_or(rustls::Error::NoCertificatesPresented)?;
+        if strict {
+            self.server_verifier.verify_server_cert(leaf, intermediates, name, &[], now).map(|_| ())
+        } else {
+            AnyNameVerifier(self.server_verifier.clone()).verify_server_cert(leaf, intermediates, name, &[], now).map(|_| ())
+        }
     }
 
     /// Re-verifies the client chain remembered by a resumed mTLS session against the
