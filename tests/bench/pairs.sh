@@ -183,10 +183,10 @@ start_podmesh() {
         egress+="${egress:+##}$name#127.0.0.2:$port#$SRV_IP:$port"
     done
     start_bg podmesh-server "$NS_S" env CONTRAST_INGRESS_PROXY_CONFIG="" \
-        "$PODMESH" proxy --tls-dir "$CERTS/server" --cmdline /dev/null
+        "$PODMESH" proxy --tls-dir "$CERTS/server" --cmdline /dev/null ${PODMESH_EXTRA_ARGS:-}
     SRV_PID=$LAST_PID
     start_bg podmesh-client "$NS_C" env CONTRAST_INGRESS_PROXY_CONFIG=DISABLED CONTRAST_EGRESS_PROXY_CONFIG="$egress" \
-        "$PODMESH" proxy --tls-dir "$CERTS/client" --cmdline /dev/null
+        "$PODMESH" proxy --tls-dir "$CERTS/client" --cmdline /dev/null ${PODMESH_EXTRA_ARGS:-}
     CLI_PID=$LAST_PID
     EP_IPERF="127.0.0.2 5201" EP_HTTP="127.0.0.2 8080" EP_ECHO="127.0.0.2 7000"
     # podmesh always resumes (no knob to turn it off): its only figure is the resumed one.

@@ -11,7 +11,8 @@
 # pod $NS_S. Apps in the server pod: iperf3 (5201), nginx http "200 ok" (8080), echo (7000).
 # A request goes client tool -> client-side proxy -> (m)TLS over the veth -> server-side
 # proxy -> app. Needs root. Environment: PODMESH / PMBENCH (binaries), BENCH_OUT (output dir),
-# BENCH_PAIRS (a subset of: direct null stunnel haproxy nginx podmesh).
+# BENCH_PAIRS (a subset of: direct null stunnel haproxy nginx podmesh), PODMESH_EXTRA_ARGS
+# (extra `podmesh proxy` flags for both sides, e.g. --worker-threads 1).
 set -euo pipefail
 
 MODE=full
