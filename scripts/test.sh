@@ -17,7 +17,9 @@ stage "units: systemd-analyze verify and security"
 bash scripts/check-units.sh
 
 stage "cargo test (unit, integration, namespaces)"
-cargo build --workspace --bins
+# One build for everything: `cargo test` also builds the binaries the end-to-end tests run,
+# with the same features (a separate `cargo build` would compile the dependencies twice).
+cargo test --workspace --no-run
 # Namespaced tests share the host's nftables and routing state: run them one at a time.
 cargo test --workspace -- --test-threads=1
 
