@@ -172,8 +172,10 @@ for side in "$NS_C:$VETH_C:$CLI_IP" "$NS_S:$VETH_S:$SRV_IP"; do
     ip -n "$ns" addr add "$addr/24" dev "$dev"
     ip -n "$ns" link set "$dev" up
     ip -n "$ns" addr add 127.0.0.2/8 dev lo 2>/dev/null || true
-    # Many short connections per second: room for ephemeral ports and TIME_WAIT reuse.
-    ip netns exec "$ns" sysctl -qw net.ipv4.ip_local_port_range="10240 65000" net.ipv4.tcp_tw_reuse=1
+    # Many short connections per second: room for ephemeral ports and TIME_WAIT reuse, but
+    # never the proxy's listener ports (an earlier pair's connections would hold them).
+    ip netns exec "$ns" sysctl -qw net.ipv4.ip_local_port_range="10240 65000" net.ipv4.tcp_tw_reuse=1 \
+        net.ipv4.ip_local_reserved_ports=15006-15007
 done
 
 # --- certificates: one set for every proxy, from the coordinator's PKI code
