@@ -55,16 +55,12 @@ pub const MIDSTREAM_COMMENT: &str = "podmesh: keep connections opened before the
 /// so the cause is not chained as `source` again.
 #[derive(Debug, thiserror::Error)]
 pub enum DenyError {
-    #[error("installing table inet {TABLE}{}: {reason}", in_netns(.netns))]
+    #[error("installing table inet {TABLE}{}: {reason}", crate::nft::in_netns(.netns))]
     Install { netns: Option<String>, reason: NftError },
-    #[error("removing table inet {TABLE}{}: {reason}", in_netns(.netns))]
+    #[error("removing table inet {TABLE}{}: {reason}", crate::nft::in_netns(.netns))]
     Remove { netns: Option<String>, reason: NftError },
-    #[error("inspecting table inet {TABLE}{}: {reason}", in_netns(.netns))]
+    #[error("inspecting table inet {TABLE}{}: {reason}", crate::nft::in_netns(.netns))]
     Inspect { netns: Option<String>, reason: NftError },
-}
-
-fn in_netns(netns: &Option<String>) -> String {
-    netns.as_ref().map(|n| format!(" in netns {n}")).unwrap_or_default()
 }
 
 /// Installs (or atomically replaces) the deny table. Never leaves a partial ruleset.

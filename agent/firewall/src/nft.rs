@@ -235,6 +235,11 @@ pub fn family_name(family: NfFamily) -> &'static str {
 }
 
 /// Same rules as `ip netns add`: a single path component.
+/// " in netns NAME" for error messages, empty in the current namespace.
+pub(crate) fn in_netns(netns: &Option<String>) -> String {
+    netns.as_ref().map(|n| format!(" in netns {n}")).unwrap_or_default()
+}
+
 pub fn check_netns_name(name: &str) -> Result<(), NftError> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(NftError::BadNetnsName(name.to_string()));

@@ -62,16 +62,12 @@ pub struct Spec {
 pub enum TproxyError {
     #[error("invalid interception spec: {0}")]
     Spec(String),
-    #[error("installing table inet {TABLE}{}: {source}", in_netns(.netns))]
+    #[error("installing table inet {TABLE}{}: {source}", crate::nft::in_netns(.netns))]
     Install { netns: Option<String>, source: NftError },
-    #[error("removing table inet {TABLE}{}: {source}", in_netns(.netns))]
+    #[error("removing table inet {TABLE}{}: {source}", crate::nft::in_netns(.netns))]
     Remove { netns: Option<String>, source: NftError },
-    #[error("inspecting table inet {TABLE}{}: {source}", in_netns(.netns))]
+    #[error("inspecting table inet {TABLE}{}: {source}", crate::nft::in_netns(.netns))]
     Inspect { netns: Option<String>, source: NftError },
-}
-
-fn in_netns(netns: &Option<String>) -> String {
-    netns.as_ref().map(|n| format!(" in netns {n}")).unwrap_or_default()
 }
 
 impl Spec {
