@@ -177,22 +177,28 @@ wait_peer_ports() {
 
 # --- podmesh: TPROXY ingress (mTLS on 15006) in the server pod, egress listeners in the client pod
 start_podmesh() {
-    local egress="" a name port
+    local egress="" resume="" a name port
     for a in "${APPS[@]}"; do
         name=${a%%:*} port=${a#*:}
         egress+="${egress:+##}$name#127.0.0.2:$port#$SRV_IP:$port"
     done
+    # Same shape as the peers: the main client listener does a full handshake per connection,
+    # a second client proxy on 127.0.0.3 resumes sessions.
+    resume="web#127.0.0.3:8080#$SRV_IP:8080"
     start_bg podmesh-server "$NS_S" env CONTRAST_INGRESS_PROXY_CONFIG="" \
         "$PODMESH" proxy --tls-dir "$CERTS/server" --cmdline /dev/null ${PODMESH_EXTRA_ARGS:-}
     SRV_PID=$LAST_PID
     start_bg podmesh-client "$NS_C" env CONTRAST_INGRESS_PROXY_CONFIG=DISABLED CONTRAST_EGRESS_PROXY_CONFIG="$egress" \
-        "$PODMESH" proxy --tls-dir "$CERTS/client" --cmdline /dev/null ${PODMESH_EXTRA_ARGS:-}
+        "$PODMESH" proxy --tls-dir "$CERTS/client" --cmdline /dev/null --tls-resumption off ${PODMESH_EXTRA_ARGS:-}
     CLI_PID=$LAST_PID
+    start_bg podmesh-client-resume "$NS_C" env CONTRAST_INGRESS_PROXY_CONFIG=DISABLED CONTRAST_EGRESS_PROXY_CONFIG="$resume" \
+        "$PODMESH" proxy --tls-dir "$CERTS/client" --cmdline /dev/null --tls-resumption on ${PODMESH_EXTRA_ARGS:-}
+    local resume_pid=$LAST_PID
     EP_IPERF="127.0.0.2 5201" EP_HTTP="127.0.0.2 8080" EP_ECHO="127.0.0.2 7000"
-    # podmesh always resumes (no knob to turn it off): its only figure is the resumed one.
-    EP_HTTP_RESUME=$EP_HTTP
+    EP_HTTP_RESUME="127.0.0.3 8080"
     wait_log podmesh-server proxy_ready "$SRV_PID" || return 1
     wait_log podmesh-client proxy_ready "$CLI_PID" || return 1
+    wait_log podmesh-client-resume proxy_ready "$resume_pid" || return 1
 }
 
 stop_podmesh_extra() {

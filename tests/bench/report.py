@@ -171,7 +171,7 @@ def main():
            "New conn/s: `pmbench connect`, one new TCP connection and one request per iteration through the pair, "
            "so each costs an mTLS handshake between the proxies: 'full' through client listeners without session "
            "resumption, 'resumed' through a listener that resumes (TLS 1.3 PSK + ECDHE, no certificates); podmesh "
-           "always resumes (no knob), so it has only the resumed figure. RSS: VmRSS of each proxy process and its "
+           "runs a second client proxy with `--tls-resumption on` for the resumed figure. RSS: VmRSS of each proxy process and its "
            "children (VmRSS, which includes file-backed pages such as the binary's text and shared libraries; "
            "'anon' = RssAnon, the private part), idle right after start; per connection = (RSS with N idle keep-alive connections − RSS before) / N."]
     with open(os.path.join(a.out, "results.md"), "w") as f:

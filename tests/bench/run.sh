@@ -249,7 +249,7 @@ measure_pair() { # pair
 
     if [ "$pair" != direct ]; then
         probe_tls "$pair" tls "$EP_HTTP"
-        [ "$pair" != podmesh ] && [ -n "$EP_HTTP_RESUME" ] && probe_tls "$pair" tls_resume "$EP_HTTP_RESUME"
+        [ -n "$EP_HTTP_RESUME" ] && [ "$EP_HTTP_RESUME" != "$EP_HTTP" ] && probe_tls "$pair" tls_resume "$EP_HTTP_RESUME"
     fi
 
     read -r host port <<<"$EP_IPERF"
