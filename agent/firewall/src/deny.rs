@@ -33,7 +33,7 @@ use crate::nft::{self, Nft, NftError};
 use nftables::{
     batch::Batch,
     expr::{BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem, CT},
-    schema::{Chain, NfListObject, Nftables, Rule},
+    schema::{Chain, NfListObject, Nftables},
     stmt::{AnonymousCounter, Counter, Match, Operator, Statement},
     types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
 };
@@ -95,16 +95,7 @@ pub fn install_batch() -> Nftables<'static> {
         policy: Some(NfChainPolicy::Drop),
         ..Chain::default()
     }));
-    for (expr, comment) in rules() {
-        batch.add(NfListObject::Rule(Rule {
-            family: FAMILY,
-            table: TABLE.into(),
-            chain: CHAIN.into(),
-            expr: Cow::Owned(expr),
-            comment: comment.map(Cow::Borrowed),
-            ..Rule::default()
-        }));
-    }
+    crate::nft::add_rules(&mut batch, FAMILY, TABLE, CHAIN, rules());
     batch.to_nftables()
 }
 

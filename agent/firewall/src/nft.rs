@@ -23,7 +23,8 @@
 
 use nftables::{
     batch::Batch,
-    schema::{NfListObject, NfObject, Nftables, Table},
+    schema::{NfListObject, NfObject, Nftables, Rule, Table},
+    stmt::Statement,
     types::NfFamily,
 };
 use std::{
@@ -218,6 +219,26 @@ pub fn replace_table(batch: &mut Batch<'_>, family: NfFamily, name: &str) {
 }
 
 /// A table object for batches (`family name`).
+/// Appends `rules` (statements plus an optional comment each) to `chain` of `table`.
+pub fn add_rules(
+    batch: &mut Batch<'_>,
+    family: NfFamily,
+    table: &'static str,
+    chain: &'static str,
+    rules: Vec<(Vec<Statement<'static>>, Option<&'static str>)>,
+) {
+    for (expr, comment) in rules {
+        batch.add(NfListObject::Rule(Rule {
+            family,
+            table: table.into(),
+            chain: chain.into(),
+            expr: Cow::Owned(expr),
+            comment: comment.map(Cow::Borrowed),
+            ..Rule::default()
+        }));
+    }
+}
+
 pub fn table(family: NfFamily, name: &str) -> Table<'static> {
     Table { family, name: Cow::Owned(name.to_string()), handle: None }
 }

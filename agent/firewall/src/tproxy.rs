@@ -27,7 +27,7 @@ use crate::nft::{self, Nft, NftError};
 use nftables::{
     batch::Batch,
     expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem, Socket, SocketAttr, CT},
-    schema::{Chain, NfListObject, Nftables, Rule},
+    schema::{Chain, NfListObject, Nftables},
     stmt::{AnonymousCounter, Counter, Mangle, Match, Operator, Reject, RejectType, Statement, TProxy},
     types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
 };
@@ -129,16 +129,7 @@ pub fn install_batch(spec: &Spec) -> Nftables<'static> {
         policy: Some(NfChainPolicy::Accept),
         ..Chain::default()
     }));
-    for (expr, comment) in rules(spec) {
-        batch.add(NfListObject::Rule(Rule {
-            family: FAMILY,
-            table: TABLE.into(),
-            chain: CHAIN.into(),
-            expr: Cow::Owned(expr),
-            comment: comment.map(Cow::Borrowed),
-            ..Rule::default()
-        }));
-    }
+    crate::nft::add_rules(&mut batch, FAMILY, TABLE, CHAIN, rules(spec));
     batch.to_nftables()
 }
 
