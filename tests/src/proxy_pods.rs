@@ -218,12 +218,14 @@ impl Drop for Proxy {
     }
 }
 
-/// Options for tests: short timeouts, fast reload, given tls dir.
+/// Options for tests: short timeouts, fast reload, given tls dir, two event loops.
 pub fn test_options(tls_dir: &std::path::Path) -> mesh::proxy::Options {
     let mut o = mesh::proxy::Options { tls_dir: tls_dir.to_path_buf(), ..Default::default() };
     o.drain_timeout = Duration::from_secs(2);
     o.reload_interval = Duration::from_millis(200);
     o.timeouts.handshake = Duration::from_secs(5);
+    // Two event loops, as on a 2-vCPU podVM: connections land on either thread.
+    o.threads = 2;
     o
 }
 

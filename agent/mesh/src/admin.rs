@@ -88,7 +88,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: impl std
             _ = &mut stop => return,
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
-                Err(e) => { crate::conn::accept_error("admin", e).await; continue; }
+                Err(e) => { crate::accept::accept_error("admin", e).await; continue; }
             },
         };
         let state = state.clone();

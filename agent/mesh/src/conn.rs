@@ -49,12 +49,6 @@ impl Drop for Active {
     }
 }
 
-/// Accept errors (EMFILE, ENOBUFS, ...) are transient: log, back off briefly, keep serving.
-pub async fn accept_error(listener: &str, e: std::io::Error) {
-    tracing::warn!(PODMESH_EVENT = "accept_failed", "accept on {listener} failed: {e}; retrying");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-}
-
 /// Connects to `dest` from a socket with the upstream mark, within the connect timeout.
 pub async fn connect_upstream(dest: std::net::SocketAddr, shared: &Shared) -> std::io::Result<tokio::net::TcpStream> {
     let socket = crate::sockopt::upstream_socket(dest, shared.upstream_mark).map_err(std::io::Error::other)?;

@@ -1,7 +1,8 @@
 //! Egress: plaintext from the app on a 127.x address, mTLS originated to the remote.
 
 use crate::{
-    conn::{accept_error, connect_upstream, Active, Shared},
+    accept::accept_loop,
+    conn::{connect_upstream, Active, Shared},
     copy,
     metrics::{Failure, Route},
     sockopt,
@@ -23,29 +24,12 @@ pub struct Target {
 }
 
 /// Accepts until the proxy drains.
-pub async fn serve(listener: TcpListener, target: Target, route: Arc<Route>, shared: Arc<Shared>) {
-    let target = Arc::new(target);
-    let name = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    loop {
-        let (stream, _peer) = tokio::select! {
-            biased;
-            _ = shared.limits.stopped() => return,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => { accept_error(&name, e).await; continue; }
-            },
-        };
-        let Some(permit) = shared.limits.try_admit() else {
-            route.fail(Failure::Limit);
-            continue;
-        };
-        let (shared, target, route) = (shared.clone(), target.clone(), route.clone());
-        tokio::spawn(async move {
-            let active = Active::new(route);
-            handle(stream, &target, &shared, &active).await;
-            drop(permit);
-        });
-    }
+pub async fn serve(listener: TcpListener, target: Arc<Target>, route: Arc<Route>, shared: Arc<Shared>) {
+    accept_loop(listener, shared.clone(), |app| {
+        let (target, shared) = (target.clone(), shared.clone());
+        Some((route.clone(), move |active: Active| async move { handle(app, &target, &shared, &active).await }))
+    })
+    .await
 }
 
 async fn handle(mut app: TcpStream, target: &Target, shared: &Shared, active: &Active) {

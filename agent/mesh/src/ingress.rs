@@ -6,7 +6,8 @@
 //! must never have caused a connection to the app.
 
 use crate::{
-    conn::{accept_error, connect_upstream, Active, Shared},
+    accept::accept_loop,
+    conn::{connect_upstream, Active, Shared},
     copy,
     metrics::{Failure, Route},
     sockopt,
@@ -39,48 +40,26 @@ impl Listener {
 }
 
 /// Accepts until the proxy drains.
-pub async fn serve(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
-    let kind = Arc::new(kind);
-    let name = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    loop {
-        let (stream, _peer) = tokio::select! {
-            biased;
-            _ = shared.limits.stopped() => return,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => { accept_error(&name, e).await; continue; }
-            },
-        };
-        let Ok(orig) = stream.local_addr() else { continue };
+pub async fn serve(listener: TcpListener, kind: Arc<Listener>, shared: Arc<Shared>) {
+    accept_loop(listener, shared.clone(), |stream| {
+        let orig = stream.local_addr().ok()?;
         // The dual-stack listener reports IPv4 destinations as v4-mapped IPv6; the app may
         // listen on 0.0.0.0 only, so connect upstream over real IPv4.
         let orig = SocketAddr::new(orig.ip().to_canonical(), orig.port());
         if shared.own_ports.contains(&orig.port()) {
-            if let Some(r) = kind.fallback() {
-                r.fail(Failure::SelfLoop);
-            }
-            continue; // dropped: a connection to our own port would loop through us
+            kind.fallback()?.fail(Failure::SelfLoop);
+            return None; // dropped: a connection to our own port would loop through us
         }
         let Some(route) = kind.route_for(orig.port()).cloned() else {
             // Only nft decides which port lands here; anything else is refused, never served
             // without the client authentication it should have had.
-            if let Some(r) = kind.fallback() {
-                r.fail(Failure::WrongListener);
-            }
-            continue;
+            kind.fallback()?.fail(Failure::WrongListener);
+            return None;
         };
-        let Some(permit) = shared.limits.try_admit() else {
-            route.fail(Failure::Limit);
-            continue;
-        };
-        let shared = shared.clone();
-        let kind = kind.clone();
-        tokio::spawn(async move {
-            let active = Active::new(route);
-            handle(stream, orig, &kind, &shared, &active).await;
-            drop(permit);
-        });
-    }
+        let (kind, shared) = (kind.clone(), shared.clone());
+        Some((route, move |active: Active| async move { handle(stream, orig, &kind, &shared, &active).await }))
+    })
+    .await
 }
 
 async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &Shared, active: &Active) {

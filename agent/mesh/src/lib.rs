@@ -6,17 +6,21 @@
 //! - [`proxy`]: lifecycle: TLS, listeners, interception, readiness, drain.
 //! - [`ingress`] / [`egress`]: TPROXY'd (m)TLS termination; mTLS origination from 127.x.
 //! - [`tls`] + [`reload`]: validated rustls configs from the tls dir, hot reloaded.
+//! - [`accept`] + [`event_loops`]: the accept loop of every listener, run on one or more
+//!   single-threaded event loops.
 //! - [`copy`]: bidirectional copy with pooled buffers, half-close and idle timeout.
 //! - [`sockopt`]: transparent listeners and marked upstream sockets.
 //! - [`readiness`], [`limits`], [`metrics`], [`admin`]: tokens, connection limit and drain,
 //!   counters, the admin HTTP endpoints.
 #![deny(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod config;
 mod conn;
 pub mod copy;
 pub mod egress;
+pub mod event_loops;
 pub mod ingress;
 pub mod limits;
 pub mod metrics;

@@ -7,7 +7,9 @@
 use crate::{
     admin::{self, AdminState},
     conn::{Shared, Timeouts},
-    egress, ingress,
+    egress,
+    event_loops::{Registered, Service, Threads},
+    ingress,
     limits::Limits,
     metrics::Route,
     readiness::Readiness,
@@ -15,7 +17,6 @@ use crate::{
     sockopt, tls,
 };
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
-use tokio::net::TcpListener;
 
 /// Knobs of the proxy (flags of `podmesh proxy`).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -41,6 +42,8 @@ pub struct Options {
     pub netns: Option<String>,
     /// Session resumption and TLS 1.3 suites.
     pub tls: tls::TlsPolicy,
+    /// Threads serving connections, each its own event loop (see [`crate::event_loops`]).
+    pub threads: usize,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
             reload_interval: Duration::from_secs(1),
             netns: None,
             tls: tls::TlsPolicy::default(),
+            threads: 1,
         }
     }
 }
@@ -143,6 +147,8 @@ pub enum ProxyError {
     Deny(Box<firewall::deny::DenyError>),
     #[error("internal task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    EventLoop(String),
 }
 
 impl From<firewall::tproxy::TproxyError> for ProxyError {
@@ -162,9 +168,6 @@ impl From<firewall::deny::DenyError> for ProxyError {
         Self::Deny(Box::new(e))
     }
 }
-
-/// Starts one bound listener's accept loop (deferred until the proxy is ready).
-type StartServing = Box<dyn FnOnce(&mut tokio::task::JoinSet<()>) + Send>;
 
 impl Options {
     fn check(&self, plan: &Plan) -> Result<(), ProxyError> {
@@ -199,6 +202,9 @@ impl Options {
         }
         if self.max_connections == 0 {
             return bad("--max-connections must be at least 1".into());
+        }
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            return bad(format!("--worker-threads must be between 1 and {MAX_THREADS}, not {}", self.threads));
         }
         Ok(())
     }
@@ -240,7 +246,10 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(port) = plan.admin_port {
         let addr = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
-        let listener = bind(sockopt::plain_listener(addr), || format!("admin listener on port {port}"))?;
+        let what = format!("admin listener on port {port}");
+        let listener = bind(sockopt::plain_listener(addr), || what.clone())?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| ProxyError::EventLoop(format!("registering the {what} with the runtime: {e}")))?;
         let state = Arc::new(AdminState { readiness: readiness.clone(), routes: all_routes.clone(), config_json });
         let limits = limits.clone();
         tasks.spawn(async move { admin::serve(listener, state, async move { limits.stopped().await }).await });
@@ -270,42 +279,45 @@ pub async fn run(
     });
 
     // Listeners: bound now (a port in use fails startup), served once ready.
-    let mut serve: Vec<StartServing> = Vec::new();
+    let mut services = Vec::new();
     if plan.ingress.is_some() {
-        let token = readiness.token(format!("mTLS listener on port {}", opts.mtls_port));
-        let l = bind(sockopt::transparent_listener(opts.mtls_port), || format!("mTLS listener on port {}", opts.mtls_port))?;
-        let (sh, route) = (shared.clone(), mtls_route.clone());
-        serve.push(Box::new(move |t| {
-            t.spawn(ingress::serve(l, ingress::Listener::Mtls { route }, sh));
-        }));
+        let what = format!("mTLS listener on port {}", opts.mtls_port);
+        let token = readiness.token(what.clone());
+        let l = bind(sockopt::transparent_listener(opts.mtls_port), || what.clone())?;
+        let (sh, kind) = (shared.clone(), Arc::new(ingress::Listener::Mtls { route: mtls_route.clone() }));
+        services.push(Service::new(what, l, move |l| ingress::serve(l, kind.clone(), sh.clone())));
         drop(token);
         if !tls_routes.is_empty() {
-            let token = readiness.token(format!("TLS listener on port {}", opts.tls_port));
-            let l = bind(sockopt::transparent_listener(opts.tls_port), || format!("TLS listener on port {}", opts.tls_port))?;
-            let (sh, routes) = (shared.clone(), tls_routes.clone());
-            serve.push(Box::new(move |t| {
-                t.spawn(ingress::serve(l, ingress::Listener::TlsOnly { routes }, sh));
-            }));
+            let what = format!("TLS listener on port {}", opts.tls_port);
+            let token = readiness.token(what.clone());
+            let l = bind(sockopt::transparent_listener(opts.tls_port), || what.clone())?;
+            let (sh, kind) = (shared.clone(), Arc::new(ingress::Listener::TlsOnly { routes: tls_routes.clone() }));
+            services.push(Service::new(what, l, move |l| ingress::serve(l, kind.clone(), sh.clone())));
             drop(token);
         }
     }
     for (entry, route) in plan.egress.iter().zip(&egress_routes) {
-        let token = readiness.token(format!("egress listener {} on {}", entry.name, entry.listen));
+        let what = format!("egress entry {} listener on {}", entry.name, entry.listen);
+        let token = readiness.token(what.clone());
         let server_name = tls::server_name(&entry.remote_host)
             .map_err(|source| ProxyError::Egress { name: entry.name.clone(), source })?;
-        let l = bind(sockopt::plain_listener(entry.listen), || format!("egress entry {} listener on {}", entry.name, entry.listen))?;
-        let target = egress::Target {
+        let l = bind(sockopt::plain_listener(entry.listen), || what.clone())?;
+        let target = Arc::new(egress::Target {
             host: entry.remote_host.clone(),
             port: entry.remote_port,
             strict: entry.strict,
             server_name,
-        };
+        });
         let (sh, route) = (shared.clone(), route.clone());
-        serve.push(Box::new(move |t| {
-            t.spawn(egress::serve(l, target, route, sh));
-        }));
+        services.push(Service::new(what, l, move |l| egress::serve(l, target.clone(), route.clone(), sh.clone())));
         drop(token);
     }
+    // Every event loop holds its own registration of every listener before we get ready.
+    let token = readiness.token(format!("{} event loop(s)", opts.threads));
+    let mine = Registered::new(&services).map_err(ProxyError::EventLoop)?;
+    let threads = Threads::start(opts.threads - 1, &services).await.map_err(ProxyError::EventLoop)?;
+    drop(services);
+    drop(token);
 
     // Interception: only after the listeners exist, so no packet is ever steered nowhere
     // while we are up (the deny table still guards the pod until the end of startup).
@@ -334,9 +346,8 @@ pub async fn run(
 
     // All tokens are gone: open the pod, then tell systemd.
     readiness.wait().await;
-    for start in serve {
-        start(&mut tasks);
-    }
+    mine.spawn(&mut tasks);
+    threads.serve();
     let ns = netns.clone();
     let removed = tokio::task::spawn_blocking(move || firewall::deny::remove(ns.as_deref()).map_err(ProxyError::from))
         .await
@@ -359,6 +370,7 @@ pub async fn run(
     tracing::info!(PODMESH_EVENT = "proxy_draining", "shutdown requested: not accepting, draining {} connection(s) for up to {:?}", limits.active(), opts.drain_timeout);
     let left = limits.drain(opts.drain_timeout).await;
     tasks.abort_all();
+    threads.stop().await;
     if let Some(_ingress) = &plan.ingress {
         // The interception table stays: with the listeners gone it rejects (fail closed)
         // until the next start replaces it. Only the routes go.
@@ -374,13 +386,12 @@ pub async fn run(
     Ok(())
 }
 
+/// Most event-loop threads `--worker-threads` may ask for.
+pub const MAX_THREADS: usize = 256;
+
 fn bind(
     r: Result<std::net::TcpListener, sockopt::SockoptError>,
     what: impl FnOnce() -> String,
-) -> Result<TcpListener, ProxyError> {
-    let std = r.map_err(|source| ProxyError::Listen { what: what(), source })?;
-    TcpListener::from_std(std).map_err(|e| ProxyError::Listen {
-        what: "registering a listener with the runtime".into(),
-        source: sockopt::SockoptError::Listen { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source: e },
-    })
+) -> Result<std::net::TcpListener, ProxyError> {
+    r.map_err(|source| ProxyError::Listen { what: what(), source })
 }

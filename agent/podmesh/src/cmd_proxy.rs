@@ -54,7 +54,7 @@ pub struct Args {
     /// How often the tls dir is checked for renewed material.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     reload_interval: Duration,
-    /// Runtime worker threads (default: one per CPU).
+    /// Threads serving connections, each a single-threaded event loop (default: one per CPU).
     #[arg(long)]
     worker_threads: Option<usize>,
     /// TLS session resumption (tickets, ≤ 1 h): `off` makes every connection a full mTLS
@@ -76,12 +76,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sources = mesh::config::Sources::system(args.env_file.as_deref(), Some(&args.cmdline))
         .context("reading the mesh configuration")?;
     let config = mesh::config::load(&sources).context("mesh configuration")?;
-    let workers = args
+    let threads = args
         .worker_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(mesh::proxy::MAX_THREADS));
+    // Startup, admin, reload and the first event loop run on this thread; `proxy::run`
+    // starts the other event loops (see mesh::event_loops for why not work stealing).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -112,6 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         reload_interval: args.reload_interval,
         netns: None,
         tls: mesh::tls::TlsPolicy { resumption: args.tls_resumption, tls13_ciphers: args.tls13_ciphers.map(|c| c.0) },
+        threads,
     };
     let config_json = serde_json::json!({ "config": config, "options": opts }).to_string();
     runtime.block_on(async move {
