@@ -179,16 +179,23 @@ fn sigterm_drains_and_kill_9_fails_closed() {
     let s = setup();
     let tls = s.dir.path().join("server");
     let env = [("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS), ("CONTRAST_ADMIN_PORT", "9901")];
+    // A pod whose ephemeral range covers our listener ports gets told so.
+    let sysctl = |kv: &str| assert!(s.pods.b.exec(&["sysctl", "-qw", kv]).unwrap().status.success(), "sysctl {kv}");
+    sysctl("net.ipv4.ip_local_port_range=10240 65000");
     let mut p = ProxyProc::spawn(&s.pods.b, &tls, &env, &s.dir.path().join("p1.log"));
     p.wait_ready().unwrap();
+    assert!(p.log().contains("ports_ephemeral") && p.log().contains("port(s) 15006,15007 lie in"), "{}", p.log());
     assert!(!firewall::deny::is_installed(Some(s.pods.b.name())).unwrap());
+    assert!(!p.log().contains('\x1b'), "a log redirected to a file must carry no ANSI colours: {:?}", p.log());
     assert!(p.log().contains("PODMESH_EVENT") || p.log().contains("proxy ready"), "{}", p.log());
     p.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(p.wait_exit(Duration::from_secs(10)).success(), "SIGTERM must exit 0: {}", p.log());
 
-    // Restart (idempotent rules) and then die hard.
+    // Restart (idempotent rules) and then die hard; reserved ports draw no warning.
+    sysctl("net.ipv4.ip_local_reserved_ports=15006-15007");
     let mut p = ProxyProc::spawn(&s.pods.b, &tls, &env, &s.dir.path().join("p2.log"));
     p.wait_ready().unwrap();
+    assert!(!p.log().contains("ports_ephemeral"), "{}", p.log());
     let rules = s.pods.b.exec(&["ip", "rule", "show"]).unwrap();
     assert_eq!(String::from_utf8_lossy(&rules.stdout).matches("fwmark 0x1 lookup 100").count(), 1, "one rule after a restart");
     p.signal(nix::sys::signal::Signal::SIGKILL);

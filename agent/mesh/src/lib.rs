@@ -9,6 +9,7 @@
 //! - [`accept`] + [`event_loops`]: the accept loop of every listener, run on one or more
 //!   single-threaded event loops.
 //! - [`copy`]: bidirectional copy with pooled buffers, half-close and idle timeout.
+//! - [`ephemeral_ports`]: warns when a listener port may be taken as an ephemeral port.
 //! - [`sockopt`]: transparent listeners and marked upstream sockets.
 //! - [`readiness`], [`limits`], [`metrics`], [`admin`]: tokens, connection limit and drain,
 //!   counters, the admin HTTP endpoints.
@@ -20,6 +21,7 @@ pub mod config;
 mod conn;
 pub mod copy;
 pub mod egress;
+pub mod ephemeral_ports;
 pub mod event_loops;
 pub mod ingress;
 pub mod limits;

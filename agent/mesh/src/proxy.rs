@@ -279,6 +279,11 @@ pub async fn run(
     });
 
     // Listeners: bound now (a port in use fails startup), served once ready.
+    let mut ports: Vec<u16> = plan.egress.iter().map(|e| e.listen.port()).chain(plan.admin_port).collect();
+    if plan.ingress.is_some() {
+        ports.extend([opts.mtls_port, opts.tls_port]);
+    }
+    crate::ephemeral_ports::warn_on_clash(&ports);
     let mut services = Vec::new();
     if plan.ingress.is_some() {
         let what = format!("mTLS listener on port {}", opts.mtls_port);
