@@ -138,17 +138,7 @@ mod tests {
         Evidence(Args),
     }
 
-    fn vectors() -> Option<PathBuf> {
-        let dir = std::env::var_os("PODMESH_VECTORS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"));
-        if dir.is_dir() {
-            Some(dir)
-        } else {
-            eprintln!("SKIP: evidence vectors not found at {}", dir.display());
-            None
-        }
-    }
+    use tee::shared_vectors::dir as vectors;
 
     fn parse(argv: &[&str]) -> VerifyArgs {
         let Top::Evidence(Args { command: Command::Verify(v) }) = Cli::try_parse_from(argv).unwrap().cmd;
@@ -157,7 +147,7 @@ mod tests {
 
     #[test]
     fn snp_hex_report_with_der_vcek_and_azure_hcl_with_pem_bundle() {
-        let Some(v) = vectors() else { return };
+        let v = vectors();
         let hexr = v.join("snp/virtee-sev/report_milan.hex");
         let vcek = v.join("snp/virtee-sev/vcek_milan.der");
         let args = parse(&["x", "evidence", "verify", "--snp", hexr.to_str().unwrap(), "--vcek", vcek.to_str().unwrap(), "--at", "2026-11-24T00:00:00Z"]);
@@ -171,7 +161,7 @@ mod tests {
 
     #[test]
     fn tdx_quote_with_collateral_dir_and_time() {
-        let Some(v) = vectors() else { return };
+        let v = vectors();
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(v.join("tdx/dcap-qvl/tdx_quote_collateral.json"), dir.path().join("collateral.json")).unwrap();
         let quote = v.join("tdx/dcap-qvl/tdx_quote");

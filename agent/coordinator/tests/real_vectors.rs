@@ -10,14 +10,8 @@ use coordinator::client::ClientError;
 use coordinator::server::Limits;
 use coordinator::service::Config;
 use coordinator::verify::Anchors;
-use std::path::PathBuf;
 
-fn vectors() -> Option<PathBuf> {
-    let dir = std::env::var_os("PODMESH_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"));
-    dir.join("snp/trustee/test-report.bin").exists().then_some(dir)
-}
+use tee::shared_vectors::dir as vectors;
 
 fn snp_manifest(measurement: &[u8], host_data: &[u8], allow_debug: bool) -> serde_json::Value {
     serde_json::json!({
@@ -28,10 +22,7 @@ fn snp_manifest(measurement: &[u8], host_data: &[u8], allow_debug: bool) -> serd
 
 #[tokio::test]
 async fn real_snp_report_verifies_up_to_the_key_binding() {
-    let Some(vectors) = vectors() else {
-        eprintln!("SKIP real_snp_report_verifies_up_to_the_key_binding: no vectors (set PODMESH_VECTORS)");
-        return;
-    };
+    let vectors = vectors();
     let report = std::fs::read(vectors.join("snp/trustee/test-report.bin")).unwrap();
     let vcek = std::fs::read(vectors.join("snp/trustee/test-vcek.der")).unwrap();
     let parsed = tee::snp::SnpReport::parse(&report).unwrap();

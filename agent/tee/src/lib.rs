@@ -6,6 +6,7 @@
 //! the trust anchors in `TrustConfig` differ.
 
 pub mod certtable;
+pub mod shared_vectors;
 pub mod evidence;
 pub mod snp;
 pub mod tdx;

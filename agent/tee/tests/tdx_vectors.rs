@@ -51,7 +51,7 @@ fn go_tdx_guest_collateral(v: &std::path::Path) -> QuoteCollateralV3 {
 
 #[test]
 fn quotes_with_complete_collateral_verify() {
-    let Some(v) = vectors() else { return };
+    let v = vectors();
     let t = trust(&["UpToDate", "OutOfDate", "SWHardeningNeeded", "ConfigurationAndSWHardeningNeeded"]);
     let cases = [
         ("dcap-qvl v4", read(&v, "tdx/dcap-qvl/tdx_quote"), dcap(&v, "tdx_quote_collateral.json"), at("2025-07-01T00:00:00Z"), "TDX v4 TD1.0"),
@@ -93,14 +93,14 @@ fn go_tdx_guest_spr_e4_collateral_lacks_a_2023_tcb_signing_chain() {
     // go-tdx-guest's PCS responses and CRLs are valid 2023-06-18..2023-07-08, but the only
     // TCB-signing issuer chain in the vectors (dcap-qvl's) was issued 2025-05-06. Everything
     // up to the chain's validity is exercised; the missing piece is named in the error.
-    let Some(v) = vectors() else { return };
+    let v = vectors();
     let e = tdx_err(verify(&ev(&read(&v, "tdx/go-tdx-guest/tdx_prod_quote_SPR_E4.dat"), &go_tdx_guest_collateral(&v)), &trust(&["UpToDate", "OutOfDate"]), at("2023-07-01T00:00:00Z")));
     assert!(matches!(e, TdxError::CertificateExpired(_)), "{e}");
 }
 
 #[test]
 fn tcb_status_is_enforced_by_policy() {
-    let Some(v) = vectors() else { return };
+    let v = vectors();
     let e = tdx_err(verify(&ev(&read(&v, "tdx/go-tdx-guest/quote_v5_sample.dat"), &go_tdx_guest_v5_collateral(&v)), &trust(&["Nonexistent"]), at("2026-03-01T00:00:00Z")));
     assert!(matches!(e, TdxError::TcbStatusNotAccepted { .. }), "{e}");
 }
@@ -109,14 +109,14 @@ fn tcb_status_is_enforced_by_policy() {
 fn a_quote_below_every_tcb_level_fails_with_that_reason() {
     // dcap-qvl's own "outdated" sample: all signatures verify, but its platform TCB is below
     // every level of its TCB info (dcap-qvl itself only accepts it with a TCB override).
-    let Some(v) = vectors() else { return };
+    let v = vectors();
     let e = tdx_err(verify(&ev(&read(&v, "tdx/dcap-qvl/tdx_quote_outdated"), &dcap(&v, "tdx_quote_outdated_collateral.json")), &trust(&["UpToDate", "OutOfDate"]), at("2026-03-01T00:00:00Z")));
     assert!(matches!(e, TdxError::TcbLevelNotFound), "{e}");
 }
 
 #[test]
 fn collateral_outside_its_validity_window_fails() {
-    let Some(v) = vectors() else { return };
+    let v = vectors();
     let t = trust(&["UpToDate"]);
     let quote = read(&v, "tdx/dcap-qvl/tdx_quote");
     let coll = dcap(&v, "tdx_quote_collateral.json");
@@ -128,7 +128,7 @@ fn collateral_outside_its_validity_window_fails() {
 
 #[test]
 fn flipping_a_signed_quote_byte_fails() {
-    let Some(v) = vectors() else { return };
+    let v = vectors();
     let t = trust(&["UpToDate"]);
     let coll = dcap(&v, "tdx_quote_collateral.json");
     let quote = read(&v, "tdx/dcap-qvl/tdx_quote");
@@ -144,7 +144,7 @@ fn flipping_a_signed_quote_byte_fails() {
 
 #[test]
 fn policy_checks_for_tdx() {
-    let Some(v) = vectors() else { return };
+    let v = vectors();
     let quote = read(&v, "tdx/dcap-qvl/tdx_quote");
     let coll = dcap(&v, "tdx_quote_collateral.json");
     let now = at("2025-07-01T00:00:00Z");
@@ -161,7 +161,7 @@ fn policy_checks_for_tdx() {
 
 #[test]
 fn trustee_quotes_parse_but_lack_a_current_pck_crl() {
-    let Some(v) = vectors() else { return };
+    let v = vectors();
     let chains = dcap(&v, "tdx_quote_collateral.json");
     let coll = collateral_from_pcs(
         &String::from_utf8(read(&v, "tdx/trustee/tcbInfo.json")).unwrap(),
@@ -179,7 +179,7 @@ fn trustee_quotes_parse_but_lack_a_current_pck_crl() {
 
 #[test]
 fn every_quote_parses_with_padding_tolerated() {
-    let Some(v) = vectors() else { return };
+    let v = vectors();
     let cases = [
         ("tdx/trustee/tdx_quote_4.dat", 4, 2, None),
         ("tdx/trustee/tdx_quote_5.dat", 5, 3, None),
@@ -230,7 +230,7 @@ fn bad_quotes_and_collateral_are_clear_errors() {
 
 #[test]
 fn collateral_directory_of_pcs_files_loads_and_verifies() {
-    let Some(v) = vectors() else { return };
+    let v = vectors();
     let base = dcap(&v, "tdx_quote_outdated_collateral.json");
     let dir = tempfile::tempdir().unwrap();
     let put = |name: &str, data: &[u8]| std::fs::write(dir.path().join(name), data).unwrap();

@@ -10,17 +10,7 @@ use tsm_sim::signer::SnpProvider;
 use tsm_sim::snp_chain::{Product, SimAmdChain, TcbVersion};
 use tsm_sim::snp_report::SnpLaunch;
 
-fn vectors() -> Option<PathBuf> {
-    let dir = std::env::var_os("PODMESH_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIP amd_shape: vectors directory {} is absent", dir.display());
-        None
-    }
-}
+use tee::shared_vectors::dir as vectors;
 
 fn pem_or_der(path: PathBuf) -> Vec<u8> {
     let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -74,7 +64,7 @@ fn assert_same_shape(what: &str, real: &[u8], sim: &[u8]) {
 
 #[test]
 fn simulated_chain_has_amds_exact_structure() {
-    let Some(v) = vectors() else { return };
+    let v = vectors();
     let snp = v.join("snp");
     let cases = [
         (Product::Milan, "virtee-sev/builtin_milan_ark.pem", "virtee-sev/builtin_milan_ask.pem", "virtee-sev/vcek_milan.der"),

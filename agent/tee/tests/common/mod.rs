@@ -1,19 +1,7 @@
-//! Locating the shared evidence vectors; tests skip visibly when they are absent.
+//! Helpers for the tests that read the shared evidence vectors.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
-pub fn vectors() -> Option<PathBuf> {
-    let dir = std::env::var_os("PODMESH_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIP: evidence vectors not found at {} (set PODMESH_VECTORS)", dir.display());
-        None
-    }
-}
+pub use tee::shared_vectors::dir as vectors;
 
 pub fn read(dir: &std::path::Path, rel: &str) -> Vec<u8> {
     std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("vector {rel}: {e}"))
