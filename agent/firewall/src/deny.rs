@@ -29,7 +29,7 @@
 //! replaces the table in one transaction (see [`crate::nft::replace_table`]), so installing
 //! twice leaves one table and a failed install leaves the previous state untouched.
 
-use crate::nft::{self, Nft, NftError};
+use crate::nft::{self, TableOp};
 use nftables::{
     batch::Batch,
     expr::{BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem, CT},
@@ -51,34 +51,22 @@ pub const DROP_COMMENT: &str = "podmesh: default deny until the mesh is ready";
 /// Comment on the rule that lets conntrack pick up connections that predate the table.
 pub const MIDSTREAM_COMMENT: &str = "podmesh: keep connections opened before the table (no SYN, cannot open one)";
 
-/// Errors of the deny table operations. The message already contains the cause (one line),
-/// so the cause is not chained as `source` again.
-#[derive(Debug, thiserror::Error)]
-pub enum DenyError {
-    #[error("installing table inet {TABLE}{}: {reason}", crate::nft::in_netns(.netns))]
-    Install { netns: Option<String>, reason: NftError },
-    #[error("removing table inet {TABLE}{}: {reason}", crate::nft::in_netns(.netns))]
-    Remove { netns: Option<String>, reason: NftError },
-    #[error("inspecting table inet {TABLE}{}: {reason}", crate::nft::in_netns(.netns))]
-    Inspect { netns: Option<String>, reason: NftError },
-}
+/// Errors of the deny table operations.
+pub type DenyError = nft::TableError;
 
 /// Installs (or atomically replaces) the deny table. Never leaves a partial ruleset.
 pub fn install(netns: Option<&str>) -> Result<(), DenyError> {
-    let err = |reason| DenyError::Install { netns: netns.map(str::to_string), reason };
-    Nft::new(netns).map_err(err)?.apply(&install_batch()).map_err(err)
+    nft::on_table(TableOp::Install, TABLE, netns, |n| n.apply(&install_batch()))
 }
 
 /// Removes the deny table; `Ok(false)` when it was not installed (not an error).
 pub fn remove(netns: Option<&str>) -> Result<bool, DenyError> {
-    let err = |reason| DenyError::Remove { netns: netns.map(str::to_string), reason };
-    Nft::new(netns).map_err(err)?.delete_table(FAMILY, TABLE).map_err(err)
+    nft::on_table(TableOp::Remove, TABLE, netns, |n| n.delete_table(FAMILY, TABLE))
 }
 
 /// Whether the deny table exists.
 pub fn is_installed(netns: Option<&str>) -> Result<bool, DenyError> {
-    let err = |reason| DenyError::Inspect { netns: netns.map(str::to_string), reason };
-    Nft::new(netns).map_err(err)?.table_exists(FAMILY, TABLE).map_err(err)
+    nft::on_table(TableOp::Inspect, TABLE, netns, |n| n.table_exists(FAMILY, TABLE))
 }
 
 /// The single transaction [`install`] applies: replace the table, add chain and rules.

@@ -255,12 +255,52 @@ pub fn family_name(family: NfFamily) -> &'static str {
     }
 }
 
-/// Same rules as `ip netns add`: a single path component.
 /// " in netns NAME" for error messages, empty in the current namespace.
 pub(crate) fn in_netns(netns: &Option<String>) -> String {
     netns.as_ref().map(|n| format!(" in netns {n}")).unwrap_or_default()
 }
 
+/// What was being done to one of our tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableOp {
+    Install,
+    Remove,
+    Inspect,
+}
+
+impl std::fmt::Display for TableOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TableOp::Install => "installing",
+            TableOp::Remove => "removing",
+            TableOp::Inspect => "inspecting",
+        })
+    }
+}
+
+/// An operation on one of our `inet` tables failed. One line: operation, table, namespace
+/// and cause (the cause is part of the message, not chained again).
+#[derive(Debug, thiserror::Error)]
+#[error("{op} table inet {table}{}: {reason}", in_netns(.netns))]
+pub struct TableError {
+    pub op: TableOp,
+    pub table: &'static str,
+    pub netns: Option<String>,
+    pub reason: NftError,
+}
+
+/// Runs `f` on the `nft` of `netns`, naming `table` and `op` in any error.
+pub fn on_table<T>(
+    op: TableOp,
+    table: &'static str,
+    netns: Option<&str>,
+    f: impl FnOnce(&Nft) -> Result<T, NftError>,
+) -> Result<T, TableError> {
+    let err = |reason| TableError { op, table, netns: netns.map(str::to_string), reason };
+    f(&Nft::new(netns).map_err(err)?).map_err(err)
+}
+
+/// Same rules as `ip netns add`: a single path component.
 pub fn check_netns_name(name: &str) -> Result<(), NftError> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(NftError::BadNetnsName(name.to_string()));

@@ -23,7 +23,7 @@
 //! the app. The family-less `tproxy to :PORT` serves IPv4 and IPv6 alike. The mark `M`
 //! selects the policy route of [`crate::routes`] that delivers the packets locally.
 
-use crate::nft::{self, Nft, NftError};
+use crate::nft::{self, TableOp};
 use nftables::{
     batch::Batch,
     expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem, Socket, SocketAttr, CT},
@@ -62,12 +62,8 @@ pub struct Spec {
 pub enum TproxyError {
     #[error("invalid interception spec: {0}")]
     Spec(String),
-    #[error("installing table inet {TABLE}{}: {source}", crate::nft::in_netns(.netns))]
-    Install { netns: Option<String>, source: NftError },
-    #[error("removing table inet {TABLE}{}: {source}", crate::nft::in_netns(.netns))]
-    Remove { netns: Option<String>, source: NftError },
-    #[error("inspecting table inet {TABLE}{}: {source}", crate::nft::in_netns(.netns))]
-    Inspect { netns: Option<String>, source: NftError },
+    #[error(transparent)]
+    Table(#[from] nft::TableError),
 }
 
 impl Spec {
@@ -99,20 +95,17 @@ impl Spec {
 /// Installs (or atomically replaces) the interception table.
 pub fn install(spec: &Spec, netns: Option<&str>) -> Result<(), TproxyError> {
     spec.check()?;
-    let err = |source| TproxyError::Install { netns: netns.map(str::to_string), source };
-    Nft::new(netns).map_err(err)?.apply(&install_batch(spec)).map_err(err)
+    Ok(nft::on_table(TableOp::Install, TABLE, netns, |n| n.apply(&install_batch(spec)))?)
 }
 
 /// Removes the interception table; `Ok(false)` when absent.
 pub fn remove(netns: Option<&str>) -> Result<bool, TproxyError> {
-    let err = |source| TproxyError::Remove { netns: netns.map(str::to_string), source };
-    Nft::new(netns).map_err(err)?.delete_table(FAMILY, TABLE).map_err(err)
+    Ok(nft::on_table(TableOp::Remove, TABLE, netns, |n| n.delete_table(FAMILY, TABLE))?)
 }
 
 /// Whether the interception table exists.
 pub fn is_installed(netns: Option<&str>) -> Result<bool, TproxyError> {
-    let err = |source| TproxyError::Inspect { netns: netns.map(str::to_string), source };
-    Nft::new(netns).map_err(err)?.table_exists(FAMILY, TABLE).map_err(err)
+    Ok(nft::on_table(TableOp::Inspect, TABLE, netns, |n| n.table_exists(FAMILY, TABLE))?)
 }
 
 /// The single transaction [`install`] applies.
