@@ -54,7 +54,7 @@ pub struct Args {
     /// How often the tls dir is checked for renewed material.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     reload_interval: Duration,
-    /// Threads serving connections, each a single-threaded event loop (default: one per CPU).
+    /// Threads serving connections, each a single-threaded event loop (default: half the CPUs, rounded up).
     #[arg(long)]
     worker_threads: Option<usize>,
     /// TLS session resumption (tickets, ≤ 1 h): `off` makes every connection a full mTLS
@@ -76,9 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sources = mesh::config::Sources::system(args.env_file.as_deref(), Some(&args.cmdline))
         .context("reading the mesh configuration")?;
     let config = mesh::config::load(&sources).context("mesh configuration")?;
-    let threads = args
-        .worker_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(mesh::proxy::MAX_THREADS));
+    let threads = args.worker_threads.unwrap_or_else(default_threads);
     // Startup, admin, reload and the first event loop run on this thread; `proxy::run`
     // starts the other event loops (see mesh::event_loops for why not work stealing).
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -124,6 +122,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         mesh::proxy::run(plan, opts, config_json, stopping, notify_ready).await.context("podmesh proxy")
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Half the CPUs, rounded up: the proxy shares the podVM with the workload it fronts, and
+/// one event loop carries about 5 Gbit/s of AES-GCM. On 2 vCPUs one loop also measured
+/// better than two (p50/p99 at a fixed rate, handshakes/s: fewer threads to wake).
+fn default_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cpus.div_ceil(2).min(mesh::proxy::MAX_THREADS)
 }
 
 fn notify_ready() {
