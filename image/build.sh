@@ -128,7 +128,19 @@ bash image/fetch-kernel.sh "$cache/debs" >/dev/null
 # 5. mkosi. Incremental: the package-installed tree is cached (one cache per profile: mkosi's
 # cache key ignores the profile), so a rebuild only re-applies
 # the trees, presets and module filtering.
-progress "mkosi build (first build ~1-2 min; cached ~30 s)"
+progress "mkosi build (first build ~1-2 min; cached ~30 s; log $work/mkosi-$profile.log)"
+# A heartbeat with mkosi's latest log line while it works (its output goes to the log).
+# The sleeps get no inherited stdio: an orphaned sleep must not hold a caller's pipe open.
+: >"$work/mkosi-$profile.log"
+(
+    while sleep 20 </dev/null >/dev/null 2>&1 && kill -0 $$ 2>/dev/null; do
+        line=$(tail -n1 "$work/mkosi-$profile.log" 2>/dev/null | tr -cd '[:print:]' | cut -c1-90)
+        progress "  mkosi: ${line:-working}"
+    done
+) &
+ticker=$!
+trap 'kill "$ticker" 2>/dev/null || true' EXIT
+trap 'exit 130' INT TERM
 mkosi --profile "$profile" \
     --package-directory "$cache/debs" \
     --package-cache-dir "$cache/packages" \
@@ -137,10 +149,14 @@ mkosi --profile "$profile" \
     --extra-tree "$stage:/" \
     --force \
     build >"$work/mkosi-$profile.log" 2>&1 || {
+        kill "$ticker" 2>/dev/null || true
         tail -n 40 "$work/mkosi-$profile.log" >&2
         echo "image/build.sh: mkosi failed (full log: $work/mkosi-$profile.log)" >&2
         exit 1
     }
+
+kill "$ticker" 2>/dev/null || true
+wait "$ticker" 2>/dev/null || true
 
 kernel=$out/podmesh.vmlinuz
 cpio_img=$out/podmesh.cpio

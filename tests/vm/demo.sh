@@ -1,10 +1,21 @@
 # The podVM stage of `make run` (scripts/run.sh sources this file and calls demo_vm).
 #
-# Builds the test image, starts a coordinator on the host side of a tap device in a network
-# namespace, boots the podVM under QEMU with the simulated TEE, waits for the mesh to come up,
-# sends a request through the mesh from a second pod (the host side of the tap, holding its
-# own mesh certificate from the same coordinator), and prints the guest's podmesh journal.
-# Needs root. Long steps print progress.
+#   1. builds the release binaries and the test image (image/build.sh --profile test);
+#   2. starts podmesh-coordinator in a network namespace (pmvm-demo*) on the host side of the
+#      podVM's tap device (10.77.0.1), trusting the simulated TEE's anchor;
+#   3. boots the podVM under QEMU (TCG, no hardware TEE) with tsm-sim as its configfs-tsm and
+#      follows the boot contract in the guest's journal (deny -> kata-agent -> certificate ->
+#      proxy ready);
+#   4. a second pod (namespace pmdemo-pod2*, routed to the podVM through the coordinator's
+#      namespace) gets its own mesh certificate from the same coordinator and runs
+#      `podmesh proxy` with an egress listener: its plaintext request to 127.0.0.2:8080 goes
+#      out as mTLS to the podVM, whose podmesh proxy terminates it and hands it to the app;
+#      for contrast, plaintext straight to the podVM's port 8080 gets nothing, the `#true`
+#      port 8081 answers in plaintext;
+#   5. prints the guest's podmesh journal entries and the boot timeline.
+# Needs root. Cleans up QEMU, the namespaces (with the tap and veth), the coordinator, the
+# proxy and the FUSE mount on every exit path, also Ctrl-C. Env: PMVM_KEEP=1 keeps the work
+# directory (serial log, journal, coordinator log) also on success.
 
 demo_vm() {
     local root
@@ -13,59 +24,143 @@ demo_vm() {
         set -euo pipefail
         cd "$root"
         source tests/vm/lib.sh
+        PMVM_BIN=$root/target/release
         source tests/vm/cluster.sh
         [ "$(id -u)" = 0 ] || pmvm_die "the podVM demo needs root (mkosi, namespaces, tap, FUSE)"
         pmvm_require_tools qemu-system-x86_64 mkosi jq socat openssl ip
 
-        local work ns=pmvm-demo$$ qemu_pid=""
+        local t0=$SECONDS work ns=pmvm-demo$$ pod2=pmdemo-pod2-$$ qemu_pid="" proxy_pid=""
         work=$(mktemp -d /tmp/pmvm-demo.XXXXXX)
-        trap '
+        _demo_cleanup() {
+            local rc=$? p
+            set +e
+            trap - INT TERM
+            [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null
+            # run-qemu waits for QEMU in the foreground (its traps run only after QEMU exits):
+            # stop QEMU itself, then run-qemu removes the tap.
+            [ -s "$work/qemu.pid" ] && kill "$(cat "$work/qemu.pid")" 2>/dev/null
             [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
-            cluster_stop; wait 2>/dev/null
-            ip netns del "$ns" 2>/dev/null; echo "podVM demo: logs in $work" >&2' EXIT
+            for p in $proxy_pid $qemu_pid; do wait "$p" 2>/dev/null; done
+            cluster_stop
+            ip netns del "$pod2" 2>/dev/null
+            ip netns del "$ns" 2>/dev/null
+            if [ $rc -ne 0 ] || [ "${PMVM_KEEP:-0}" = 1 ]; then
+                echo "podVM demo: logs kept in $work ($(cd "$work" && ls -m *.log *.json 2>/dev/null))" >&2
+            else
+                rm -rf "$work"
+            fi
+            return $rc
+        }
+        trap _demo_cleanup EXIT
+        # Ctrl-C: jobs started with & ignore SIGINT in a script, and bash skips the EXIT trap
+        # when SIGINT kills it: turn both signals into an exit, which runs the cleanup.
+        trap 'echo >&2; pmvm_log "interrupted: cleaning up"; exit 130' INT TERM
 
-        pmvm_log "1/5 building host binaries and the podVM image (first time: a few minutes)"
+        pmvm_log "1/5 release binaries and the podVM test image (first time: several minutes)"
         cargo build --release --locked -p podmesh -p tsm-sim -p coordinator --bins >&2
-        bash image/build.sh --profile test --no-cargo
         pmvm_require_bins podmesh podmesh-coordinator tsm-sim
+        local t_img=$SECONDS
+        bash image/build.sh --profile test --no-cargo --cargo-profile release
+        local img_secs=$((SECONDS - t_img))
 
         pmvm_log "2/5 coordinator on $PMVM_HOST_IP:$PMVM_COORD_PORT in namespace $ns (simulated TEE anchor opted in)"
         pmvm_netns_up "$ns"
         cluster_start "$work" "$ns"
 
         local J=$work/journal.json C=$work/ctl.sock
-        pmvm_log "3/5 booting the podVM (QEMU TCG, ~40-90 s; serial log $work/serial.log)"
+        pmvm_log "3/5 booting the podVM (QEMU TCG, 1 vCPU, tsm-sim as the TEE; about 1-2 min here)"
+        pmvm_log "    ingress: 8080 mTLS (not listed), 8081 plaintext (plain#8081#true); serial log $work/serial.log"
         image/run-qemu --profile test --netns "$ns" --serial-log "$work/serial.log" \
             --journal-out "$J" --ctl-socket "$C" --pidfile "$work/qemu.pid" \
             --ingress "plain#8081#true" --coordinator "$PMVM_HOST_IP:$PMVM_COORD_PORT" \
             --root-ca "$PMVM_ROOT_CA" --env-file "$work/guest.env" "${PMVM_GUEST_CREDS[@]}" >"$work/qemu.log" 2>&1 &
         qemu_pid=$!
-        local start=$SECONDS last=""
-        while :; do
-            if [ -n "$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "proxy_ready") | 1' | head -n1)" ]; then break; fi
+        local start=$SECONDS last="" beat=$SECONDS now
+        while [ -z "$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "proxy_ready") | 1' | head -n1)" ]; do
             kill -0 "$qemu_pid" 2>/dev/null || pmvm_die "QEMU exited (see $work/qemu.log, $work/serial.log)"
             [ $((SECONDS - start)) -lt 300 ] || pmvm_die "the mesh did not come up in 300 s (see $work/serial.log)"
-            local now
-            now=$(pmvm_jq "$J" 'select(.PODMESH_EVENT != null) | .PODMESH_EVENT' | tail -n1)
-            if [ -n "$now" ] && [ "$now" != "$last" ]; then pmvm_log "    guest: $now"; last=$now; fi
+            now=$(pmvm_jq "$J" 'select(.PODMESH_EVENT != null) | "\(.PODMESH_EVENT) (\(._SYSTEMD_UNIT // .SYSLOG_IDENTIFIER))"' | tail -n1) || now=""
+            if [ -n "$now" ] && [ "$now" != "$last" ]; then
+                pmvm_log "    guest: $now"; last=$now beat=$SECONDS
+            elif [ $((SECONDS - beat)) -ge 15 ]; then
+                if [ -s "$J" ]; then pmvm_log "    guest: booting ($(wc -l <"$J") journal entries so far)"
+                else pmvm_log "    guest: kernel booting (no journal yet)"; fi
+                beat=$SECONDS
+            fi
             sleep 2
         done
-        pmvm_log "    guest: proxy_ready after $((SECONDS - start)) s"
+        local ready_wall=$((SECONDS - start))
+        pmvm_log "    guest: proxy_ready $ready_wall s after QEMU started"
+        local out
+        if out=$(pmvm_ctl "$C" "$J" deny-state); then
+            pmvm_die "the guest still has inet podmesh_deny after proxy_ready: $out"
+        fi
+        [ -n "$out" ] || pmvm_die "the guest's command port did not answer"
+        pmvm_log "    guest: nft list table inet podmesh_deny -> ${out:-absent} (the deny table is gone, the mesh is up)"
 
-        pmvm_log "4/5 a request through the mesh from a second pod (host side of the tap)"
-        cluster_client_cert "$work/pod2-tls"
-        ip netns exec "$ns" timeout 15 openssl s_client -quiet -ign_eof -connect "$PMVM_GUEST_IP:8080" \
-            -cert "$work/pod2-tls/certChain.pem" -key "$work/pod2-tls/key.pem" \
-            -CAfile "$work/pod2-tls/mesh-ca.pem" -verify_return_error </dev/null 2>"$work/pod2.err" |
-            sed 's/^/    pod2 <- podVM (mTLS, port 8080): /' >&2 || true
-        pmvm_log "    without a mesh certificate (plaintext to 8080):"
-        ip netns exec "$ns" timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8080" </dev/null 2>&1 |
-            sed 's/^/    /' >&2 || echo "    (connection refused or closed: no plaintext path)" >&2
-        pmvm_log "    the #true port 8081 in plaintext:"
-        ip netns exec "$ns" timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8081" </dev/null 2>&1 | sed 's/^/    /' >&2 || true
+        pmvm_log "4/5 a request through the mesh from a second pod ($pod2, 10.78.0.2)"
+        # pod2 is its own namespace, routed through the coordinator's namespace to the podVM.
+        ip netns del "$pod2" 2>/dev/null || true
+        ip netns add "$pod2"
+        ip -n "$pod2" link set lo up
+        ip -n "$ns" link add pmdemo0 type veth peer name eth0 netns "$pod2"
+        ip -n "$ns" addr add 10.78.0.1/24 dev pmdemo0
+        ip -n "$ns" link set pmdemo0 up
+        ip -n "$pod2" addr add 10.78.0.2/24 dev eth0
+        ip -n "$pod2" link set eth0 up
+        ip -n "$pod2" route add default via 10.78.0.1
+        ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
+        cluster_client_cert "$work/pod2-tls" || pmvm_die "pod2 got no mesh certificate (see $work/pod2-attest.log)"
+        local egress="podvm#127.0.0.2:8080#$PMVM_GUEST_IP:8080#strict"
+        pmvm_log "    pod2: podmesh proxy, ingress DISABLED, egress $egress"
+        ip netns exec "$pod2" env -i PATH="$PATH" NO_COLOR=1 CONTRAST_INGRESS_PROXY_CONFIG=DISABLED \
+            CONTRAST_EGRESS_PROXY_CONFIG="$egress" "$PMVM_BIN/podmesh" proxy --tls-dir "$work/pod2-tls" \
+            --cmdline /dev/null --drain-timeout 1s >"$work/pod2-proxy.log" 2>&1 &
+        proxy_pid=$!
+        local i
+        for i in $(seq 1 100); do
+            grep -q proxy_ready "$work/pod2-proxy.log" && break
+            kill -0 "$proxy_pid" 2>/dev/null || pmvm_die "pod2's podmesh proxy exited: $(tail -n3 "$work/pod2-proxy.log")"
+            sleep 0.2
+        done
+        grep -q proxy_ready "$work/pod2-proxy.log" || pmvm_die "pod2's podmesh proxy not ready in 20 s (see $work/pod2-proxy.log)"
 
-        pmvm_log "5/5 the guest's podmesh journal"
+        pmvm_log "    pod2 app -> 127.0.0.2:8080 (plaintext) -> pod2 podmesh (mTLS, checks the podVM's SAN $PMVM_GUEST_IP)"
+        pmvm_log "             -> podVM $PMVM_GUEST_IP:8080 -> nft tproxy -> podmesh :15006 (requires pod2's mesh certificate) -> app:"
+        local answer
+        answer=$(ip netns exec "$pod2" timeout 20 socat -T15 - TCP:127.0.0.2:8080 </dev/null 2>&1) || true
+        printf '      %s\n' "${answer:-(no answer)}" >&2
+        grep -q "pmvm-app port 8080" <<<"$answer" ||
+            pmvm_die "no answer through the mesh (pod2 proxy log: $(tail -n3 "$work/pod2-proxy.log" | tr '\n' ' '))"
+        pmvm_log "    the same port without the mesh (pod2 sends 'hello' to $PMVM_GUEST_IP:8080 in plaintext, expect nothing from the app):"
+        answer=$(printf 'hello\n' | ip netns exec "$pod2" timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8080" 2>&1) || true
+        if grep -q "pmvm-app" <<<"$answer"; then pmvm_die "plaintext reached the app on the mTLS port: $answer"; fi
+        printf '      %s\n' "${answer:-(closed without an answer: the port is intercepted and speaks only mTLS)}" >&2
+        pmvm_log "    the #true port 8081 in plaintext (pod2 -> $PMVM_GUEST_IP:8081):"
+        answer=$(ip netns exec "$pod2" timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8081" </dev/null 2>&1) || true
+        printf '      %s\n' "${answer:-(no answer)}" >&2
+        pmvm_log "    pod2's podmesh proxy log:"
+        sed 's/^/      /' "$work/pod2-proxy.log" >&2
+
+        pmvm_log "5/5 the guest's podmesh journal (guest monotonic seconds, unit: message)"
         pmvm_jq "$J" 'select((._SYSTEMD_UNIT // .UNIT // "") | test("podmesh|kata|tsm-sim|podvm")) |
-            "  \(.__MONOTONIC_TIMESTAMP | tonumber / 1e6 | tostring | .[0:7])s \(._SYSTEMD_UNIT // .UNIT): \(.MESSAGE)"'
+            "\(.__MONOTONIC_TIMESTAMP)\t\(._SYSTEMD_UNIT // .UNIT)\t\(.MESSAGE)"' |
+            awk -F'\t' '{ printf "  %8.3fs %s: %s\n", $1 / 1e6, $2, $3 }' >&2
+        local deny kata cert ready
+        deny=$(pmvm_event_usec "$J" deny_installed) || true
+        [ -n "$deny" ] || deny=$(pmvm_unit_job_usec "$J" podmesh-deny.service done) || true
+        kata=$(pmvm_event_usec "$J" kata_agent_started) || true
+        cert=$(pmvm_event_usec "$J" certificate_written podmesh-attest.service) || true
+        ready=$(pmvm_event_usec "$J" proxy_ready podmesh-proxy.service) || true
+        cat >&2 <<EOF
+
+== podVM demo: ok ==
+boot timeline (guest monotonic): kernel start 0.000 s -> deny installed $(pmvm_ms "$deny") s
+  -> kata-agent start $(pmvm_ms "$kata") s -> certificate written $(pmvm_ms "$cert") s -> proxy ready $(pmvm_ms "$ready") s
+QEMU start to proxy ready: ${ready_wall} s wall clock; image build ${img_secs} s;
+image: kernel $(du -h build/image/test/podmesh.vmlinuz | cut -f1), OS cpio $(du -h build/image/test/podmesh.cpio | cut -f1) (uncompressed, in RAM)
+a plaintext request from pod2 crossed the mesh as mTLS and reached the podVM's app; plaintext
+to the same port did not. Whole podVM demo: $((SECONDS - t0)) s.
+EOF
     )
 }
