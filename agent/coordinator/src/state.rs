@@ -7,6 +7,7 @@
 //! STATE/generations/N/intermediate-ca.pem, mesh-ca.pem
 //! STATE/generations/N/mesh-ca.key  0400  intermediate/mesh key; removed when N is superseded
 //! STATE/current                      the live generation number (flipped last, atomically)
+//! STATE/lock                         flock held by the coordinator that owns the directory
 //! ```
 
 use crate::manifest::{Manifest, ManifestError};
@@ -28,6 +29,8 @@ pub enum StateError {
     Corrupt { path: PathBuf, why: String },
     #[error("state dir {0} has no manifest yet: pass --manifest FILE")]
     NoManifest(PathBuf),
+    #[error("state dir {0} is in use by another coordinator (its lock file is held); one state dir serves one coordinator")]
+    InUse(PathBuf),
 }
 
 /// What is live: the root, the current generation's mesh CA and manifest.
@@ -40,6 +43,8 @@ pub struct State {
 
 pub struct StateDir {
     dir: PathBuf,
+    /// Held for our lifetime: two coordinators writing one directory would fork the CA.
+    _lock: nix::fcntl::Flock<fs::File>,
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
@@ -67,10 +72,17 @@ fn read_text(path: &Path) -> Result<String, StateError> {
 }
 
 impl StateDir {
-    /// Opens (creating with 0700 if needed) the state directory.
+    /// Opens (creating with 0700 if needed) and locks the state directory.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
+        use nix::fcntl::{Flock, FlockArg};
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir.join("generations")).map_err(io("create", dir))?;
-        Ok(Self { dir: dir.to_path_buf() })
+        let path = dir.join("lock");
+        let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(io("open", &path))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
+            nix::errno::Errno::EWOULDBLOCK => StateError::InUse(dir.to_path_buf()),
+            e => StateError::Io { action: "lock", path: path.clone(), source: e.into() },
+        })?;
+        Ok(Self { dir: dir.to_path_buf(), _lock: lock })
     }
 
     pub fn path(&self) -> &Path {
@@ -155,5 +167,21 @@ impl StateDir {
         }
         tracing::info!(PODMESH_EVENT = "coordinator_mesh_ca_rotated", generation, manifest_sha256 = %manifest.sha256, "new manifest generation with a fresh mesh CA");
         Ok((generation, mesh))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_state_dir_serves_one_coordinator() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = StateDir::open(tmp.path()).unwrap();
+        let second = StateDir::open(tmp.path()).err().expect("a second coordinator must not open a held state dir");
+        assert!(matches!(second, StateError::InUse(_)), "{second}");
+        assert!(second.to_string().contains("in use by another coordinator"), "{second}");
+        drop(first);
+        StateDir::open(tmp.path()).expect("the lock goes with its owner");
     }
 }
