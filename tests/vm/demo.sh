@@ -45,7 +45,7 @@ demo_vm() {
             ip netns del "$pod2" 2>/dev/null
             ip netns del "$ns" 2>/dev/null
             if [ $rc -ne 0 ] || [ "${PMVM_KEEP:-0}" = 1 ]; then
-                echo "podVM demo: logs kept in $work ($(cd "$work" && ls -m *.log *.json 2>/dev/null))" >&2
+                echo "podVM demo: logs kept in $work ($(cd "$work" && ls *.log *.json 2>/dev/null | paste -sd " "))" >&2
             else
                 rm -rf "$work"
             fi
@@ -75,28 +75,37 @@ demo_vm() {
             --ingress "plain#8081#true" --coordinator "$PMVM_HOST_IP:$PMVM_COORD_PORT" \
             --root-ca "$PMVM_ROOT_CA" --env-file "$work/guest.env" "${PMVM_GUEST_CREDS[@]}" >"$work/qemu.log" 2>&1 &
         qemu_pid=$!
-        local start=$SECONDS last="" beat=$SECONDS now
+        # Progress: every new PODMESH_EVENT of the guest as it appears, a heartbeat otherwise.
+        local start=$SECONDS seen=0 beat=$SECONDS events n
+        _demo_events() {
+            events=$(pmvm_jq "$J" 'select(.PODMESH_EVENT != null) |
+                "\(.__MONOTONIC_TIMESTAMP)\t\(.PODMESH_EVENT)\t\(._SYSTEMD_UNIT // .SYSLOG_IDENTIFIER)"') || events=""
+            n=$(grep -c . <<<"$events") || n=0
+            [ "$n" -gt "$seen" ] || return 1
+            tail -n "+$((seen + 1))" <<<"$events" | head -n $((n - seen)) |
+                awk -F'\t' -v s="$SECONDS" '{ printf "[vm %4ss]     guest %7.3fs: %s (%s)\n", s, $1 / 1e6, $2, $3 }' >&2
+            seen=$n beat=$SECONDS
+        }
         while [ -z "$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "proxy_ready") | 1' | head -n1)" ]; do
             kill -0 "$qemu_pid" 2>/dev/null || pmvm_die "QEMU exited (see $work/qemu.log, $work/serial.log)"
             [ $((SECONDS - start)) -lt 300 ] || pmvm_die "the mesh did not come up in 300 s (see $work/serial.log)"
-            now=$(pmvm_jq "$J" 'select(.PODMESH_EVENT != null) | "\(.PODMESH_EVENT) (\(._SYSTEMD_UNIT // .SYSLOG_IDENTIFIER))"' | tail -n1) || now=""
-            if [ -n "$now" ] && [ "$now" != "$last" ]; then
-                pmvm_log "    guest: $now"; last=$now beat=$SECONDS
-            elif [ $((SECONDS - beat)) -ge 15 ]; then
+            if ! _demo_events && [ $((SECONDS - beat)) -ge 15 ]; then
                 if [ -s "$J" ]; then pmvm_log "    guest: booting ($(wc -l <"$J") journal entries so far)"
                 else pmvm_log "    guest: kernel booting (no journal yet)"; fi
                 beat=$SECONDS
             fi
             sleep 2
         done
+        _demo_events || true
         local ready_wall=$((SECONDS - start))
-        pmvm_log "    guest: proxy_ready $ready_wall s after QEMU started"
+        pmvm_log "    proxy_ready $ready_wall s after QEMU started"
         local out
         if out=$(pmvm_ctl "$C" "$J" deny-state); then
             pmvm_die "the guest still has inet podmesh_deny after proxy_ready: $out"
         fi
         [ -n "$out" ] || pmvm_die "the guest's command port did not answer"
-        pmvm_log "    guest: nft list table inet podmesh_deny -> ${out:-absent} (the deny table is gone, the mesh is up)"
+        out=${out#*: rc=*: }
+        pmvm_log "    guest: nft list table inet podmesh_deny -> ${out%% | *} (the deny table is gone, the mesh is up)"
 
         pmvm_log "4/5 a request through the mesh from a second pod ($pod2, 10.78.0.2)"
         # pod2 is its own namespace, routed through the coordinator's namespace to the podVM.
@@ -133,9 +142,18 @@ demo_vm() {
         grep -q "pmvm-app port 8080" <<<"$answer" ||
             pmvm_die "no answer through the mesh (pod2 proxy log: $(tail -n3 "$work/pod2-proxy.log" | tr '\n' ' '))"
         pmvm_log "    the same port without the mesh (pod2 sends 'hello' to $PMVM_GUEST_IP:8080 in plaintext, expect nothing from the app):"
-        answer=$(printf 'hello\n' | ip netns exec "$pod2" timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8080" 2>&1) || true
-        if grep -q "pmvm-app" <<<"$answer"; then pmvm_die "plaintext reached the app on the mTLS port: $answer"; fi
-        printf '      %s\n' "${answer:-(closed without an answer: the port is intercepted and speaks only mTLS)}" >&2
+        # Raw bytes as hex: what comes back is binary (a TLS alert), not text.
+        answer=$(printf 'hello\n' | ip netns exec "$pod2" timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8080" 2>/dev/null |
+            od -An -tx1 -N64 | tr -s ' \n' ' ' | sed 's/ *$//') || true
+        answer=${answer# }
+        # "pmvm-app" in hex: the app's answer must not come back in plaintext.
+        if grep -q "70 6d 76 6d 2d 61 70 70" <<<"$answer"; then pmvm_die "plaintext reached the app on the mTLS port: $answer"; fi
+        case "$answer" in
+            "") answer="(closed without an answer: the port is intercepted and speaks only mTLS)" ;;
+            "15 03 0"*) answer="a TLS alert record ($answer) and close: the port is intercepted and speaks only mTLS" ;;
+            *) answer="bytes: $answer (not the app)" ;;
+        esac
+        printf '      %s\n' "$answer" >&2
         pmvm_log "    the #true port 8081 in plaintext (pod2 -> $PMVM_GUEST_IP:8081):"
         answer=$(ip netns exec "$pod2" timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8081" </dev/null 2>&1) || true
         printf '      %s\n' "${answer:-(no answer)}" >&2
