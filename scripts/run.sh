@@ -82,6 +82,7 @@ stage_netns() {
 }
 
 stage_vm() {
+    say "vm: the podVM demo (tests/vm/demo.sh): image, QEMU boot with the simulated TEE, a request through the mesh"
     if [ -f tests/vm/demo.sh ]; then
         # shellcheck source=/dev/null
         source tests/vm/demo.sh
@@ -94,6 +95,6 @@ stage_vm() {
 case "${1:-all}" in
     netns) (stage_netns) ;;
     vm) stage_vm ;;
-    all) (stage_netns); stage_vm ;;
+    all) (stage_netns); stage_vm; say "make run: both demos passed (netns deny table, podVM mesh)" ;;
     *) die "usage: scripts/run.sh [all|netns|vm]" ;;
 esac

@@ -29,6 +29,7 @@ demo_vm() {
         [ "$(id -u)" = 0 ] || pmvm_die "the podVM demo needs root (mkosi, namespaces, tap, FUSE)"
         pmvm_require_tools qemu-system-x86_64 mkosi jq socat openssl ip
 
+        SECONDS=0  # the [vm Ns] progress lines count from the start of this demo
         local t0=$SECONDS work ns=pmvm-demo$$ pod2=pmdemo-pod2-$$ qemu_pid="" proxy_pid=""
         work=$(mktemp -d /tmp/pmvm-demo.XXXXXX)
         _demo_cleanup() {
