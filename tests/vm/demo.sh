@@ -162,8 +162,8 @@ demo_vm() {
         sed 's/^/      /' "$work/pod2-proxy.log" >&2
 
         pmvm_log "5/5 the guest's podmesh journal (guest monotonic seconds, unit: message)"
-        pmvm_jq "$J" 'select((._SYSTEMD_UNIT // .UNIT // "") | test("podmesh|kata|tsm-sim|podvm")) |
-            "\(.__MONOTONIC_TIMESTAMP)\t\(._SYSTEMD_UNIT // .UNIT)\t\(.MESSAGE)"' |
+        pmvm_jq "$J" 'select((._SYSTEMD_UNIT // .UNIT // .SYSLOG_IDENTIFIER // "") | test("podmesh|kata|tsm-sim|podvm")) |
+            "\(.__MONOTONIC_TIMESTAMP)\t\(._SYSTEMD_UNIT // .UNIT // .SYSLOG_IDENTIFIER)\t\(.MESSAGE)"' |
             awk -F'\t' '{ printf "  %8.3fs %s: %s\n", $1 / 1e6, $2, $3 }' >&2
         local deny kata cert ready
         deny=$(pmvm_event_usec "$J" deny_installed) || true
