@@ -16,8 +16,9 @@ setup:
 build:
 	cargo build --workspace
 
+# The shipping binaries (guest: podmesh, tsm-sim for the test image; host: the coordinator).
 release:
-	cargo build --release --workspace --bins
+	cargo build --release -p podmesh -p coordinator -p tsm-sim
 
 run: setup release
 	@bash scripts/run.sh
@@ -25,7 +26,8 @@ run: setup release
 test: setup
 	@bash scripts/test.sh
 
-bench: setup release
+bench: setup
+	cargo build --release -p podmesh -p podmesh-bench
 	@bash tests/bench/run.sh
 
 image: setup release
