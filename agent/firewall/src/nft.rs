@@ -286,7 +286,7 @@ pub struct TableError {
     pub op: TableOp,
     pub table: &'static str,
     pub netns: Option<String>,
-    pub reason: NftError,
+    pub reason: Box<NftError>,
 }
 
 /// Runs `f` on the `nft` of `netns`, naming `table` and `op` in any error.
@@ -296,7 +296,7 @@ pub fn on_table<T>(
     netns: Option<&str>,
     f: impl FnOnce(&Nft) -> Result<T, NftError>,
 ) -> Result<T, TableError> {
-    let err = |reason| TableError { op, table, netns: netns.map(str::to_string), reason };
+    let err = |reason| TableError { op, table, netns: netns.map(str::to_string), reason: Box::new(reason) };
     f(&Nft::new(netns).map_err(err)?).map_err(err)
 }
 
