@@ -133,6 +133,11 @@ if out=$(pmvm_ctl "$C" "$J" deny-state); then
 else
     pmvm_log "ok   deny table gone after proxy_ready"
 fi
+if out=$(pmvm_ctl "$C" "$J" logins); then
+    pmvm_log "ok   no login prompt (getty) in the guest"
+else
+    failures+=("getty in the guest"); pmvm_log "FAIL a getty runs in the guest: $out"
+fi
 if out=$(pmvm_ctl "$C" "$J" verify-units); then
     pmvm_log "ok   systemd-analyze verify clean for our units (in the guest)"
 else
