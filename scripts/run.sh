@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Bold headers on a terminal only: a redirected log stays plain text.
+if [ -t 2 ]; then SAY_ON=$'\033[1m' SAY_OFF=$'\033[0m'; else SAY_ON="" SAY_OFF=""; fi
+say() { printf '\n%s==> %s%s\n' "$SAY_ON" "$*" "$SAY_OFF" >&2; }
 die() { echo "make run: $*" >&2; exit 1; }
 
 podmesh_bin() {
