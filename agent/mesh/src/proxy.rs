@@ -247,7 +247,7 @@ pub async fn run(
     if let Some(port) = plan.admin_port {
         let addr = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
         let what = format!("admin listener on port {port}");
-        let listener = bind(sockopt::plain_listener(addr), || what.clone())?;
+        let listener = bind(sockopt::plain_listener(addr), &what)?;
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|e| ProxyError::EventLoop(format!("registering the {what} with the runtime: {e}")))?;
         let state = Arc::new(AdminState { readiness: readiness.clone(), routes: all_routes.clone(), config_json });
@@ -284,29 +284,25 @@ pub async fn run(
         ports.extend([opts.mtls_port, opts.tls_port]);
     }
     crate::ephemeral_ports::warn_on_clash(&ports);
+    // (Binding is synchronous: no readiness token per listener, nothing could observe it.)
+    let ingress_service = |port: u16, proto: &str, kind: ingress::Listener| -> Result<Service, ProxyError> {
+        let what = format!("{proto} listener on port {port}");
+        let l = bind(sockopt::transparent_listener(port), &what)?;
+        let (sh, kind) = (shared.clone(), Arc::new(kind));
+        Ok(Service::new(what, l, move |l| ingress::serve(l, kind.clone(), sh.clone())))
+    };
     let mut services = Vec::new();
     if plan.ingress.is_some() {
-        let what = format!("mTLS listener on port {}", opts.mtls_port);
-        let token = readiness.token(what.clone());
-        let l = bind(sockopt::transparent_listener(opts.mtls_port), || what.clone())?;
-        let (sh, kind) = (shared.clone(), Arc::new(ingress::Listener::Mtls { route: mtls_route.clone() }));
-        services.push(Service::new(what, l, move |l| ingress::serve(l, kind.clone(), sh.clone())));
-        drop(token);
+        services.push(ingress_service(opts.mtls_port, "mTLS", ingress::Listener::Mtls { route: mtls_route.clone() })?);
         if !tls_routes.is_empty() {
-            let what = format!("TLS listener on port {}", opts.tls_port);
-            let token = readiness.token(what.clone());
-            let l = bind(sockopt::transparent_listener(opts.tls_port), || what.clone())?;
-            let (sh, kind) = (shared.clone(), Arc::new(ingress::Listener::TlsOnly { routes: tls_routes.clone() }));
-            services.push(Service::new(what, l, move |l| ingress::serve(l, kind.clone(), sh.clone())));
-            drop(token);
+            services.push(ingress_service(opts.tls_port, "TLS", ingress::Listener::TlsOnly { routes: tls_routes.clone() })?);
         }
     }
     for (entry, route) in plan.egress.iter().zip(&egress_routes) {
         let what = format!("egress entry {} listener on {}", entry.name, entry.listen);
-        let token = readiness.token(what.clone());
         let server_name = tls::server_name(&entry.remote_host)
             .map_err(|source| ProxyError::Egress { name: entry.name.clone(), source })?;
-        let l = bind(sockopt::plain_listener(entry.listen), || what.clone())?;
+        let l = bind(sockopt::plain_listener(entry.listen), &what)?;
         let target = Arc::new(egress::Target {
             host: entry.remote_host.clone(),
             port: entry.remote_port,
@@ -315,7 +311,6 @@ pub async fn run(
         });
         let (sh, route) = (shared.clone(), route.clone());
         services.push(Service::new(what, l, move |l| egress::serve(l, target.clone(), route.clone(), sh.clone())));
-        drop(token);
     }
     // Every event loop holds its own registration of every listener before we get ready.
     let token = readiness.token(format!("{} event loop(s)", opts.threads));
@@ -394,9 +389,6 @@ pub async fn run(
 /// Most event-loop threads `--worker-threads` may ask for.
 pub const MAX_THREADS: usize = 256;
 
-fn bind(
-    r: Result<std::net::TcpListener, sockopt::SockoptError>,
-    what: impl FnOnce() -> String,
-) -> Result<std::net::TcpListener, ProxyError> {
-    r.map_err(|source| ProxyError::Listen { what: what(), source })
+fn bind(r: Result<std::net::TcpListener, sockopt::SockoptError>, what: &str) -> Result<std::net::TcpListener, ProxyError> {
+    r.map_err(|source| ProxyError::Listen { what: what.to_string(), source })
 }

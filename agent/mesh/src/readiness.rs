@@ -1,7 +1,7 @@
 //! Readiness as a set of RAII tokens: the proxy is ready when the last token is dropped.
 //!
-//! Each startup step (interception rules, every listener, the TLS material) holds a token
-//! and drops it when done. A step that fails keeps its token, so the proxy never reports
+//! Each startup step that waits (the TLS material, the event loops with their listeners,
+//! the interception rules) holds a token and drops it when done. A step that fails keeps its token, so the proxy never reports
 //! ready, and the deny table stays.
 
 use std::{
