@@ -86,46 +86,43 @@ impl Pipe {
             if self.pos == self.end && !self.eof {
                 let buf = self.buf.get_or_insert_with(take_buf);
                 let mut rb = ReadBuf::new(buf);
-                match r.as_mut().poll_read(cx, &mut rb) {
-                    Poll::Pending => {
-                        // Nothing in flight: an idle direction holds no buffer.
-                        if let Some(b) = self.buf.take() {
-                            give_buf(b);
+                // Take everything readable right now (further TLS records already in memory),
+                // so the writer gets one large write, not one per record; never wait for more.
+                let mut blocked = false;
+                while rb.remaining() > 0 {
+                    let before = rb.filled().len();
+                    match r.as_mut().poll_read(cx, &mut rb) {
+                        Poll::Ready(Ok(())) if rb.filled().len() > before => {}
+                        Poll::Ready(Ok(())) => {
+                            self.eof = true;
+                            break;
                         }
-                        if self.need_flush {
-                            ready!(w.as_mut().poll_flush(cx))?;
-                            self.need_flush = false;
+                        Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            self.eof = true;
+                            break;
                         }
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => self.eof = true,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(())) if rb.filled().is_empty() => self.eof = true,
-                    Poll::Ready(Ok(())) => {
-                        // Coalesce: take what else is readable right now (further TLS records
-                        // already in memory), so the writer gets one large write, not one per
-                        // record. Stops at the first Pending; never waits for more.
-                        while rb.remaining() > 0 {
-                            let before = rb.filled().len();
-                            match r.as_mut().poll_read(cx, &mut rb) {
-                                Poll::Ready(Ok(())) if rb.filled().len() > before => {}
-                                Poll::Ready(Ok(())) => {
-                                    self.eof = true;
-                                    break;
-                                }
-                                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                                    self.eof = true;
-                                    break;
-                                }
-                                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                                Poll::Pending => break,
-                            }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {
+                            blocked = true;
+                            break;
                         }
-                        self.pos = 0;
-                        self.end = rb.filled().len();
-                        *active = true;
                     }
                 }
+                let n = rb.filled().len();
+                if n == 0 && blocked {
+                    // Nothing in flight: an idle direction holds no buffer.
+                    if let Some(b) = self.buf.take() {
+                        give_buf(b);
+                    }
+                    if self.need_flush {
+                        ready!(w.as_mut().poll_flush(cx))?;
+                        self.need_flush = false;
+                    }
+                    return Poll::Pending;
+                }
+                self.pos = 0;
+                self.end = n;
+                *active |= n > 0;
             }
             while self.pos < self.end {
                 let Some(buf) = self.buf.as_deref() else { break };
