@@ -87,14 +87,17 @@ impl Default for TlsPolicy {
     }
 }
 
+/// The TLS 1.3 suites in the default preference order.
+fn default_tls13_suites() -> Vec<rustls::SupportedCipherSuite> {
+    use aws_lc_rs::cipher_suite as cs;
+    vec![cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256]
+}
+
 /// The TLS 1.3 suites by rustls name (the OpenSSL/IANA spelling `TLS_AES_...` is accepted too).
 fn tls13_suite(name: &str) -> Option<rustls::SupportedCipherSuite> {
-    use aws_lc_rs::cipher_suite as cs;
     let upper = name.to_ascii_uppercase();
     let canonical = upper.strip_prefix("TLS_").map_or(upper.clone(), |rest| format!("TLS13_{rest}"));
-    [cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256]
-        .into_iter()
-        .find(|s| s.suite().as_str() == Some(canonical.as_str()))
+    default_tls13_suites().into_iter().find(|s| s.suite().as_str() == Some(canonical.as_str()))
 }
 
 /// Parses `--tls13-ciphers`: a comma list of TLS 1.3 suite names, most preferred first.
@@ -131,7 +134,7 @@ fn provider_with(tls13: Option<&[String]>) -> Arc<CryptoProvider> {
     use aws_lc_rs::{cipher_suite as cs, kx_group};
     let tls13_suites = match tls13 {
         Some(names) => names.iter().filter_map(|n| tls13_suite(n)).collect(),
-        None => vec![cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256],
+        None => default_tls13_suites(),
     };
     Arc::new(CryptoProvider {
         cipher_suites: [
