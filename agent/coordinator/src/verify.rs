@@ -161,9 +161,7 @@ impl Verifier {
             }
             (None, true) => return Err(AnchorError::SimRequired),
             (Some(SimAnchor { amd, intel_root, .. }), false) => {
-                let probe = TrustConfig::production()
-                    .map_err(|e| AnchorError::Production(e.to_string()))?
-                    .with_simulated_anchors(amd.clone(), intel_root.clone());
+                let probe = production.clone().with_simulated_anchors(amd.clone(), intel_root.clone());
                 (production, Some(with_manifest_policy(probe, manifest)))
             }
             (None, false) => (production, None),
