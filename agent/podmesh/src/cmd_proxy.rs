@@ -161,13 +161,9 @@ fn parse_u32(s: &str) -> Result<u32, String> {
     r.map_err(|e| format!("{s:?} is not a 32-bit number (decimal or 0x-hex): {e}"))
 }
 
-/// `on`/`off` (also `true`/`false`, `1`/`0`).
+/// `on`/`off` (also `true`/`false`, `yes`/`no`, `1`/`0`): the kernel command line's words.
 fn parse_on_off(s: &str) -> Result<bool, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "on" | "true" | "1" | "yes" => Ok(true),
-        "off" | "false" | "0" | "no" => Ok(false),
-        _ => Err(format!("{s:?} is neither on nor off")),
-    }
+    crate::attest::kernel_cmdline::on_off(s).ok_or_else(|| format!("{s:?} is neither on nor off"))
 }
 
 fn parse_tls13_ciphers(s: &str) -> Result<Tls13Ciphers, String> {

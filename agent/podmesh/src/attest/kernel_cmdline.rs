@@ -11,7 +11,16 @@ pub fn value(cmdline: &str, key: &str) -> Option<String> {
 pub fn flag(cmdline: &str, key: &str) -> bool {
     let tokens = mesh::config::parse_cmdline(cmdline);
     let Some((_, v)) = tokens.iter().rev().find(|(k, _)| k == key) else { return false };
-    v.is_empty() || matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+    v.is_empty() || on_off(v) == Some(true)
+}
+
+/// `on|true|yes|1` → true, `off|false|no|0` → false (any case), anything else → `None`.
+pub fn on_off(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
