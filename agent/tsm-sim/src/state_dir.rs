@@ -35,8 +35,9 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), StateIoError> {
 }
 
 /// Creates `dir` by letting `build` fill a fresh temp directory beside it, then renaming
-/// that into place. `complete` is the file whose presence marks a finished directory: when
-/// another process published `dir` first, theirs is kept and ours removed.
+/// that into place. `complete` is the file whose presence marks a finished directory: a
+/// `dir` without it is a leftover of an interrupted (pre-atomic) creation, never used, and
+/// is replaced; when another process published `dir` first, theirs is kept and ours removed.
 pub fn create_atomically<E: From<StateIoError>>(
     dir: &Path,
     complete: &str,
@@ -54,6 +55,9 @@ pub fn create_atomically<E: From<StateIoError>>(
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io_err("create directory", &tmp))?;
     build(&tmp)?;
+    if dir.exists() && !dir.join(complete).exists() {
+        let _ = fs::remove_dir_all(dir);
+    }
     match fs::rename(&tmp, dir) {
         Ok(()) => Ok(()),
         Err(_) if dir.join(complete).exists() => {
@@ -61,5 +65,28 @@ pub fn create_atomically<E: From<StateIoError>>(
             Ok(())
         }
         Err(source) => Err(StateIoError { action: "move into place", path: dir.to_path_buf(), source }.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leftover_without_the_marker_is_replaced_and_keys_are_0400() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("half-written.key"), b"junk").unwrap();
+        create_atomically(&dir, "done", |t: &Path| -> Result<(), StateIoError> {
+            write_secret(&t.join("k.key"), b"key")?;
+            fs::write(t.join("done"), b"").map_err(io_err("write", t))
+        })
+        .unwrap();
+        assert!(dir.join("done").exists() && !dir.join("half-written.key").exists());
+        assert_eq!(fs::metadata(dir.join("k.key")).unwrap().permissions().mode() & 0o777, 0o400);
+        let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["pki"], "no temp directory left beside it");
     }
 }

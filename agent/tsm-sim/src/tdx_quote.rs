@@ -263,13 +263,7 @@ impl SimTdxKeys {
     /// Builds the PKI in a private temp directory and renames it into place, so concurrent
     /// starters never mix keys of two different PKIs.
     fn create(dir: &Path, pce_svn: u16) -> Result<(), TdxSimError> {
-        state_dir::create_atomically(dir, COMPLETE_MARKER, |tmp| {
-            if dir.exists() && !dir.join(COMPLETE_MARKER).exists() {
-                // Left over from an interrupted creation: nothing in it was ever used.
-                let _ = fs::remove_dir_all(dir);
-            }
-            Self::write_new(tmp, pce_svn)
-        })
+        state_dir::create_atomically(dir, COMPLETE_MARKER, |tmp| Self::write_new(tmp, pce_svn))
     }
 
     /// Generates the keys, certificates and CRLs into the empty directory `dir`.
