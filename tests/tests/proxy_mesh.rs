@@ -302,6 +302,10 @@ fn startup_failures_keep_the_deny_table() {
     check("corrupt certificate PEM", Some(&garbage), None, "certChain.pem");
     let same_marks = mesh::proxy::Options { upstream_mark: 1, tproxy_mark: 1, ..mesh::proxy::Options::default() };
     check("upstream mark equal to the TPROXY mark", Some(&good), Some(same_marks), "upstream-mark");
+    for threads in [0, mesh::proxy::MAX_THREADS + 1] {
+        let o = mesh::proxy::Options { threads, ..mesh::proxy::Options::default() };
+        check("event loop count out of range", Some(&good), Some(o), "--worker-threads must be between 1 and 256");
+    }
     let squatter = pod.in_netns(|| std::net::TcpListener::bind("[::]:15006")).unwrap().unwrap();
     check("listener port in use", Some(&good), None, "15006");
     drop(squatter);
