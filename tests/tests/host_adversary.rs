@@ -516,8 +516,8 @@ fn syn_reusing_a_time_wait_tuple_goes_through_the_proxy_never_to_the_app() {
         }
     }
     let bad: Vec<_> = outcomes.iter().filter(|(_, _, got)| got.as_deref() != Ok("port=8080\n")).collect();
-    assert!(bad.is_empty(), "connections that did not reach the app through the proxy: {bad:?}");
     let peers = peers.lock().unwrap().clone();
+    assert!(bad.is_empty(), "connections that did not reach the app through the proxy: {bad:?} (the app saw {peers:?})");
     assert_eq!(peers.len(), 12, "{peers:?}");
     let bypassed: Vec<_> = peers.iter().filter(|p| [IpAddr::from(PodPair::V4_A), PodPair::V6_A.into()].contains(&p.ip())).collect();
     assert!(bypassed.is_empty(), "the app saw connections straight from the client, bypassing the proxy: {bypassed:?}");

@@ -43,10 +43,12 @@
 //! only (no marks, no policy), so it is true for the pod's own addresses alone.
 //!
 //! The shortcut for packets of existing transparent sockets must not take SYNs: a SYN that
-//! reuses the 4-tuple of a connection in TIME_WAIT on our side finds that (transparent)
-//! socket, would skip `tproxy`, and the TCP stack would hand it to whatever listens on the
-//! original port: the app, in plaintext. `tproxy` itself redirects such a SYN to our
-//! listener (`nf_tproxy_handle_time_wait`).
+//! reuses the 4-tuple of a connection in TIME_WAIT on our side (we closed first) matches
+//! that transparent TIME_WAIT socket, skips `tproxy` and meets the TCP stack without our
+//! listener. On kernel 6.18 it is reset: new connections from a recently used source port
+//! failed (the read errors of `wrk -H 'Connection: close'`). The only listener the stack
+//! could find for it is the app's on the original port. `tproxy` itself hands such a SYN to
+//! our listener (`nf_tproxy_handle_time_wait`).
 
 use crate::nft::{self, TableOp};
 use nftables::{
