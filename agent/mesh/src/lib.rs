@@ -11,6 +11,7 @@
 //! - [`copy`]: bidirectional copy with pooled buffers, half-close and idle timeout.
 //! - [`ephemeral_ports`]: warns when a listener port may be taken as an ephemeral port.
 //! - [`sockopt`]: transparent listeners and marked upstream sockets.
+//! - [`local`]: whether an original destination is one of the pod's own addresses.
 //! - [`readiness`], [`limits`], [`metrics`], [`admin`]: tokens, connection limit and drain,
 //!   counters, the admin HTTP endpoints.
 #![deny(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod ephemeral_ports;
 pub mod event_loops;
 pub mod ingress;
 pub mod limits;
+pub mod local;
 pub mod metrics;
 pub mod proxy;
 pub mod readiness;

@@ -85,6 +85,8 @@ pub struct IngressPlan {
     pub plaintext: Vec<(String, u16)>,
     /// `#false` entries: TLS without client certificate.
     pub tls_only: Vec<(String, u16)>,
+    /// `PODMESH_INGRESS_UDP`: UDP ports open to new inbound flows (all other non-TCP stays out).
+    pub udp: Vec<(String, u16)>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -110,6 +112,7 @@ impl Plan {
                         IngressMode::TlsOnly => plan.tls_only.push((e.name.clone(), e.port)),
                     }
                 }
+                plan.udp = config.ingress_udp.iter().map(|u| (u.name.clone(), u.port)).collect();
                 Some(plan)
             }
         };
@@ -276,6 +279,7 @@ pub async fn run(
         timeouts: opts.timeouts,
         upstream_mark: opts.upstream_mark,
         own_ports,
+        local: crate::local::LocalCheck::new(),
     });
 
     // Listeners: bound now (a port in use fails startup), served once ready.
@@ -329,6 +333,7 @@ pub async fn run(
             tls_port: opts.tls_port,
             passthrough_ports: passthrough,
             tls_only_ports: ingress.tls_only.iter().map(|(_, p)| *p).collect(),
+            udp_ports: ingress.udp.iter().map(|(_, p)| *p).collect(),
             mark: opts.tproxy_mark,
         };
         let routes = firewall::routes::RouteSpec { mark: opts.tproxy_mark, table: opts.route_table };

@@ -14,7 +14,8 @@ pub struct SourceArgs {
     /// setting: process environment > env-file > kernel command line.
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
-    /// Kernel command line to read podmesh.ingress=, podmesh.egress=, podmesh.admin_port= from.
+    /// Kernel command line to read podmesh.ingress=, podmesh.egress=, podmesh.admin_port=,
+    /// podmesh.ingress_udp= from.
     #[arg(long, value_name = "FILE", default_value = config::PROC_CMDLINE)]
     pub cmdline: PathBuf,
 }
@@ -51,9 +52,12 @@ Settings (legacy EDG_* names accepted; CONTRAST_* wins, with a warning):
   CONTRAST_INGRESS_PROXY_CONFIG  podmesh.ingress=     DISABLED | name#port#bool##...
   CONTRAST_EGRESS_PROXY_CONFIG   podmesh.egress=      name#127.x.y.z:port#host:port[#strict]##...
   CONTRAST_ADMIN_PORT            podmesh.admin_port=  port
+  PODMESH_INGRESS_UDP            podmesh.ingress_udp= name#port##...  (podmesh extension)
 Ingress bool: true = plaintext to the app, false = TLS without client certificate; unlisted
 ports require mTLS. Egress remote: DNS name, IPv4 or [IPv6]; #strict also checks the remote
-certificate's SAN against the host. No setting anywhere: mesh disabled (\"enabled\": false).
+certificate's SAN against the host. Ingress UDP: the only UDP ports open to new inbound
+flows once the proxy is ready (every other non-TCP flow stays dropped). No Contrast setting
+anywhere: mesh disabled (\"enabled\": false).
 
 Exit codes: 0 valid (or mesh disabled), 2 invalid configuration, 1 other error.";
 
