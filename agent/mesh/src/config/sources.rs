@@ -83,6 +83,26 @@ impl Sources {
         Ok(Self { env, env_file, cmdline: Some(cmdline) })
     }
 
+    /// A `podmesh` daemon setting that is not a flag or in the process environment (clap
+    /// reads those): `PODMESH_<KEY>` from the env-file, else `podmesh.<key>=` from the kernel
+    /// command line, the same precedence as the mesh settings. `key` is lower case
+    /// (`coordinator`, `open_without_coordinator`). Returns the value and where it came from.
+    pub fn podmesh_value(&self, key: &str) -> Result<Option<(String, String)>, ConfigError> {
+        if let Some(f) = &self.env_file {
+            let var = format!("PODMESH_{}", key.to_ascii_uppercase());
+            let vars = parse_env_file(&f.text, &f.path)?;
+            if let Some((_, v)) = vars.into_iter().rev().find(|(k, _)| *k == var) {
+                return Ok(Some((v, format!("{var} in env-file {}", f.path.display()))));
+            }
+        }
+        let key = format!("podmesh.{key}");
+        let from_cmdline = self.cmdline.as_ref().and_then(|c| {
+            let v = parse_cmdline(&c.text).into_iter().rev().find(|(k, _)| *k == key)?.1;
+            Some((v, format!("{key}= on kernel command line {}", c.path.display())))
+        });
+        Ok(from_cmdline)
+    }
+
     /// Picks each setting from the most specific source: environment > env-file > cmdline.
     pub fn resolve(&self) -> Result<Resolved, ConfigError> {
         let mut warnings = Vec::new();
