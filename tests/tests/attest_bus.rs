@@ -1,10 +1,8 @@
 //! End to end: `org.podmesh.Attestation1` on a private system bus with podmesh's policy file,
 //! `podmesh status`, and opening the pod without a coordinator when explicitly asked.
 
-mod attest_common;
-
-use attest_common::*;
-use podmesh_tests::netns::skip_unless_root;
+use podmesh_tests::cluster::*;
+use podmesh_tests::harness::{bin, wait_for};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const DEST: &str = "org.podmesh.Attestation1";
@@ -12,10 +10,8 @@ const PATH: &str = "/org/podmesh/Attestation1";
 
 #[test]
 fn attest_publishes_state_on_the_bus_and_reattests_on_request() {
-    if skip_unless_root("attest_publishes_state_on_the_bus_and_reattests_on_request") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let cl = Cluster::new(&t).unwrap();
     let bus = Bus::start(cl.work.path()).unwrap();
     let _coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
     let tsm = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
@@ -77,10 +73,8 @@ fn attest_publishes_state_on_the_bus_and_reattests_on_request() {
 
 #[test]
 fn attest_open_without_coordinator_only_when_asked() {
-    if skip_unless_root("attest_open_without_coordinator_only_when_asked") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let cl = Cluster::new(&t).unwrap();
     // A root CA to configure, then no coordinator.
     let mut coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
     coord.terminate(Duration::from_secs(5));

@@ -2,18 +2,15 @@
 //! recovers by itself), restart (root and mesh CA stay), manifest update (new mesh CA: old and
 //! new workloads reject each other, both verify against the root).
 
-mod attest_common;
-
-use attest_common::*;
-use podmesh_tests::netns::{addr, skip_unless_root, PodPair};
+use podmesh_tests::cluster::*;
+use podmesh_tests::harness::wait_for;
+use podmesh_tests::netns::{addr, PodPair};
 use std::time::Duration;
 
 #[test]
 fn attest_recovers_from_a_coordinator_down_at_boot_and_restart_keeps_the_cas() {
-    if skip_unless_root("attest_recovers_from_a_coordinator_down_at_boot_and_restart_keeps_the_cas") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let cl = Cluster::new(&t).unwrap();
     // First start creates the state (root CA the daemons are configured with), then it goes down.
     let mut coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
     coord.terminate(Duration::from_secs(5));
@@ -51,10 +48,8 @@ fn attest_recovers_from_a_coordinator_down_at_boot_and_restart_keeps_the_cas() {
 
 #[test]
 fn attest_manifest_update_splits_old_and_new_workloads() {
-    if skip_unless_root("attest_manifest_update_splits_old_and_new_workloads") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let cl = Cluster::new(&t).unwrap();
     let coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
     let tsm_a = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
     let dir_a = cl.path("tls-a");
@@ -100,10 +95,8 @@ fn attest_manifest_update_splits_old_and_new_workloads() {
 
 #[test]
 fn attest_coordinator_trust_by_fingerprint_and_on_first_use() {
-    if skip_unless_root("attest_coordinator_trust_by_fingerprint_and_on_first_use") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let cl = Cluster::new(&t).unwrap();
     let _coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
     let tsm = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
     let root_der = certs(&std::fs::read_to_string(cl.root_ca_path()).unwrap()).remove(0);

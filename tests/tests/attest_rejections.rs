@@ -1,10 +1,8 @@
 //! End to end: evidence the coordinator must refuse. Each case: the daemon keeps retrying with
 //! the coordinator's reason in its log, no certificate is written, the deny table stays.
 
-mod attest_common;
-
-use attest_common::*;
-use podmesh_tests::netns::skip_unless_root;
+use podmesh_tests::cluster::*;
+use podmesh_tests::harness::wait_for;
 use std::time::Duration;
 
 /// Runs one daemon against the running coordinator and checks that it is refused for `reason`.
@@ -32,10 +30,8 @@ fn refused(cl: &Cluster, tag: &str, host_data: &str, measurement: &str, reason: 
 
 #[test]
 fn attest_rejected_evidence_leaves_no_certificate_and_the_deny_table() {
-    if skip_unless_root("attest_rejected_evidence_leaves_no_certificate_and_the_deny_table") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let cl = Cluster::new(&t).unwrap();
     let coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
     refused(&cl, "wrong-measurement", HOSTDATA_A, OTHER_MEASUREMENT, "measurement_mismatch");
     refused(&cl, "unknown-host-data", HOSTDATA_UNKNOWN, MEASUREMENT, "unknown_host_data");

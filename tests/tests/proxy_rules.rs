@@ -6,7 +6,7 @@ use firewall::{
     routes::{self, RouteSpec},
     tproxy::{self, Spec},
 };
-use podmesh_tests::netns::{skip_unless_root, Pod};
+use podmesh_tests::netns::Pod;
 
 fn spec() -> Spec {
     Spec {
@@ -21,10 +21,8 @@ fn spec() -> Spec {
 
 #[test]
 fn tproxy_table_and_routes_install_idempotently_and_remove_cleanly() {
-    if skip_unless_root("tproxy_table_and_routes_install_idempotently_and_remove_cleanly") {
-        return;
-    }
-    let pod = Pod::new("pmpx").unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let pod = Pod::new(&t).unwrap();
     let ns = Some(pod.name());
     let r = RouteSpec { mark: 0x1, table: 100 };
     assert!(!tproxy::is_installed(ns).unwrap());
@@ -64,10 +62,8 @@ fn tproxy_table_and_routes_install_idempotently_and_remove_cleanly() {
 
 #[test]
 fn invalid_specs_change_nothing() {
-    if skip_unless_root("invalid_specs_change_nothing") {
-        return;
-    }
-    let pod = Pod::new("pmpx").unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let pod = Pod::new(&t).unwrap();
     let ns = Some(pod.name());
     let bad = Spec { passthrough_ports: vec![15006], ..spec() };
     assert!(tproxy::install(&bad, ns).is_err());
