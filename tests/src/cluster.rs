@@ -128,6 +128,27 @@ impl Cluster {
         Ok(Self { work, pods, c, sim_state, sim_anchor, coord_state })
     }
 
+    /// [`Cluster::new`] with the coordinator already serving [`Manifest::standard`] (and `extra`
+    /// flags; log tag `1`): the start of most attest tests.
+    pub fn with_coordinator(t: &Test, extra: &[&str]) -> Result<(Self, Proc)> {
+        let cl = Self::new(t)?;
+        let coord = cl.start_coordinator(&Manifest::standard(), extra, "1")?;
+        Ok((cl, coord))
+    }
+
+    /// A tsm-sim mount `name` for a guest launched with `host_data` and `measurement`, signed by
+    /// the cluster's simulated AMD chain.
+    pub fn mount_tsm(&self, name: &str, host_data: &str, measurement: &str, extra: &[&str]) -> Result<TsmSim> {
+        TsmSim::mount(self.work.path(), name, &self.sim_state, host_data, measurement, extra)
+    }
+
+    /// `pod` as at boot: the deny table installed, and its tsm-sim (`name`, [`MEASUREMENT`],
+    /// `host_data`, `extra` flags) mounted.
+    pub fn boot(&self, pod: &Pod, name: &str, host_data: &str, extra: &[&str]) -> Result<TsmSim> {
+        firewall::deny::install(Some(pod.name())).context("installing the deny table")?;
+        self.mount_tsm(name, host_data, MEASUREMENT, extra)
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.work.path().join(name)
     }

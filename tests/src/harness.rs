@@ -198,6 +198,15 @@ impl Proc {
         st
     }
 
+    /// SIGTERM, then `Ok` only when it exits 0 within `grace` (`Err` with the status and log).
+    pub fn stop(&mut self, grace: Duration) -> Result<()> {
+        match self.terminate(grace) {
+            Some(st) if st.success() => Ok(()),
+            Some(st) => bail!("{} exited with {st} on SIGTERM: {}", self.what, self.log_text()),
+            None => bail!("{} still running {grace:?} after SIGTERM: {}", self.what, self.log_text()),
+        }
+    }
+
     /// Waits until it exits by itself; `Err` (with its log) after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let what = format!("{} to exit", self.what);

@@ -23,7 +23,7 @@
 //!   per-file prefixes), [`tempdir`](harness::Test::tempdir), and
 //!   [`serial`](harness::Test::serial) for the few tests that must run alone.
 //! - [`harness::Proc`]: the one kill-on-drop child process (SIGKILL + reap on drop, also on
-//!   panic), with a log file, `terminate`, `wait_ready`, `wait_for_log`, `wait_exit`, `signal`.
+//!   panic), with a log file, `terminate`, `stop`, `wait_ready`, `wait_for_log`, `wait_exit`, `signal`.
 //!   [`harness::wait_for`] polls a condition; [`harness::bin`] finds a workspace binary.
 //! - [`netns`]: pods as network namespaces joined by a veth pair (IPv4 + IPv6), commands and
 //!   threads inside them, cleanup on drop.

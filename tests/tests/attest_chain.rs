@@ -10,11 +10,10 @@ use std::time::Duration;
 #[test]
 fn attest_full_chain_to_mtls_between_two_pods_then_renew_and_stop() {
     let t = podmesh_tests::skip_unless_root!();
-    let cl = Cluster::new(&t).unwrap();
     // Short lifetime: the daemons renew at half of it, during this test.
-    let _coord = cl.start_coordinator(&Manifest::standard(), &["--cert-lifetime-secs", "8"], "1").unwrap();
-    let tsm_a = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
-    let tsm_b = TsmSim::mount(cl.work.path(), "b", &cl.sim_state, HOSTDATA_B, MEASUREMENT, &[]).unwrap();
+    let (cl, _coord) = Cluster::with_coordinator(&t, &["--cert-lifetime-secs", "8"]).unwrap();
+    let tsm_a = cl.mount_tsm("a", HOSTDATA_A, MEASUREMENT, &[]).unwrap();
+    let tsm_b = cl.mount_tsm("b", HOSTDATA_B, MEASUREMENT, &[]).unwrap();
     for pod in [&cl.pods.a, &cl.pods.b] {
         firewall::deny::install(Some(pod.name())).unwrap();
     }
@@ -73,21 +72,17 @@ fn attest_full_chain_to_mtls_between_two_pods_then_renew_and_stop() {
     assert_eq!(count(&log, "mesh certificate written"), 2, "renewal at half the validity, not in a loop: {log}");
 
     // SIGTERM: clean exit 0, files stay.
-    let st = att_a.terminate(Duration::from_secs(5)).expect("attest exits on SIGTERM");
-    assert!(st.success(), "exit status on SIGTERM: {st}; log: {}", att_a.log_text());
+    att_a.stop(Duration::from_secs(5)).unwrap();
     assert!(dir_a.join("certChain.pem").exists());
-    let st = att_b.terminate(Duration::from_secs(5)).expect("attest exits on SIGTERM");
-    assert!(st.success(), "{st}");
+    att_b.stop(Duration::from_secs(5)).unwrap();
 }
 
 #[test]
 fn attest_without_tee_provider_exits_with_enxio_and_keeps_deny_table() {
     let t = podmesh_tests::skip_unless_root!();
-    let cl = Cluster::new(&t).unwrap();
     // The TEE is checked before the coordinator is asked, so the failure is about the TEE.
-    let _coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
-    let tsm = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &["--inject", "enxio"]).unwrap();
-    firewall::deny::install(Some(cl.pods.a.name())).unwrap();
+    let (cl, _coord) = Cluster::with_coordinator(&t, &[]).unwrap();
+    let tsm = cl.boot(&cl.pods.a, "a", HOSTDATA_A, &["--inject", "enxio"]).unwrap();
     let dir = cl.path("tls-a");
     let mut att = cl.start_attest(&cl.pods.a, 1, &tsm.root, &dir, "a", &[]).unwrap();
     let st = wait_for("attest to exit", Duration::from_secs(20), || att.exited()).unwrap();
@@ -113,11 +108,9 @@ fn plain_app(pod: &podmesh_tests::netns::Pod, port: u16) -> std::thread::JoinHan
 #[test]
 fn attest_then_mesh_proxy_serves_mtls_between_two_pods() {
     let t = podmesh_tests::skip_unless_root!();
-    let cl = Cluster::new(&t).unwrap();
-    let _coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
-    let tsm_a = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
-    let tsm_b = TsmSim::mount(cl.work.path(), "b", &cl.sim_state, HOSTDATA_B, MEASUREMENT, &[]).unwrap();
-    firewall::deny::install(Some(cl.pods.a.name())).unwrap();
+    let (cl, _coord) = Cluster::with_coordinator(&t, &[]).unwrap();
+    let tsm_a = cl.boot(&cl.pods.a, "a", HOSTDATA_A, &[]).unwrap();
+    let tsm_b = cl.mount_tsm("b", HOSTDATA_B, MEASUREMENT, &[]).unwrap();
     let (dir_a, dir_b) = (cl.path("tls-a"), cl.path("tls-b"));
     // Pod a has a mesh: ingress port 8081 plaintext, every other port mTLS.
     let ingress = "plain#8081#true";
