@@ -22,18 +22,28 @@ const INGRESS: &str = "web#8443#false##plain#9090#true";
 /// `podmesh proxy` inside a pod, logging to `log`; SIGKILLed on drop if still running.
 /// (`ip netns exec` execs podmesh in place, so the child pid is the proxy itself.)
 fn spawn_proxy(pod: &Pod, tls_dir: &Path, env: &[(&str, &str)], log: &Path) -> Proc {
+    spawn_proxy_with(pod, &[], tls_dir, env, log)
+}
+
+/// `podmesh proxy ARGS...` inside `pod`.
+fn spawn_proxy_with(pod: &Pod, args: &[&str], tls_dir: &Path, env: &[(&str, &str)], log: &Path) -> Proc {
     let mut cmd = pod.command(bin("podmesh").to_str().unwrap());
-    cmd.args(["proxy", "--tls-dir"]).arg(tls_dir);
+    cmd.arg("proxy").args(args).arg("--tls-dir").arg(tls_dir);
     // An empty kernel command line: only the environment configures this test.
     let cmdline = log.with_extension("cmdline");
     std::fs::write(&cmdline, "").unwrap();
     cmd.arg("--cmdline").arg(&cmdline);
     cmd.args(["--drain-timeout", "2s"]);
-    for var in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "NOTIFY_SOCKET"] {
-        cmd.env_remove(var);
-    }
+    clean_env(&mut cmd);
     cmd.env("PODMESH_LOG", "info,mesh=debug").envs(env.iter().copied());
     Proc::logged("podmesh proxy", &mut cmd, log).unwrap()
+}
+
+/// No configuration from the test runner's environment leaks into a podmesh under test.
+fn clean_env(cmd: &mut Command) {
+    for var in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "NOTIFY_SOCKET", "PODMESH_NETNS", "PODMESH_ENV_FILE", "PODMESH_COORDINATOR", "PODMESH_OPEN_WITHOUT_COORDINATOR", "JOURNAL_STREAM"] {
+        cmd.env_remove(var);
+    }
 }
 
 const READY: &str = "proxy ready";
@@ -231,4 +241,102 @@ fn openssl_and_curl_interoperate() {
         assert!(page.starts_with("HTTP/1.0 200 ok"), "s_server via {listen} answered {:?}; proxy log: {}", &page[..page.len().min(200)], client.log_text());
         assert!(page.contains("TLSv1.3"), "{listen}: TLS 1.3 expected");
     }
+}
+
+/// The effective capabilities of every thread of `pid` (from /proc/PID/task/*/status).
+fn thread_cap_eff(pid: u32) -> Vec<String> {
+    let mut caps = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        caps.extend(status.lines().filter_map(|l| l.strip_prefix("CapEff:")).map(|v| v.trim().to_string()));
+    }
+    caps
+}
+
+/// `--netns` (here through PODMESH_NETNS, as the peer-pods drop-in sets it): the proxy is
+/// started in another namespace (`outer`, standing in for the VM's own) and must do all of its
+/// work in the pod's: listeners, interception, routes, the deny table. It keeps only
+/// CAP_NET_ADMIN on every thread, which is still enough to remove its routes at SIGTERM.
+#[test]
+fn netns_moves_the_whole_proxy_into_the_pod_and_it_keeps_only_cap_net_admin() {
+    let t = podmesh_tests::skip_unless_root!();
+    let s = setup(&t);
+    let outer = Pod::new(&t).unwrap();
+    let pod = s.pods.b.name();
+    let routes = firewall::routes::RouteSpec { mark: 0x1, table: 100 };
+    let env = [("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS), ("PODMESH_NETNS", pod)];
+    let mut p = spawn_proxy_with(&outer, &[], &s.dir.path().join("server"), &env, &s.dir.path().join("netns.log"));
+    p.wait_for_log(READY, Duration::from_secs(20)).unwrap();
+    assert!(p.log_text().contains("netns_entered") || p.log_text().contains("running inside network namespace"), "{}", p.log_text());
+    assert!(!firewall::deny::is_installed(Some(pod)).unwrap(), "the pod's deny table is the one removed");
+    assert!(firewall::tproxy::is_installed(Some(pod)).unwrap() && firewall::routes::is_installed(routes, Some(pod)).unwrap());
+    assert!(!firewall::tproxy::is_installed(Some(outer.name())).unwrap(), "interception in the wrong namespace");
+    assert!(!firewall::routes::is_installed(routes, Some(outer.name())).unwrap(), "routes in the wrong namespace");
+    // Served from inside the pod: TLS on the #false port, plaintext passthrough.
+    assert_eq!(read_line(&s.pods.a, SocketAddr::new(PodPair::V4_B.into(), 9090)).as_deref(), Ok("port=9090\n"));
+    let ca = s.dir.path().join("server/mesh-ca.pem");
+    let out = s.pods.a.command("curl").args(["-sS", "--http0.9", "--max-time", "5", "--cacert"]).arg(&ca).arg("https://10.99.0.2:8443/").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("port=8443\n"), "curl on #false: {out:?}");
+
+    let caps = thread_cap_eff(p.id());
+    assert!(caps.len() >= 2, "the proxy runs event loops on more threads: {caps:?}");
+    assert!(caps.iter().all(|c| c == "0000000000001000"), "every thread: CAP_NET_ADMIN only, got {caps:?}");
+    let status = Command::new(bin("podmesh")).args(["status", "--json", "--no-dbus", "--netns", pod]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let me = json["proxies"].as_array().unwrap().iter().find(|x| x["pid"] == p.id()).cloned().unwrap_or_default();
+    assert_eq!(me["effective"], serde_json::json!(["CAP_NET_ADMIN"]), "{json}");
+    assert_eq!(me["unexpected"], serde_json::json!([]), "{json}");
+    assert!(me["expected"][0]["reason"].as_str().unwrap_or("").contains("SO_MARK"), "{json}");
+
+    p.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(p.wait_exit(Duration::from_secs(10)).unwrap().success(), "SIGTERM must exit 0: {}", p.log_text());
+    assert!(!firewall::routes::is_installed(routes, Some(pod)).unwrap(), "routes removed with the kept capability: {}", p.log_text());
+    assert!(!p.log_text().contains("routes_remove_failed"), "{}", p.log_text());
+}
+
+/// A netns that does not exist: one clear line, exit 1, nothing touched.
+#[test]
+fn a_missing_netns_is_refused_not_ignored() {
+    let out = Command::new(bin("podmesh")).args(["proxy", "--netns", "pm-no-such-ns", "--cmdline", "/dev/null"]).env_remove("JOURNAL_STREAM").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("pm-no-such-ns") && err.contains("does not exist"), "{err}");
+}
+
+/// The host configures the mesh only through the env-file the proxy reads (PODMESH_ENV_FILE,
+/// or --env-file). `podmesh attest --open-without-coordinator` must see the same mesh and leave
+/// the pod closed for the proxy; before, it read no env-file, found "no mesh" and removed the
+/// deny table before anything intercepted.
+#[test]
+fn attest_does_not_open_the_pod_when_the_env_file_configures_the_mesh() {
+    let t = podmesh_tests::skip_unless_root!();
+    let pod = Pod::new(&t).unwrap();
+    let dir = t.tempdir().unwrap();
+    let (env_file, cmdline) = (dir.path().join("podmesh.env"), dir.path().join("cmdline"));
+    std::fs::write(&env_file, "CONTRAST_INGRESS_PROXY_CONFIG=web#8080#false\n").unwrap();
+    std::fs::write(&cmdline, "").unwrap();
+    let attest = |extra: &[&str], env: &[(&str, &std::ffi::OsStr)]| {
+        let mut cmd = Command::new(bin("podmesh"));
+        cmd.args(["attest", "--open-without-coordinator", "--no-dbus", "--netns", pod.name(), "--cmdline"]).arg(&cmdline).args(extra);
+        clean_env(&mut cmd);
+        cmd.envs(env.iter().copied()).output().unwrap()
+    };
+    let proxy_sees = Command::new(bin("podmesh")).args(["config", "check", "--cmdline"]).arg(&cmdline).env("PODMESH_ENV_FILE", &env_file).env_remove("CONTRAST_INGRESS_PROXY_CONFIG").output().unwrap();
+    assert!(String::from_utf8_lossy(&proxy_sees.stdout).contains("\"enabled\": true"), "the loader must see the mesh");
+    let flag = ["--env-file", env_file.to_str().unwrap()];
+    let var = [("PODMESH_ENV_FILE", env_file.as_os_str())];
+    for (how, extra, env) in [("PODMESH_ENV_FILE", &[][..], &var[..]), ("--env-file", &flag[..], &[][..])] {
+        firewall::deny::install(Some(pod.name())).unwrap();
+        let out = attest(extra, env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(firewall::deny::is_installed(Some(pod.name())).unwrap(), "{how}: attest opened the pod although the proxy will intercept: {err}");
+        assert_eq!(out.status.code(), Some(78), "{how}: no coordinator and a mesh is a configuration error: {err}");
+        assert!(err.contains("no coordinator configured") && !err.contains("deny_removed"), "{how}: {err}");
+    }
+    // The control: without a mesh anywhere, the same command does open the pod.
+    firewall::deny::install(Some(pod.name())).unwrap();
+    let out = attest(&[], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!firewall::deny::is_installed(Some(pod.name())).unwrap());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deny_removed") || String::from_utf8_lossy(&out.stderr).contains("deny table removed"));
 }
