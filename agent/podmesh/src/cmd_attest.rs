@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, env = "PODMESH_TLS_DIR", default_value = "/run/podmesh/tls")]
     tls_dir: PathBuf,
     /// configfs-tsm mount point
-    #[arg(long, env = "PODMESH_TSM_ROOT", default_value = tee::tsm::DEFAULT_ROOT)]
+    #[arg(long, env = "PODMESH_TSM_ROOT", default_value = tsm::DEFAULT_ROOT)]
     tsm_root: PathBuf,
     /// configfs-tsm privlevel (SNP VMPL 0..3); the kernel default when unset
     #[arg(long, env = "PODMESH_TSM_PRIVLEVEL")]
@@ -117,7 +117,7 @@ async fn settings(args: Args, cmdline: &str) -> anyhow::Result<Option<Settings>>
         (None, None) => Trust::FirstUse,
     };
     if let Some(level) = args.tsm_privlevel {
-        anyhow::ensure!(level <= tee::tsm::PRIVLEVEL_MAX, "--tsm-privlevel {level} is above the maximum {}", tee::tsm::PRIVLEVEL_MAX);
+        anyhow::ensure!(level <= tsm::PRIVLEVEL_MAX, "--tsm-privlevel {level} is above the maximum {}", tsm::PRIVLEVEL_MAX);
     }
     tracing::info!(
         PODMESH_EVENT = "attest_starting",
