@@ -13,8 +13,8 @@ mod common;
 
 use clap::Parser;
 use common::*;
-use coordinator::api::CertificateRequest;
-use coordinator::client::Client;
+use wire::api::CertificateRequest;
+use wire::client::Client;
 use coordinator::server::Limits;
 use coordinator::service::Config;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use coordinator::client::{Client, ServerTrust};
+use wire::client::{Client, ServerTrust};
 use coordinator::manifest::Manifest;
 use std::path::PathBuf;
 

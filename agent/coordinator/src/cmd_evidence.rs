@@ -138,7 +138,7 @@ mod tests {
         Evidence(Args),
     }
 
-    use tee::shared_vectors::dir as vectors;
+    use test_vectors::dir as vectors;
 
     fn parse(argv: &[&str]) -> VerifyArgs {
         let Top::Evidence(Args { command: Command::Verify(v) }) = Cli::try_parse_from(argv).unwrap().cmd;

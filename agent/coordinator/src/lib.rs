@@ -1,15 +1,12 @@
 //! `podmesh-coordinator`: verifies TEE evidence against a manifest and issues mesh certificates.
 //!
-//! - [`api`]: the HTTP API (paths, JSON bodies, rejection reasons) — the contract with `podmesh attest`.
-//! - [`client`]: an HTTPS client for that API (root CA or fingerprint pinning).
+//! - The HTTP API and its client are the `wire` crate (`wire::api`, `wire::client`), shared with the guest.
 //! - [`manifest`]: manifest schema and validation.
 //! - [`service`]: the coordinator without transport; [`server`]: HTTPS serving.
 //! - [`state`]: the persisted state directory; [`owner`]: the owner credential.
 
 #![deny(unsafe_code)]
 
-pub mod api;
-pub mod client;
 pub mod manifest;
 pub mod nonce;
 pub mod owner;

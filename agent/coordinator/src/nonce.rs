@@ -1,7 +1,7 @@
 //! Single-use nonces with expiry. Used and expired nonces are remembered for one more
 //! lifetime so a replay is reported as such rather than as unknown.
 
-use crate::api::NONCE_LEN;
+use wire::api::NONCE_LEN;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! HTTPS transport: rustls termination, axum routing, limits, timeouts, rejection logging,
 //! graceful shutdown.
 
-use crate::api::{self, ErrorBody, Reason};
+use wire::api::{self, ErrorBody, Reason};
 use crate::service::Coordinator;
 use crate::verify::Rejection;
 use axum::body::Body;

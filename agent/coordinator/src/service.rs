@@ -1,7 +1,7 @@
 //! The coordinator itself, transport-free: nonces, issuing, CA and manifest operations.
 //! The HTTP layer (`server`) only moves bytes in and out and logs.
 
-use crate::api::{CaResponse, CertificateRequest, CertificateResponse, ManifestResponse, NonceResponse, Reason};
+use wire::api::{CaResponse, CertificateRequest, CertificateResponse, ManifestResponse, NonceResponse, Reason};
 use crate::manifest::Manifest;
 use crate::nonce::{NonceError, NonceStore};
 use crate::owner::OwnerToken;

@@ -4,7 +4,7 @@
 //! VMPL and debug rules in its policy), simulated-anchor diagnosis, report data binding,
 //! the remaining reference values, then the policy entry for HOSTDATA/MRCONFIGID.
 
-use crate::api::{self, Reason};
+use wire::api::{self, Reason};
 use crate::manifest::{Manifest, Policy};
 use pki::{AttestationClaims, Platform, PublicKeyInput};
 use std::path::{Path, PathBuf};
@@ -84,7 +84,7 @@ impl SimAnchor {
         let read = |name: &str| -> Result<Vec<u8>, AnchorError> {
             let path = dir.join(name);
             let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
-            pki::pem::certificate(&text, name).map(|c| c.to_vec()).map_err(|e| bad(e.to_string()))
+            wire::pem::certificate(name, &text).map(|c| c.to_vec()).map_err(|e| bad(e.to_string()))
         };
         let ark = read("ark.pem")?;
         let ask = read("ask.pem")?;

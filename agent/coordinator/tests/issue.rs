@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use coordinator::api::{CertificateRequest, ErrorBody, Reason};
-use coordinator::client::ClientError;
+use wire::api::{CertificateRequest, ErrorBody, Reason};
+use wire::client::ClientError;
 use coordinator::server::Limits;
 use pki::{AttestationClaims, Platform};
 use rustls::client::danger::ServerCertVerifier;
@@ -21,9 +21,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 fn verifies(anchor_pem: &str, chain_pem: &str, name: Option<&str>) -> bool {
     let mut roots = RootCertStore::empty();
-    roots.add(pki::pem::certificate(anchor_pem, "anchor").unwrap()).unwrap();
+    roots.add(wire::pem::certificate("anchor", anchor_pem).unwrap()).unwrap();
     let roots = Arc::new(roots);
-    let chain: Vec<CertificateDer<'static>> = pki::pem::certificates(chain_pem, "chain").unwrap();
+    let chain: Vec<CertificateDer<'static>> = wire::pem::certificates("chain", chain_pem).unwrap();
     let (leaf, rest) = chain.split_first().unwrap();
     match name {
         Some(name) => WebPkiServerVerifier::builder_with_provider(roots, provider())
@@ -40,8 +40,8 @@ fn verifies(anchor_pem: &str, chain_pem: &str, name: Option<&str>) -> bool {
 }
 
 fn leaf_only(chain_pem: &str) -> String {
-    let chain = pki::pem::certificates(chain_pem, "chain").unwrap();
-    pki::pem::encode("CERTIFICATE", &chain[0])
+    let chain = wire::pem::certificates("chain", chain_pem).unwrap();
+    wire::pem::encode("CERTIFICATE", &chain[0])
 }
 
 fn expect_rejection(result: Result<impl std::fmt::Debug, ClientError>, reason: Reason) {
@@ -67,14 +67,14 @@ async fn issues_a_mesh_certificate_for_simulated_snp_evidence() {
 
     assert_eq!(issued.workload, "web");
     assert_eq!(issued.root_ca_pem, running.root_pem);
-    assert_eq!(pki::pem::certificates(&issued.cert_chain_pem, "chain").unwrap().len(), 2);
+    assert_eq!(wire::pem::certificates("chain", &issued.cert_chain_pem).unwrap().len(), 2);
     // the leaf verifies directly against the mesh CA, and via the intermediate against the root
     assert!(verifies(&issued.mesh_ca_pem, &leaf_only(&issued.cert_chain_pem), Some("web.default.svc")));
     assert!(verifies(&issued.mesh_ca_pem, &issued.cert_chain_pem, Some("10.0.0.7")));
     assert!(verifies(&issued.root_ca_pem, &issued.cert_chain_pem, None));
     assert!(!verifies(&issued.mesh_ca_pem, &issued.cert_chain_pem, Some("db")));
 
-    let leaf = &pki::pem::certificates(&issued.cert_chain_pem, "chain").unwrap()[0];
+    let leaf = &wire::pem::certificates("chain", &issued.cert_chain_pem).unwrap()[0];
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).unwrap();
     assert_eq!(cert.public_key().raw, workload.spki.as_slice(), "certificate carries the workload key");
     let claims = AttestationClaims::from_certificate(leaf).unwrap();
@@ -162,7 +162,7 @@ async fn every_bad_attestation_is_rejected_with_its_reason() {
     // tampered report: flip a measurement bit after signing
     let nonce = client.nonce().await.unwrap().nonce;
     let mut evidence = snp_evidence(&good, &workload.spki, &nonce);
-    if let coordinator::api::Evidence::Snp { report, .. } = &mut evidence {
+    if let wire::api::Evidence::Snp { report, .. } = &mut evidence {
         report[0x90] ^= 1;
     }
     let request = CertificateRequest { evidence, nonce, public_key: Some(workload.spki.clone()), csr: None };
@@ -171,7 +171,7 @@ async fn every_bad_attestation_is_rejected_with_its_reason() {
     // truncated report and a garbage certificate table
     let nonce = client.nonce().await.unwrap().nonce;
     let request = CertificateRequest {
-        evidence: coordinator::api::Evidence::Snp { report: vec![0; 100], cert_table: Some(vec![1, 2, 3]) },
+        evidence: wire::api::Evidence::Snp { report: vec![0; 100], cert_table: Some(vec![1, 2, 3]) },
         nonce,
         public_key: Some(workload.spki.clone()),
         csr: None,
@@ -181,7 +181,7 @@ async fn every_bad_attestation_is_rejected_with_its_reason() {
     // TDX evidence without TDX reference values in the manifest
     let nonce = client.nonce().await.unwrap().nonce;
     let request = CertificateRequest {
-        evidence: coordinator::api::Evidence::Tdx { quote: vec![0; 64] },
+        evidence: wire::api::Evidence::Tdx { quote: vec![0; 64] },
         nonce,
         public_key: Some(workload.spki.clone()),
         csr: None,
@@ -287,7 +287,7 @@ async fn a_stalled_request_times_out_with_408() {
     let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), sim_config(&platform), limits).await;
 
     let mut roots = RootCertStore::empty();
-    roots.add(pki::pem::certificate(&running.root_pem, "root").unwrap()).unwrap();
+    roots.add(wire::pem::certificate("root", &running.root_pem).unwrap()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use coordinator::api::Reason;
-use coordinator::client::{Client, ClientError, ServerTrust};
+use wire::api::Reason;
+use wire::client::{Client, ClientError, ServerTrust};
 use coordinator::server::Limits;
 use coordinator::service::Config;
 use podmesh_tests::harness::Proc;
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 /// Client-auth verification of a chain PEM against one anchor PEM, with or without the intermediate.
 fn chain_ok(anchor_pem: &str, chain_pem: &str, with_intermediate: bool) -> bool {
     let mut roots = RootCertStore::empty();
-    roots.add(pki::pem::certificate(anchor_pem, "anchor").unwrap()).unwrap();
-    let chain: Vec<CertificateDer<'static>> = pki::pem::certificates(chain_pem, "chain").unwrap();
+    roots.add(wire::pem::certificate("anchor", anchor_pem).unwrap()).unwrap();
+    let chain: Vec<CertificateDer<'static>> = wire::pem::certificates("chain", chain_pem).unwrap();
     let rest = if with_intermediate { &chain[1..] } else { &[][..] };
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .build()
@@ -188,7 +188,7 @@ async fn binary_serves_cli_talks_to_it_and_sigterm_stops_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // pinning by root fingerprint works as well as by PEM; a wrong pin fails the handshake
-    let der = pki::pem::certificate(&root_pem, "root").unwrap();
+    let der = wire::pem::certificate("root", &root_pem).unwrap();
     let fingerprint: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&der).into();
     let pinned = Client::new(&url, ServerTrust::RootFingerprint(fingerprint)).unwrap();
     attest(&pinned, &platform.guest(MEASUREMENT, WEB_HOST_DATA), &Workload::new()).await.unwrap();

@@ -5,13 +5,13 @@
 mod common;
 
 use common::*;
-use coordinator::api::{CertificateRequest, Evidence, Reason};
-use coordinator::client::ClientError;
+use wire::api::{CertificateRequest, Evidence, Reason};
+use wire::client::ClientError;
 use coordinator::server::Limits;
 use coordinator::service::Config;
 use coordinator::verify::Anchors;
 
-use tee::shared_vectors::dir as vectors;
+use test_vectors::dir as vectors;
 
 fn snp_manifest(measurement: &[u8], host_data: &[u8], allow_debug: bool) -> serde_json::Value {
     serde_json::json!({
@@ -44,7 +44,7 @@ async fn real_snp_report_verifies_up_to_the_key_binding() {
         public_key: Some(workload.spki.clone()),
         csr: None,
     };
-    let expect = |r: Result<coordinator::api::CertificateResponse, ClientError>, want: Reason| match r {
+    let expect = |r: Result<wire::api::CertificateResponse, ClientError>, want: Reason| match r {
         Err(ClientError::Rejected { reason, detail, .. }) => assert_eq!(reason, want, "{detail}"),
         other => panic!("expected {want}, got {other:?}"),
     };

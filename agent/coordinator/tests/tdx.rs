@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use coordinator::api::{CertificateRequest, Evidence, Reason};
-use coordinator::client::ClientError;
+use wire::api::{CertificateRequest, Evidence, Reason};
+use wire::client::ClientError;
 use coordinator::server::Limits;
 use coordinator::service::Config;
 use coordinator::verify::Anchors;
@@ -23,13 +23,13 @@ fn launch(mr_td: [u8; 48], rtmr2: [u8; 48]) -> TdxLaunch {
     launch
 }
 
-async fn attest_tdx(client: &coordinator::client::Client, guest: &TdxProvider, workload: &Workload) -> Result<coordinator::api::CertificateResponse, ClientError> {
+async fn attest_tdx(client: &wire::client::Client, guest: &TdxProvider, workload: &Workload) -> Result<wire::api::CertificateResponse, ClientError> {
     let nonce = client.nonce().await?.nonce;
-    let quote = guest.generate(&coordinator::api::report_data(&workload.spki, &nonce), 0).expect("simulated quote").outblob;
+    let quote = guest.generate(&wire::api::report_data(&workload.spki, &nonce), 0).expect("simulated quote").outblob;
     client.certificate(&CertificateRequest { evidence: Evidence::Tdx { quote }, nonce, public_key: Some(workload.spki.clone()), csr: None }).await
 }
 
-fn expect(r: Result<coordinator::api::CertificateResponse, ClientError>, want: Reason) {
+fn expect(r: Result<wire::api::CertificateResponse, ClientError>, want: Reason) {
     match r {
         Err(ClientError::Rejected { reason, detail, .. }) => assert_eq!(reason, want, "{detail}"),
         other => panic!("expected {want}, got {other:?}"),
@@ -65,7 +65,7 @@ async fn simulated_tdx_quote_gets_a_certificate_and_bad_ones_do_not() {
 
     let issued = attest_tdx(&client, &good, &workload).await.expect("TDX certificate");
     assert_eq!(issued.workload, "tdx-web");
-    let leaf = &pki::pem::certificates(&issued.cert_chain_pem, "chain").unwrap()[0];
+    let leaf = &wire::pem::certificates("chain", &issued.cert_chain_pem).unwrap()[0];
     let claims = AttestationClaims::from_certificate(leaf).unwrap();
     assert_eq!(claims.platform, Platform::Tdx);
     assert_eq!(claims.measurement, MRTD);
@@ -91,7 +91,7 @@ async fn simulated_tdx_quote_gets_a_certificate_and_bad_ones_do_not() {
     expect(attest_tdx(&client, &other_config, &workload).await, Reason::UnknownHostData);
     // tampered quote: flip a bit of MRTD inside the signed body
     let nonce = client.nonce().await.unwrap().nonce;
-    let mut quote = good.generate(&coordinator::api::report_data(&workload.spki, &nonce), 0).unwrap().outblob;
+    let mut quote = good.generate(&wire::api::report_data(&workload.spki, &nonce), 0).unwrap().outblob;
     quote[48 + 136] ^= 1;
     expect(
         client.certificate(&CertificateRequest { evidence: Evidence::Tdx { quote }, nonce, public_key: Some(workload.spki.clone()), csr: None }).await,

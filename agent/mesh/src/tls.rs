@@ -182,13 +182,10 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 fn certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem { path: path.to_path_buf(), reason: e.to_string() })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate { path: path.to_path_buf() });
-    }
-    Ok(certs)
+    wire::pem::certificates(&path.display().to_string(), pem).map_err(|e| match e {
+        wire::pem::PemError::Bad { reason, .. } => TlsError::Pem { path: path.to_path_buf(), reason },
+        wire::pem::PemError::NoCertificate { .. } => TlsError::NoCertificate { path: path.to_path_buf() },
+    })
 }
 
 /// The validated configurations every handshake borrows (published on a watch channel).

@@ -1,7 +1,7 @@
 //! Root CA and the intermediate/mesh CA pair (see the crate docs for the hierarchy).
 
 use crate::leaf::{self, IssueError, IssuedCertificate, LeafRequest};
-use crate::pem;
+use wire::pem;
 use rcgen::{
     BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P384_SHA384,
@@ -89,7 +89,7 @@ fn load_key(key_pem: &str, what: &'static str) -> Result<KeyPair, CaError> {
 /// Parses `cert_pem` and checks that it carries `key`'s public key.
 fn load_cert(cert_pem: &str, key: &KeyPair, what: &'static str) -> Result<CertificateDer<'static>, CaError> {
     use rcgen::PublicKeyData;
-    let cert = pem::certificate(cert_pem, what).map_err(|e| CaError::CertLoad { what, why: e.to_string() })?;
+    let cert = pem::certificate(what, cert_pem).map_err(|e| CaError::CertLoad { what, why: e.to_string() })?;
     let (_, parsed) = x509_parser::parse_x509_certificate(&cert)
         .map_err(|e| CaError::CertLoad { what, why: e.to_string() })?;
     if parsed.public_key().raw != key.subject_public_key_info().as_slice() {

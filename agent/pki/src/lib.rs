@@ -50,7 +50,6 @@ pub mod claims;
 mod der;
 pub mod leaf;
 pub mod oid;
-pub mod pem;
 
 pub use ca::{CaError, MeshCa, RootCa};
 pub use claims::{AttestationClaims, ClaimsError, Platform};

@@ -67,7 +67,7 @@ fn mesh_certificate_verifies_via_root_and_via_mesh_ca() {
     assert!(!server_ok(mesh.mesh_ca_der(), &leaf.leaf_der, &[], "other"), "a name not in the SANs must fail");
     assert!(!client_ok(root.cert_der(), &leaf.leaf_der, &[]), "without the intermediate the root alone cannot verify");
     // the chain PEM is leaf + intermediate
-    let chain = pki::pem::certificates(&leaf.chain_pem, "chain").unwrap();
+    let chain = wire::pem::certificates("chain", &leaf.chain_pem).unwrap();
     assert_eq!(chain, vec![leaf.leaf_der.clone(), mesh.intermediate_der().clone()]);
 }
 

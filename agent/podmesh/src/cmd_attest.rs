@@ -31,7 +31,7 @@ pub struct Args {
     #[command(flatten)]
     sources: SourceArgs,
     /// configfs-tsm mount point
-    #[arg(long, env = "PODMESH_TSM_ROOT", default_value = tee::tsm::DEFAULT_ROOT)]
+    #[arg(long, env = "PODMESH_TSM_ROOT", default_value = tsm::DEFAULT_ROOT)]
     tsm_root: PathBuf,
     /// configfs-tsm privlevel (SNP VMPL 0..3); the kernel default when unset
     #[arg(long, env = "PODMESH_TSM_PRIVLEVEL")]
@@ -115,7 +115,7 @@ async fn settings(args: Args) -> anyhow::Result<Option<Settings>> {
         (None, None) => Trust::FirstUse,
     };
     if let Some(level) = args.tsm_privlevel {
-        anyhow::ensure!(level <= tee::tsm::PRIVLEVEL_MAX, "--tsm-privlevel {level} is above the maximum {}", tee::tsm::PRIVLEVEL_MAX);
+        anyhow::ensure!(level <= tsm::PRIVLEVEL_MAX, "--tsm-privlevel {level} is above the maximum {}", tsm::PRIVLEVEL_MAX);
     }
     tracing::info!(
         PODMESH_EVENT = "attest_starting",

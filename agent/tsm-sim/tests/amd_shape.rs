@@ -10,7 +10,7 @@ use tsm_sim::signer::SnpProvider;
 use tsm_sim::snp_chain::{Product, SimAmdChain, TcbVersion};
 use tsm_sim::snp_report::SnpLaunch;
 
-use tee::shared_vectors::dir as vectors;
+use test_vectors::dir as vectors;
 
 fn pem_or_der(path: PathBuf) -> Vec<u8> {
     let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

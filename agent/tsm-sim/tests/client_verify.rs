@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::SimMount;
 use tee::snp::{AmdRoots, Product};
-use tee::tsm::{Provider, TsmClient, TsmError};
+use tsm::{Provider, TsmClient, TsmError};
 use tee::{Evidence, TrustConfig};
 
 fn client(m: &SimMount) -> TsmClient {

@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-use coordinator::api::{self, CertificateRequest, CertificateResponse};
-use coordinator::client::{Client, ClientError, ServerTrust};
+use wire::api::{self, CertificateRequest, CertificateResponse};
+use wire::client::{Client, ClientError, ServerTrust};
 use coordinator::manifest::Manifest;
 use coordinator::server::{self, Limits};
 use coordinator::service::{Config, Coordinator};

@@ -1,6 +1,5 @@
 //! PEM certificate parsing and the facts `status` and D-Bus report about them.
 
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -9,22 +8,16 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    #[error("{what}: not valid PEM: {reason}")]
-    Pem { what: String, reason: String },
-    #[error("{what}: contains no certificate")]
-    Empty { what: String },
+    #[error(transparent)]
+    Pem(#[from] wire::pem::PemError),
     #[error("{what}: not a valid X.509 certificate: {reason}")]
     X509 { what: String, reason: String },
 }
 
-/// All certificates in a PEM document, in order. `what` names the input in errors.
+/// All certificates in a PEM document ([`wire::pem::certificates`]), in order, each checked to
+/// be one well-formed X.509 certificate. `what` names the input in errors.
 pub fn parse_pem_chain(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CertError::Pem { what: what.to_owned(), reason: e.to_string() })?;
-    if certs.is_empty() {
-        return Err(CertError::Empty { what: what.to_owned() });
-    }
+    let certs = wire::pem::certificates(what, pem)?;
     for c in &certs {
         parse(what, c)?;
     }

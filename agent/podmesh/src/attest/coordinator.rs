@@ -1,11 +1,11 @@
-//! The coordinator as the daemon sees it: `coordinator::client` plus trust bookkeeping
+//! The coordinator as the daemon sees it: `wire::client` plus trust bookkeeping
 //! (first-use pinning, the root a returned bundle must carry).
 
 use super::cert_info::{parse_pem_chain, sha256_fingerprint, CertError};
 use super::coordinator_tls::Trust;
 use super::endpoint::Endpoint;
-use coordinator::api::{CertificateRequest, CertificateResponse, NONCE_LEN};
-use coordinator::client::{Client, ClientError, ServerTrust};
+use wire::api::{CertificateRequest, CertificateResponse, NONCE_LEN};
+use wire::client::{Client, ClientError, ServerTrust};
 use rustls_pki_types::CertificateDer;
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! How the daemon trusts the coordinator's TLS certificate, mapped onto
-//! `coordinator::client::ServerTrust`.
+//! `wire::client::ServerTrust`.
 //!
 //! * `RootCa`: the configured root CA is the only anchor.
 //! * `Fingerprint`: the root the coordinator presents must have this SHA-256.

@@ -4,7 +4,7 @@
 use super::backoff::Backoff;
 use super::bus::{Bus, State};
 use super::coordinator::{Coordinator, CoordinatorError};
-use coordinator::api::{CertificateRequest, Evidence};
+use wire::api::{CertificateRequest, Evidence};
 use super::issued::{self, IssuedError, IssuedPem, Verified};
 use super::workload_key::{KeyError, WorkloadKey};
 use mesh::lifecycle::{notify_ready, notify_status, notify_stopping};
@@ -13,7 +13,7 @@ use rustls_pki_types::UnixTime;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tee::tsm::{Provider, TsmClient, TsmError};
+use tsm::{Provider, TsmClient, TsmError};
 use tokio::sync::Notify;
 
 pub struct Settings {
@@ -209,7 +209,7 @@ async fn attest_once(s: &mut Settings) -> Result<Verified, AttemptError> {
 }
 
 /// configfs-tsm blocks (TDX GetQuote can take seconds): keep it off the async threads.
-async fn read_report(s: &Settings, report_data: [u8; 64]) -> Result<tee::tsm::TsmReport, AttemptError> {
+async fn read_report(s: &Settings, report_data: [u8; 64]) -> Result<tsm::TsmReport, AttemptError> {
     let root = s.tsm_root.clone();
     let privlevel = s.privlevel;
     tokio::task::spawn_blocking(move || TsmClient::new(root).report(&report_data, privlevel))

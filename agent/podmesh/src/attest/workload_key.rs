@@ -1,6 +1,6 @@
 //! The workload key: generated in memory for every attestation, bound into the TEE report.
 
-use coordinator::api::NONCE_LEN;
+use wire::api::NONCE_LEN;
 use rcgen::{KeyPair, PublicKeyData, PKCS_ECDSA_P256_SHA256};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,7 @@ impl WorkloadKey {
     /// Report data for the TEE: SHA-512(SPKI DER ‖ nonce), computed by the coordinator's
     /// own function so both ends of the binding are one piece of code.
     pub fn report_data(&self, nonce: &[u8; NONCE_LEN]) -> [u8; 64] {
-        coordinator::api::report_data(&self.spki_der(), nonce)
+        wire::api::report_data(&self.spki_der(), nonce)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Helpers for the tests that read the shared evidence vectors.
 #![allow(dead_code)]
 
-pub use tee::shared_vectors::dir as vectors;
+pub use test_vectors::dir as vectors;
 
 pub fn read(dir: &std::path::Path, rel: &str) -> Vec<u8> {
     std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("vector {rel}: {e}"))

@@ -1,4 +1,4 @@
-//! configfs-tsm client (kernel ABI: Documentation/ABI/testing/configfs-tsm-report).
+//! configfs-tsm client for the guest (kernel ABI: Documentation/ABI/testing/configfs-tsm-report).
 //!
 //! One report = one freshly created entry under `<root>/report/`, removed again when the
 //! request ends (also on error). `generation` is read before the first write and re-checked
@@ -65,8 +65,8 @@ pub struct TsmReport {
     pub provider: Provider,
     /// SNP attestation report or TDX quote.
     pub outblob: Vec<u8>,
-    /// SNP only: the GHCB certificate table (see `tee::certtable`), `None` when the kernel
-    /// has no `auxblob` attribute or the host supplied no certificates.
+    /// SNP only: the GHCB certificate table (the verifier parses it: `tee::certtable`), `None`
+    /// when the kernel has no `auxblob` attribute or the host supplied no certificates.
     pub auxblob: Option<Vec<u8>>,
     /// The entry's generation the blobs belong to.
     pub generation: u64,

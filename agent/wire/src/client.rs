@@ -120,7 +120,7 @@ impl Client {
         let config = match trust {
             ServerTrust::RootCaPem(pem) => {
                 let mut roots = RootCertStore::empty();
-                for cert in pki::pem::certificates(&pem, "coordinator root CA").map_err(|e| ClientError::Trust(e.to_string()))? {
+                for cert in crate::pem::certificates("coordinator root CA", &pem).map_err(|e| ClientError::Trust(e.to_string()))? {
                     roots.add(cert).map_err(|e| ClientError::Trust(format!("coordinator root CA: {e}")))?;
                 }
                 builder.with_root_certificates(roots).with_no_client_auth()

@@ -1,6 +1,7 @@
 //! Where the real evidence vectors are: `$PODMESH_VECTORS`, else `shared/vectors` beside
 //! the repository (the layout CI checks out). For the tests of every crate that verifies
 //! real evidence; a missing directory fails them rather than skipping a check.
+//! A crate of its own, used only as a dev-dependency, so no production library carries it.
 
 use std::path::PathBuf;
 
