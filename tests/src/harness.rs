@@ -281,6 +281,19 @@ mod tests {
     }
 
     #[test]
+    fn serial_guards_exclude_each_other_across_open_files() {
+        let t = crate::test_here!();
+        let held = t.serial().unwrap();
+        // A second open file description, as another test (thread or process) would have.
+        let other = std::fs::OpenOptions::new().write(true).open(SERIAL_LOCK).unwrap();
+        let Err((_, busy)) = Flock::lock(other, FlockArg::LockExclusiveNonblock) else { panic!("taken twice") };
+        assert_eq!(busy, nix::errno::Errno::EWOULDBLOCK);
+        drop(held);
+        // Released on drop (else this blocks).
+        drop(t.serial().unwrap());
+    }
+
+    #[test]
     fn dropping_a_proc_kills_it() {
         let mut p = Proc::spawn("sleep", Command::new("sleep").arg("60")).unwrap();
         let pid = nix::unistd::Pid::from_raw(p.id() as i32);

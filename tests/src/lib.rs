@@ -2,7 +2,8 @@
 //!
 //! # Every test that needs root, namespaces or a child process
 //!
-//! ```ignore
+//! ```no_run
+//! use podmesh_tests::netns::PodPair;
 //! #[test]
 //! fn egress_refuses_servers_outside_the_mesh() {
 //!     let t = podmesh_tests::skip_unless_root!(); // SKIP line + return when not root

@@ -23,6 +23,8 @@
 //!     afterwards (e.g. bind a `TcpListener` inside, accept outside; or hand it to tokio with
 //!     `from_std`).
 //!   - [`thread`](Pod::thread)`(f)`: like `in_netns` but detached (long-running servers).
+//!   - [`wait_for_port_free`](Pod::wait_for_port_free)`(port, timeout)`: until none does (before
+//!     binding a port that was just closed again: see there why).
 //!   - [`wait_for_port`](Pod::wait_for_port)`(port, timeout)`: until a TCP socket listens on
 //!     `port` in the pod (checked with `ss`, no connection is made).
 //!   - [`tcp_connects`](Pod::tcp_connects)`(addr, timeout)`: whether a new TCP connection from
@@ -51,7 +53,7 @@
 //! }
 //! ```
 
-use crate::harness::{Proc, Test};
+use crate::harness::{wait_for, Proc, Test};
 use anyhow::{bail, Context, Result};
 use nix::sched::{setns, CloneFlags};
 use std::{
@@ -61,7 +63,7 @@ use std::{
     process::{Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 const NETNS_DIR: &str = "/run/netns";
@@ -174,18 +176,23 @@ impl Pod {
 
     /// Waits until something listens on TCP `port` in the pod (no connection is made).
     pub fn wait_for_port(&self, port: u16, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        self.wait_for_listening(port, true, timeout)
+    }
+
+    /// Waits until nothing listens on TCP `port` in the pod any more. After closing a listener,
+    /// before binding its port again: a process another test thread forks at the wrong moment
+    /// holds a copy of the socket until it execs (so the port stays busy a little longer).
+    pub fn wait_for_port_free(&self, port: u16, timeout: Duration) -> Result<()> {
+        self.wait_for_listening(port, false, timeout)
+    }
+
+    fn wait_for_listening(&self, port: u16, listening: bool, timeout: Duration) -> Result<()> {
         let filter = format!("sport = :{port}");
-        loop {
-            let out = self.exec(&["ss", "-Hltn", &filter])?;
-            if !out.stdout.trim_ascii().is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("nothing listens on TCP port {port} in netns {} after {timeout:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("TCP port {port} in netns {} to be {}", self.name, if listening { "listening" } else { "free" });
+        wait_for(&what, timeout, || match self.exec(&["ss", "-Hltn", &filter]) {
+            Ok(out) => (out.stdout.trim_ascii().is_empty() != listening).then_some(Ok(())),
+            Err(e) => Some(Err(e)),
+        })?
     }
 
     /// Whether a new TCP connection from inside the pod to `addr` completes within `timeout`.

@@ -9,6 +9,9 @@ fn pair_connects_over_ipv4_and_ipv6_and_cleans_up() {
     let t = podmesh_tests::skip_unless_root!();
     let pods = PodPair::new(&t).unwrap();
     let names = [pods.a.name().to_string(), pods.b.name().to_string()];
+    // Derived from this test, unique, and short enough for an interface name (IFNAMSIZ).
+    assert!(names.iter().all(|n| n.starts_with(&format!("{}-", t.tag())) && n.len() <= 15), "{names:?}");
+    assert_ne!(names[0], names[1]);
     let listener = pods.a.in_netns(|| TcpListener::bind("[::]:7001")).unwrap().unwrap();
     pods.a.wait_for_port(7001, Duration::from_secs(5)).unwrap();
     for ip in [std::net::IpAddr::from(PodPair::V4_A), PodPair::V6_A.into()] {

@@ -299,6 +299,7 @@ fn startup_failures_keep_the_deny_table() {
     let squatter = pod.in_netns(|| std::net::TcpListener::bind("[::]:15006")).unwrap().unwrap();
     check("listener port in use", Some(&good), None, "15006");
     drop(squatter);
+    pod.wait_for_port_free(15006, Duration::from_secs(5)).unwrap();
 
     // And with everything in order the deny table goes.
     let dir = tempfile::tempdir().unwrap();
