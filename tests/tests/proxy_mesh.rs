@@ -411,7 +411,7 @@ fn session_resumption_on_resumes_and_off_forces_full_handshakes() {
         return;
     }
     for resumption in [true, false] {
-        let m = start_mesh_with(mesh::tls::TlsPolicy { resumption, tls13_ciphers: None });
+        let m = start_mesh_with(mesh::tls::TlsPolicy { resumption, ..Default::default() });
         // Egress → ingress (both podmesh): two consecutive connections.
         for _ in 0..2 {
             let (greeting, echo) = egress_echo(&m.pods.a, "127.0.0.2:7000", b"again");

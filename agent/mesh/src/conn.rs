@@ -1,6 +1,11 @@
 //! What every connection handler shares: TLS configs, limits, timeouts, marks, metrics.
 
-use crate::{limits::Limits, metrics::Route, reload::TlsWatch};
+use crate::{
+    copy::{CopyError, Side},
+    limits::Limits,
+    metrics::{Failure, Route},
+    reload::TlsWatch,
+};
 use std::{
     sync::{atomic::Ordering, Arc},
     time::Duration,
@@ -58,3 +63,26 @@ pub async fn connect_upstream(dest: std::net::SocketAddr, shared: &Shared) -> st
     }
 }
 
+
+/// Ends a proxied connection whose copy failed. The plaintext socket is reset (SO_LINGER 0)
+/// whatever the cause, so the app never reads an orderly end that the TLS peer did not send
+/// (the TLS side is dropped without close_notify, so its peer learns the same). A failure
+/// of the TLS stream itself (ended without close_notify, reset, bad record) is a truncation:
+/// counted and logged with the peer's identity, which `peer` describes.
+pub fn copy_failed(e: &CopyError, tls_side: Side, plain: &tokio::net::TcpStream, route: &Route, peer: impl FnOnce() -> String) {
+    if let Err(err) = crate::sockopt::reset_on_close(plain) {
+        tracing::warn!("cannot set SO_LINGER 0 on a plaintext socket of route {}: {err}", route.name);
+    }
+    if e.side() == Some(tls_side) {
+        route.fail(Failure::Truncated);
+        tracing::info!(
+            PODMESH_EVENT = "tls_truncated",
+            route = %route.name,
+            peer = %peer(),
+            "TLS stream of route {} ended without close_notify ({e}); plaintext side reset",
+            route.name
+        );
+    } else {
+        tracing::debug!("connection of route {} ended: {e}; plaintext side reset", route.name);
+    }
+}

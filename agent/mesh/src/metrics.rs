@@ -27,10 +27,16 @@ pub enum Failure {
     Limit,
     /// Arrived on a listener that does not serve its destination port.
     WrongListener,
+    /// The TLS stream ended without close_notify (cut, reset or tampered with): the
+    /// plaintext side was reset, never given an orderly end.
+    Truncated,
+    /// Ingress: over the budget of connections still in their TLS handshake (globally or
+    /// for the client's source address), closed before reading a byte.
+    HandshakeLimit,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 8] = [
+    pub const ALL: [Failure; 10] = [
         Failure::HandshakeTimeout,
         Failure::NoClientCert,
         Failure::BadCertificate,
@@ -39,6 +45,8 @@ impl Failure {
         Failure::SelfLoop,
         Failure::Limit,
         Failure::WrongListener,
+        Failure::Truncated,
+        Failure::HandshakeLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +59,8 @@ impl Failure {
             Failure::SelfLoop => "self_loop",
             Failure::Limit => "limit",
             Failure::WrongListener => "wrong_listener",
+            Failure::Truncated => "truncated",
+            Failure::HandshakeLimit => "handshake_limit",
         }
     }
 

@@ -18,6 +18,11 @@ use crate::{
 };
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+/// Default `--max-handshakes`: see README "Handshake budget" for the sizing.
+pub const DEFAULT_MAX_HANDSHAKES: u32 = 1024;
+/// Default `--max-handshakes-per-source`.
+pub const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: u32 = 128;
+
 /// Knobs of the proxy (flags of `podmesh proxy`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Options {
@@ -34,6 +39,10 @@ pub struct Options {
     pub upstream_mark: u32,
     pub timeouts: Timeouts,
     pub max_connections: u32,
+    /// Ingress connections still in their TLS handshake (not authenticated yet), in total
+    /// and per source address (IPv6: per /64); see [`crate::limits`].
+    pub max_handshakes: u32,
+    pub max_handshakes_per_source: u32,
     /// How long SIGTERM waits for open connections.
     pub drain_timeout: Duration,
     /// How often the tls dir is checked for new material.
@@ -61,6 +70,8 @@ impl Default for Options {
                 idle: Duration::from_secs(3600),
             },
             max_connections: 65_536,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_handshakes_per_source: DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
             drain_timeout: Duration::from_secs(20),
             reload_interval: Duration::from_secs(1),
             netns: None,
@@ -203,6 +214,9 @@ impl Options {
         if self.max_connections == 0 {
             return bad("--max-connections must be at least 1".into());
         }
+        if self.max_handshakes == 0 || self.max_handshakes_per_source == 0 {
+            return bad("--max-handshakes and --max-handshakes-per-source must be at least 1".into());
+        }
         if !(1..=MAX_THREADS).contains(&self.threads) {
             return bad(format!("--worker-threads must be between 1 and {MAX_THREADS}, not {}", self.threads));
         }
@@ -224,7 +238,7 @@ pub async fn run(
     let readiness = Readiness::new();
     let tls_token = readiness.token("tls material");
     let rules_token = plan.ingress.as_ref().map(|_| readiness.token("interception rules"));
-    let limits = Limits::new(opts.max_connections);
+    let limits = Limits::new(opts.max_connections, opts.max_handshakes, opts.max_handshakes_per_source);
 
     // Routes (metrics) are fixed up front.
     let mtls_route = Arc::new(Route::new("mtls", "ingress_mtls"));

@@ -84,6 +84,12 @@ pub fn tune_accepted(stream: &tokio::net::TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)
 }
 
+/// `SO_LINGER` 0: closing the socket sends a reset instead of a FIN, so the app never takes
+/// an aborted stream for a complete one.
+pub fn reset_on_close(stream: &tokio::net::TcpStream) -> io::Result<()> {
+    SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO))
+}
+
 /// Reads back whether a socket is transparent (either family's option).
 pub fn is_transparent<S: std::os::fd::AsFd>(socket: &S) -> io::Result<bool> {
     let s = SockRef::from(socket);
