@@ -201,6 +201,12 @@ start_podmesh() {
     wait_log podmesh-client-resume proxy_ready "$resume_pid" || return 1
 }
 
+# --- the same podmesh pair with classical key exchange only (X25519), to price the hybrid
+# post-quantum default (X25519MLKEM768) in the same run
+start_podmesh_classical() {
+    PODMESH_EXTRA_ARGS="${PODMESH_EXTRA_ARGS:-} --key-exchange classical" start_podmesh
+}
+
 stop_podmesh_extra() {
     # The proxy keeps its TPROXY table after it exits (fail closed: the app ports stay
     # unreachable instead of open in plaintext). Remove it, so no later pair runs through it.
