@@ -108,18 +108,6 @@ fn start_remote(pod: &Pod, port: u16, id: &Identity, truncate: bool) -> mpsc::Re
     rx
 }
 
-fn http_get(pod: &Pod, to: SocketAddr, path: &'static str) -> String {
-    pod.in_netns(move || {
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .unwrap()
-}
-
 /// `podmesh_connection_failures_total` of `route` for `reason`, from the admin port `admin`.
 fn failures(pod: &Pod, admin: SocketAddr, route: &str, reason: &str) -> u64 {
     let metrics = http_get(pod, admin, "/metrics");
@@ -518,4 +506,21 @@ fn classical_openssl_client_connects_by_default_and_is_refused_in_pq_only_mode()
     let (ok, stderr) = openssl_client(&pods.a, &ca);
     assert!(!ok, "pq-only must refuse a client without ML-KEM: {stderr}");
     assert!(stderr.contains("handshake failure") || stderr.contains("alert"), "{stderr}");
+}
+
+#[test]
+fn a_zero_handshake_budget_fails_startup_and_keeps_the_deny_table() {
+    if skip_unless_root("a_zero_handshake_budget_fails_startup_and_keeps_the_deny_table") {
+        return;
+    }
+    let pod = Pod::new(PREFIX).unwrap();
+    firewall::deny::install(Some(pod.name())).unwrap();
+    let dir = tls_dir(&certs().server);
+    for (total, per_source) in [(0, 8), (8, 0)] {
+        let opts = mesh::proxy::Options { max_handshakes: total, max_handshakes_per_source: per_source, ..test_options(dir.path()) };
+        let plan = Plan { ingress: Some(IngressPlan::default()), egress: vec![], admin_port: None };
+        let err = Proxy::start(&pod, plan, opts).err().expect("a zero handshake budget must not start");
+        assert!(err.to_string().contains("--max-handshakes and --max-handshakes-per-source must be at least 1"), "{err:#}");
+        assert!(firewall::deny::is_installed(Some(pod.name())).unwrap());
+    }
 }

@@ -230,5 +230,8 @@ mod tests {
         }
         assert_eq!((parse_on_off("on"), parse_on_off("OFF"), parse_on_off("false")), (Ok(true), Ok(false), Ok(false)));
         assert!(parse_on_off("maybe").is_err());
+        assert_eq!(parse_key_exchange("pq-only"), Ok(mesh::tls::KeyExchange::PqOnly));
+        let e = parse_key_exchange("kyber").unwrap_err();
+        assert!(e.contains("\"kyber\"") && e.contains("classical, hybrid"), "{e}");
     }
 }
