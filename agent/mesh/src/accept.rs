@@ -32,7 +32,7 @@ where
 {
     let name = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             _ = shared.limits.stopped() => return,
             r = listener.accept() => match r {
@@ -40,7 +40,6 @@ where
                 Err(e) => { accept_error(&name, e).await; continue; }
             },
         };
-        let (stream, peer) = stream;
         let Some((route, handler)) = admit(stream) else { continue };
         let ticket = match gate {
             Gate::Connection => shared.limits.try_admit().map(Ticket::Connection).ok_or(Failure::Limit),

@@ -63,7 +63,6 @@ pub async fn connect_upstream(dest: std::net::SocketAddr, shared: &Shared) -> st
     }
 }
 
-
 /// Ends a proxied connection whose copy failed. The plaintext socket is reset (SO_LINGER 0)
 /// whatever the cause, so the app never reads an orderly end that the TLS peer did not send
 /// (the TLS side is dropped without close_notify, so its peer learns the same). A failure

@@ -66,7 +66,7 @@ pub async fn serve(listener: TcpListener, kind: Arc<Listener>, shared: Arc<Share
 async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &Shared, active: &Active, ticket: Ticket) {
     let route = active.route();
     let _ = sockopt::tune_accepted(&stream);
-    let client = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let client = stream.peer_addr().ok();
     let current = shared.tls.borrow().clone();
     let config = match kind {
         Listener::Mtls { .. } => current.mtls_server.clone(),
@@ -113,7 +113,8 @@ async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &S
     let counters = copy::Counters { a_to_b: &route.bytes_up, b_to_a: &route.bytes_down };
     if let Err(e) = copy::bidirectional(&mut tls, &mut upstream, shared.timeouts.idle, counters).await {
         conn::copy_failed(&e, copy::Side::A, &upstream, route, || {
-            format!("{} from {client} to {orig}", crate::tls::peer_identity(tls.get_ref().1.peer_certificates()))
+            let from = client.map_or_else(|| "?".to_string(), |a| a.to_string());
+            format!("{} from {from} to {orig}", crate::tls::peer_identity(tls.get_ref().1.peer_certificates()))
         });
     }
 }
