@@ -196,15 +196,23 @@ start_podmesh() {
     CLI_PID=$LAST_PID
     start_bg podmesh-client-resume "$NS_C" env CONTRAST_INGRESS_PROXY_CONFIG=DISABLED CONTRAST_EGRESS_PROXY_CONFIG="$resume" \
         "$PODMESH" proxy --tls-dir "$CERTS/client" --cmdline /dev/null --tls-resumption on ${PODMESH_EXTRA_ARGS:-}
-    local resume_pid=$LAST_PID
+    PODMESH_RESUME_PID=$LAST_PID
     EP_IPERF="127.0.0.2 5201" EP_HTTP="127.0.0.2 8080" EP_ECHO="127.0.0.2 7000"
     EP_HTTP_RESUME="127.0.0.3 8080"
     wait_log podmesh-server proxy_ready "$SRV_PID" || return 1
     wait_log podmesh-client proxy_ready "$CLI_PID" || return 1
-    wait_log podmesh-client-resume proxy_ready "$resume_pid" || return 1
+    wait_log podmesh-client-resume proxy_ready "$PODMESH_RESUME_PID" || return 1
+}
+
+# --- the same podmesh pair with classical key exchange only (X25519), to price the hybrid
+# post-quantum default (X25519MLKEM768) in the same run
+start_podmesh_classical() {
+    PODMESH_EXTRA_ARGS="${PODMESH_EXTRA_ARGS:-} --key-exchange classical" start_podmesh
 }
 
 stop_podmesh_extra() {
+    # The resuming client proxy holds 127.0.0.3:8080: stop it before the next podmesh pair.
+    stop_pid "${PODMESH_RESUME_PID:-0}"
     # The proxy keeps its TPROXY table after it exits (fail closed: the app ports stay
     # unreachable instead of open in plaintext). Remove it, so no later pair runs through it.
     if ip netns exec "$NS_S" nft list table inet podmesh_tproxy >/dev/null 2>&1; then

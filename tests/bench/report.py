@@ -9,8 +9,8 @@ import os
 import platform
 
 PEERS = ["stunnel", "haproxy", "nginx"]
-ORDER = ["podmesh", "stunnel", "haproxy", "nginx", "null", "direct"]
-LABEL = {"podmesh": "podmesh", "stunnel": "stunnel4", "haproxy": "haproxy", "nginx": "nginx stream (TLS)",
+ORDER = ["podmesh", "podmesh_classical", "stunnel", "haproxy", "nginx", "null", "direct"]
+LABEL = {"podmesh": "podmesh", "podmesh_classical": "podmesh --key-exchange classical", "stunnel": "stunnel4", "haproxy": "haproxy", "nginx": "nginx stream (TLS)",
          "null": "nginx stream, no TLS (null pair)", "direct": "direct plaintext"}
 
 
@@ -160,6 +160,15 @@ def main():
             checks.append({"figure": key, "podmesh": v, "best_peer": bp, "best_value": bv, "ratio": ratio, "met": ok})
             md.append(f"| {title} | {fmt(v)} | {fmt(bv)} ({bp or '–'}) | {fmt(ratio)} | {target} "
                       f"| {'yes' if ok else ('no' if ok is not None else '–')} |")
+        pc = fig.get("podmesh_classical")
+        if pc:
+            md += ["", "## podmesh: hybrid post-quantum key exchange (default) against classical", "",
+                   "| figure | hybrid (X25519MLKEM768) | classical (X25519) | hybrid / classical |", "|---|---|---|---|"]
+            for title, key in [("new connections/s, full mTLS handshake", "conn_per_s"),
+                               ("new connections/s, resumed sessions", "conn_resumed_per_s"),
+                               ("throughput Gbit/s", "gbit")]:
+                h, c = pm.get(key), pc.get(key)
+                md.append(f"| {title} | {fmt(h)} | {fmt(c)} | {fmt(h / c if h is not None and c else None)} |")
         d = fig.get("direct", {}).get("gbit")
         if d and pm.get("gbit"):
             md.append(f"\npodmesh throughput is {100 * pm['gbit'] / d:.0f} % of direct plaintext "

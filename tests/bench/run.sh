@@ -11,7 +11,7 @@
 # pod $NS_S. Apps in the server pod: iperf3 (5201), nginx http "200 ok" (8080), echo (7000).
 # A request goes client tool -> client-side proxy -> (m)TLS over the veth -> server-side
 # proxy -> app. Needs root. Environment: PODMESH / PMBENCH (binaries), BENCH_OUT (output dir),
-# BENCH_PAIRS (a subset of: direct null stunnel haproxy nginx podmesh), PODMESH_EXTRA_ARGS
+# BENCH_PAIRS (a subset of: direct null stunnel haproxy nginx podmesh podmesh_classical), PODMESH_EXTRA_ARGS
 # (extra `podmesh proxy` flags for both sides, e.g. --worker-threads 1).
 set -euo pipefail
 
@@ -44,7 +44,7 @@ else
     TPUT_RUNS=1 TPUT_SECS=1 RATE_RPS=200 RATE_CONNS=4 RATE_SECS=1 CONN_SECS=1 CONN_CONC=4
     HOLD_CONNS=100 ECHO_BYTES=$((2 << 20)) AEAD_SECS=0.3
 fi
-read -ra PAIRS <<<"${BENCH_PAIRS:-direct null stunnel haproxy nginx podmesh}"
+read -ra PAIRS <<<"${BENCH_PAIRS:-direct null stunnel haproxy nginx podmesh podmesh_classical}"
 
 # --- binaries: release for the real run, the dev profile for the smoke run (CI has it built)
 profile=release
@@ -244,7 +244,7 @@ measure_pair() { # pair
     else
         log "$pair: half-close not preserved: $(head -n 4 "$WORK/log/echo-half-close-$pair.log" | tr '\n' ' ')"
         result "$pair" half_close '{"ok": false}'
-        [ "$pair" = podmesh ] && return 1
+        [[ $pair = podmesh* ]] && return 1
     fi
 
     if [ "$pair" != direct ]; then
@@ -310,7 +310,7 @@ run_pair() { # pair
     measure_pair "$pair" || rc=1
     stop_pid "$CLI_PID"
     stop_pid "$SRV_PID"
-    [ "$pair" = podmesh ] && stop_podmesh_extra
+    [[ $pair = podmesh* ]] && stop_podmesh_extra
     log "$pair: done$([ $rc -ne 0 ] && echo ' (FAILED)')"
     return $rc
 }

@@ -6,6 +6,7 @@
 //! - [`Proxy::start`]: `mesh::proxy::run` on its own runtime inside a pod; returns once ready
 //!   (or with the startup error). Dropping it shuts the proxy down (drain) and joins it.
 //! - [`client_config`]: rustls client configs (with/without a client certificate).
+//! - [`http_get`]: a GET on the admin port from inside a pod.
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::{
@@ -329,6 +330,19 @@ pub fn start_tls_server(pod: &Pod, port: u16, chain_pem: &str, key_pem: &str) ->
         }
     });
     Ok(())
+}
+
+/// From inside `pod`: an HTTP/1.1 GET of `path` on `to` (the admin port), whole response.
+pub fn http_get(pod: &Pod, to: SocketAddr, path: &'static str) -> String {
+    pod.in_netns(move || {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
 }
 
 /// From inside `pod`: connect to `addr`, read one line (the app's greeting or an error).

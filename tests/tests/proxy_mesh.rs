@@ -373,18 +373,6 @@ fn certificates_hot_reload_without_dropping_connections() {
     assert_eq!(server_leaf(&m.pods.a, target, no_cert).unwrap(), want, "a key that does not match is rejected");
 }
 
-fn http_get(pod: &Pod, to: SocketAddr, path: &'static str) -> String {
-    pod.in_netns(move || {
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .unwrap()
-}
-
 /// The server pod's `podmesh_tls_handshakes_total` for `route` and `handshake` (full/resumed).
 fn handshakes(m: &Mesh, route: &str, kind: &str, handshake: &str) -> u64 {
     let metrics = http_get(&m.pods.a, addr(v4b(), ADMIN), "/metrics");
@@ -396,7 +384,7 @@ fn handshakes(m: &Mesh, route: &str, kind: &str, handshake: &str) -> u64 {
 fn session_resumption_on_resumes_and_off_forces_full_handshakes() {
     let t = podmesh_tests::skip_unless_root!();
     for resumption in [true, false] {
-        let m = start_mesh_with(&t, mesh::tls::TlsPolicy { resumption, tls13_ciphers: None });
+        let m = start_mesh_with(&t, mesh::tls::TlsPolicy { resumption, ..Default::default() });
         // Egress → ingress (both podmesh): two consecutive connections.
         for _ in 0..2 {
             let (greeting, echo) = egress_echo(&m.pods.a, "127.0.0.2:7000", b"again");

@@ -1,9 +1,10 @@
 //! What every connection handler shares: TLS configs, limits, timeouts, marks, metrics.
 
 use crate::{
+    copy::{CopyError, Side},
     limits::Limits,
     local::{self, LocalCheck, LocalError},
-    metrics::Route,
+    metrics::{Failure, Route},
     reload::TlsWatch,
     sockopt,
 };
@@ -90,3 +91,26 @@ pub fn local_upstream(dest: SocketAddr, shared: &Shared) -> Result<tokio::net::T
     }
 }
 
+
+/// Ends a proxied connection whose copy failed. The plaintext socket is reset (SO_LINGER 0)
+/// whatever the cause, so the app never reads an orderly end that the TLS peer did not send
+/// (the TLS side is dropped without close_notify, so its peer learns the same). A failure
+/// of the TLS stream itself (ended without close_notify, reset, bad record) is a truncation:
+/// counted and logged with the peer's identity, which `peer` describes.
+pub fn copy_failed(e: &CopyError, tls_side: Side, plain: &tokio::net::TcpStream, route: &Route, peer: impl FnOnce() -> String) {
+    if let Err(err) = crate::sockopt::reset_on_close(plain) {
+        tracing::warn!("cannot set SO_LINGER 0 on a plaintext socket of route {}: {err}", route.name);
+    }
+    if e.side() == Some(tls_side) {
+        route.fail(Failure::Truncated);
+        tracing::info!(
+            PODMESH_EVENT = "tls_truncated",
+            route = %route.name,
+            peer = %peer(),
+            "TLS stream of route {} ended without close_notify ({e}); plaintext side reset",
+            route.name
+        );
+    } else {
+        tracing::debug!("connection of route {} ended: {e}; plaintext side reset", route.name);
+    }
+}

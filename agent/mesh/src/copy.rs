@@ -1,5 +1,9 @@
 //! Bidirectional byte copy between two streams, with half-close and an idle timeout.
 //!
+//! Only an orderly end (a read of 0) is carried on as a half-close. A TLS stream that ends
+//! without close_notify reads as `UnexpectedEof` from rustls: that is an error here, never
+//! an end, so a host that cuts a stream cannot make the app believe it got all the data.
+//!
 //! Buffers are 64 KiB (four full TLS records per read on the plaintext side, so one
 //! `writev` carries several records) and come from a per-thread pool: a direction holds a
 //! buffer only while it has bytes in flight, and gives it back whenever its reader has
@@ -77,7 +81,7 @@ impl Pipe {
         mut w: Pin<&mut W>,
         counter: &AtomicU64,
         active: &mut bool,
-    ) -> Poll<io::Result<()>>
+    ) -> Poll<Result<(), Fault>>
     where
         R: AsyncRead + ?Sized,
         W: AsyncWrite + ?Sized,
@@ -97,11 +101,7 @@ impl Pipe {
                             self.eof = true;
                             break;
                         }
-                        Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                            self.eof = true;
-                            break;
-                        }
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Read(e))),
                         Poll::Pending => {
                             blocked = true;
                             break;
@@ -115,7 +115,7 @@ impl Pipe {
                         give_buf(b);
                     }
                     if self.need_flush {
-                        ready!(w.as_mut().poll_flush(cx))?;
+                        ready!(w.as_mut().poll_flush(cx)).map_err(Fault::Write)?;
                         self.need_flush = false;
                     }
                     return Poll::Pending;
@@ -126,9 +126,9 @@ impl Pipe {
             }
             while self.pos < self.end {
                 let Some(buf) = self.buf.as_deref() else { break };
-                let n = ready!(w.as_mut().poll_write(cx, &buf[self.pos..self.end]))?;
+                let n = ready!(w.as_mut().poll_write(cx, &buf[self.pos..self.end])).map_err(Fault::Write)?;
                 if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    return Poll::Ready(Err(Fault::Write(io::ErrorKind::WriteZero.into())));
                 }
                 self.pos += n;
                 self.total += n as u64;
@@ -139,8 +139,8 @@ impl Pipe {
                 if let Some(b) = self.buf.take() {
                     give_buf(b);
                 }
-                ready!(w.as_mut().poll_flush(cx))?;
-                ready!(w.as_mut().poll_shutdown(cx))?;
+                ready!(w.as_mut().poll_flush(cx)).map_err(Fault::Write)?;
+                ready!(w.as_mut().poll_shutdown(cx)).map_err(Fault::Write)?;
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
@@ -156,10 +156,44 @@ impl Drop for Pipe {
     }
 }
 
+/// A failed operation of one direction: reading its source or writing its sink.
+enum Fault {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Which stream a copy failed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+/// Why a copy ended before both directions ended in order.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Reading or writing `side` failed (for a TLS stream, `UnexpectedEof` means it ended
+    /// without close_notify).
+    #[error("{side:?} side: {source}")]
+    Stream { side: Side, source: io::Error },
+    #[error("no byte in either direction for {0:?}")]
+    Idle(Duration),
+}
+
+impl CopyError {
+    /// The stream that failed (`None` for the idle timeout).
+    pub fn side(&self) -> Option<Side> {
+        match self {
+            CopyError::Stream { side, .. } => Some(*side),
+            CopyError::Idle(_) => None,
+        }
+    }
+}
+
 /// Copies `a` ⇄ `b` until both directions ended (each end shuts the other side's write
-/// half, so half-closed connections keep working), an error occurs, or no byte moved for
-/// `idle` (error `TimedOut`).
-pub async fn bidirectional<A, B>(a: &mut A, b: &mut B, idle: Duration, counters: Counters<'_>) -> io::Result<Transferred>
+/// half, so half-closed connections keep working), an error occurs (naming the stream it
+/// occurred on), or no byte moved for `idle`.
+pub async fn bidirectional<A, B>(a: &mut A, b: &mut B, idle: Duration, counters: Counters<'_>) -> Result<Transferred, CopyError>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -172,13 +206,13 @@ where
     poll_fn(|cx| {
         let mut active = false;
         if !ab.done {
-            if let Poll::Ready(Err(e)) = ab.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b), counters.a_to_b, &mut active) {
-                return Poll::Ready(Err(e));
+            if let Poll::Ready(Err(f)) = ab.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b), counters.a_to_b, &mut active) {
+                return Poll::Ready(Err(f.on(Side::A, Side::B)));
             }
         }
         if !ba.done {
-            if let Poll::Ready(Err(e)) = ba.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a), counters.b_to_a, &mut active) {
-                return Poll::Ready(Err(e));
+            if let Poll::Ready(Err(f)) = ba.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a), counters.b_to_a, &mut active) {
+                return Poll::Ready(Err(f.on(Side::B, Side::A)));
             }
         }
         if ab.done && ba.done {
@@ -191,13 +225,23 @@ where
         while sleep.as_mut().poll(cx).is_ready() {
             let deadline = last_activity + idle;
             if deadline <= tokio::time::Instant::now() {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle too long")));
+                return Poll::Ready(Err(CopyError::Idle(idle)));
             }
             sleep.as_mut().reset(deadline);
         }
         Poll::Pending
     })
     .await
+}
+
+impl Fault {
+    /// The error, attributed to the stream read from (`source`) or written to (`sink`).
+    fn on(self, source: Side, sink: Side) -> CopyError {
+        match self {
+            Fault::Read(e) => CopyError::Stream { side: source, source: e },
+            Fault::Write(e) => CopyError::Stream { side: sink, source: e },
+        }
+    }
 }
 
 /// Read-ahead for the socket under a TLS session.
@@ -330,6 +374,53 @@ mod tests {
         assert_eq!(t, Transferred { a_to_b: payload.len() as u64, b_to_a: 15 });
     }
 
+    /// A TLS stream as rustls presents it when the peer's TCP ends without close_notify:
+    /// some bytes, then `UnexpectedEof`. Writes are swallowed.
+    struct CutTls(Option<&'static [u8]>);
+
+    impl AsyncRead for CutTls {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            match self.0.take() {
+                Some(data) => {
+                    out.put_slice(data);
+                    Poll::Ready(Ok(()))
+                }
+                None => Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
+            }
+        }
+    }
+
+    impl AsyncWrite for CutTls {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_without_close_notify_is_an_error_of_its_side_not_an_end() {
+        let (c1, c2) = counters();
+        for tls_is_a in [true, false] {
+            let (mut plain, _app) = tokio::io::duplex(1024);
+            let mut tls = CutTls(Some(b"partial"));
+            let counters = Counters { a_to_b: &c1, b_to_a: &c2 };
+            let r = if tls_is_a {
+                bidirectional(&mut tls, &mut plain, Duration::from_secs(5), counters).await
+            } else {
+                bidirectional(&mut plain, &mut tls, Duration::from_secs(5), counters).await
+            };
+            let err = r.unwrap_err();
+            let want = if tls_is_a { Side::A } else { Side::B };
+            assert_eq!(err.side(), Some(want), "{err}");
+            assert!(matches!(&err, CopyError::Stream { source, .. } if source.kind() == io::ErrorKind::UnexpectedEof), "{err}");
+        }
+    }
+
     #[tokio::test]
     async fn idle_connection_times_out() {
         let (_client, mut proxy_a) = tokio::io::duplex(1024);
@@ -340,7 +431,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(started.elapsed() >= Duration::from_millis(300));
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(matches!(err, CopyError::Idle(_)), "{err}");
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
 //! Egress: plaintext from the app on a 127.x address, mTLS originated to the remote.
 
 use crate::{
-    accept::accept_loop,
-    conn::{connect_upstream, Active, Shared},
+    accept::{accept_loop, Gate},
+    conn::{self, connect_upstream, Active, Shared},
     copy,
+    limits::Ticket,
     metrics::{Failure, Route},
     sockopt,
 };
@@ -25,9 +26,12 @@ pub struct Target {
 
 /// Accepts until the proxy drains.
 pub async fn serve(listener: TcpListener, target: Arc<Target>, route: Arc<Route>, shared: Arc<Shared>) {
-    accept_loop(listener, shared.clone(), |app| {
+    accept_loop(listener, shared.clone(), Gate::Connection, |app| {
         let (target, shared) = (target.clone(), shared.clone());
-        Some((route.clone(), move |active: Active| async move { handle(app, &target, &shared, &active).await }))
+        Some((route.clone(), move |active: Active, permit: Ticket| async move {
+            handle(app, &target, &shared, &active).await;
+            drop(permit);
+        }))
     })
     .await
 }
@@ -73,7 +77,9 @@ async fn handle(mut app: TcpStream, target: &Target, shared: &Shared, active: &A
     route.proxied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let counters = copy::Counters { a_to_b: &route.bytes_up, b_to_a: &route.bytes_down };
     if let Err(e) = copy::bidirectional(&mut app, &mut tls, shared.timeouts.idle, counters).await {
-        tracing::debug!("egress connection to {}:{} ended: {e}", target.host, target.port);
+        conn::copy_failed(&e, copy::Side::B, &app, route, || {
+            format!("{} at {}:{}", crate::tls::peer_identity(tls.get_ref().1.peer_certificates()), target.host, target.port)
+        });
     }
 }
 

@@ -12,9 +12,10 @@
 //! holds even if it did.
 
 use crate::{
-    accept::accept_loop,
+    accept::{accept_loop, Gate},
     conn::{self, Active, Shared},
     copy,
+    limits::Ticket,
     local::LocalError,
     metrics::{Failure, Route},
     sockopt,
@@ -48,7 +49,7 @@ impl Listener {
 
 /// Accepts until the proxy drains.
 pub async fn serve(listener: TcpListener, kind: Arc<Listener>, shared: Arc<Shared>) {
-    accept_loop(listener, shared.clone(), |stream| {
+    accept_loop(listener, shared.clone(), Gate::Handshake, |stream| {
         let orig = stream.local_addr().ok()?;
         // The dual-stack listener reports IPv4 destinations as v4-mapped IPv6; the app may
         // listen on 0.0.0.0 only, so connect upstream over real IPv4. (Real IPv6 keeps its
@@ -68,12 +69,12 @@ pub async fn serve(listener: TcpListener, kind: Arc<Listener>, shared: Arc<Share
             return None;
         };
         let (kind, shared) = (kind.clone(), shared.clone());
-        Some((route, move |active: Active| async move { handle(stream, orig, &kind, &shared, &active).await }))
+        Some((route, move |active: Active, ticket: Ticket| async move { handle(stream, orig, &kind, &shared, &active, ticket).await }))
     })
     .await
 }
 
-async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &Shared, active: &Active) {
+async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &Shared, active: &Active, ticket: Ticket) {
     let route = active.route();
     let _ = sockopt::tune_accepted(&stream);
     // Before any TLS work: a destination that is not ours is never served.
@@ -81,6 +82,7 @@ async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &S
         Ok(socket) => socket,
         Err(e) => return refuse(&stream, orig, route, e),
     };
+    let client = stream.peer_addr().ok();
     let current = shared.tls.borrow().clone();
     let config = match kind {
         Listener::Mtls { .. } => current.mtls_server.clone(),
@@ -110,6 +112,11 @@ async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &S
         }
     }
     drop(current);
+    // Authenticated now: the handshake slot becomes a connection permit, held to the end.
+    let Some(_permit) = ticket.established(&shared.limits) else {
+        route.fail(Failure::Limit);
+        return;
+    };
     let mut upstream = match conn::connect(upstream, orig, shared).await {
         Ok(s) => s,
         Err(e) => {
@@ -121,7 +128,10 @@ async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &S
     route.proxied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let counters = copy::Counters { a_to_b: &route.bytes_up, b_to_a: &route.bytes_down };
     if let Err(e) = copy::bidirectional(&mut tls, &mut upstream, shared.timeouts.idle, counters).await {
-        tracing::debug!("ingress connection to {orig} ended: {e}");
+        conn::copy_failed(&e, copy::Side::A, &upstream, route, || {
+            let from = client.map_or_else(|| "?".to_string(), |a| a.to_string());
+            format!("{} from {from} to {orig}", crate::tls::peer_identity(tls.get_ref().1.peer_certificates()))
+        });
     }
 }
 

@@ -10,11 +10,11 @@
 //! - [`tls`] + [`reload`]: validated rustls configs from the tls dir, hot reloaded.
 //! - [`accept`] + [`event_loops`]: the accept loop of every listener, run on one or more
 //!   single-threaded event loops.
-//! - [`copy`]: bidirectional copy with pooled buffers, half-close and idle timeout.
+//! - [`copy`]: bidirectional copy with pooled buffers, half-close (only after close_notify) and idle timeout.
 //! - [`ephemeral_ports`]: warns when a listener port may be taken as an ephemeral port.
 //! - [`sockopt`]: transparent listeners and marked upstream sockets.
 //! - [`local`]: whether an original destination is one of the pod's own addresses.
-//! - [`readiness`], [`limits`], [`metrics`], [`admin`]: tokens, connection limit and drain,
+//! - [`readiness`], [`limits`], [`metrics`], [`admin`]: tokens, connection limit, handshake budget and drain,
 //!   counters, the admin HTTP endpoints.
 #![deny(unsafe_code)]
 

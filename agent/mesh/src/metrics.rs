@@ -33,10 +33,16 @@ pub enum Failure {
     WrongListener,
     /// Its original destination is not an address of the pod: never forwarded.
     NotLocal,
+    /// The TLS stream ended without close_notify (cut, reset or tampered with): the
+    /// plaintext side was reset, never given an orderly end.
+    Truncated,
+    /// Ingress: over the budget of connections still in their TLS handshake (globally or
+    /// for the client's source address), closed before reading a byte.
+    HandshakeLimit,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 9] = [
+    pub const ALL: [Failure; 11] = [
         Failure::HandshakeTimeout,
         Failure::NoClientCert,
         Failure::BadCertificate,
@@ -46,6 +52,8 @@ impl Failure {
         Failure::Limit,
         Failure::WrongListener,
         Failure::NotLocal,
+        Failure::Truncated,
+        Failure::HandshakeLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +67,8 @@ impl Failure {
             Failure::Limit => "limit",
             Failure::WrongListener => "wrong_listener",
             Failure::NotLocal => "not_local",
+            Failure::Truncated => "truncated",
+            Failure::HandshakeLimit => "handshake_limit",
         }
     }
 

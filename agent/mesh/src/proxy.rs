@@ -34,6 +34,10 @@ pub struct Options {
     pub upstream_mark: u32,
     pub timeouts: Timeouts,
     pub max_connections: u32,
+    /// Ingress connections still in their TLS handshake (not authenticated yet), in total
+    /// and per source address (IPv6: per /64); see [`crate::limits`].
+    pub max_handshakes: u32,
+    pub max_handshakes_per_source: u32,
     /// How long SIGTERM waits for open connections.
     pub drain_timeout: Duration,
     /// How often the tls dir is checked for new material.
@@ -58,6 +62,9 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
     pub const MAX_CONNECTIONS: u32 = 65_536;
+    /// `--max-handshakes`: see README "Handshake budget" for the sizing.
+    pub const MAX_HANDSHAKES: u32 = 1024;
+    pub const MAX_HANDSHAKES_PER_SOURCE: u32 = 128;
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
     pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 }
@@ -77,6 +84,8 @@ impl Default for Options {
                 idle: defaults::IDLE_TIMEOUT,
             },
             max_connections: defaults::MAX_CONNECTIONS,
+            max_handshakes: defaults::MAX_HANDSHAKES,
+            max_handshakes_per_source: defaults::MAX_HANDSHAKES_PER_SOURCE,
             drain_timeout: defaults::DRAIN_TIMEOUT,
             reload_interval: defaults::RELOAD_INTERVAL,
             netns: None,
@@ -222,6 +231,9 @@ impl Options {
         if self.max_connections == 0 {
             return bad("--max-connections must be at least 1".into());
         }
+        if self.max_handshakes == 0 || self.max_handshakes_per_source == 0 {
+            return bad("--max-handshakes and --max-handshakes-per-source must be at least 1".into());
+        }
         if !(1..=MAX_THREADS).contains(&self.threads) {
             return bad(format!("--worker-threads must be between 1 and {MAX_THREADS}, not {}", self.threads));
         }
@@ -266,7 +278,7 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
     let readiness = Readiness::new();
     let tls_token = readiness.token("tls material");
     let rules_token = plan.ingress.as_ref().map(|_| readiness.token("interception rules"));
-    let limits = Limits::new(opts.max_connections);
+    let limits = Limits::new(opts.max_connections, opts.max_handshakes, opts.max_handshakes_per_source);
 
     // Routes (metrics) are fixed up front.
     let mtls_route = Arc::new(Route::new("mtls", "ingress_mtls"));

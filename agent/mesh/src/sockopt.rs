@@ -89,14 +89,15 @@ pub fn bind_source(socket: &tokio::net::TcpSocket, local: SocketAddr) -> io::Res
     socket.bind(addr)
 }
 
-/// Closing `stream` after this sends a TCP reset instead of a FIN (`SO_LINGER` 0).
-pub fn reset_on_close(stream: &tokio::net::TcpStream) -> io::Result<()> {
-    SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO))
-}
-
 /// Per accepted connection: no Nagle delay (we write whole TLS records or whole reads).
 pub fn tune_accepted(stream: &tokio::net::TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)
+}
+
+/// `SO_LINGER` 0: closing the socket sends a reset instead of a FIN, so the app never takes
+/// an aborted stream for a complete one.
+pub fn reset_on_close(stream: &tokio::net::TcpStream) -> io::Result<()> {
+    SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO))
 }
 
 /// Reads back whether a socket is transparent (either family's option).

@@ -8,9 +8,10 @@
 //! strict about the server's name).
 //!
 //! Protocols: TLS 1.3 and TLS 1.2 with ECDHE + AEAD suites only; AES-GCM first (AES-NI),
-//! X25519 first. Servers issue stateless tickets and clients keep sessions, so repeated
-//! connections resume instead of paying a full handshake; [`TlsPolicy`] turns that off and
-//! picks the TLS 1.3 suites (`podmesh proxy --tls-resumption`, `--tls13-ciphers`).
+//! X25519MLKEM768 first ([`KeyExchange`]). Servers issue stateless tickets and clients keep
+//! sessions, so repeated connections resume instead of paying a full handshake;
+//! [`TlsPolicy`] turns that off, picks the TLS 1.3 suites and the key exchange
+//! (`podmesh proxy --tls-resumption`, `--tls13-ciphers`, `--key-exchange`).
 //!
 //! Resumption and identity: a resumed TLS 1.3 handshake carries no certificates, so the
 //! peer's chain is not verified again by rustls. Three bounds keep a resumed session from
@@ -64,24 +65,81 @@ pub enum TlsError {
     Config { what: &'static str, reason: String },
     #[error("TLS 1.3 cipher list {list:?}: {reason} (known: TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256)")]
     CipherList { list: String, reason: String },
+    #[error("key exchange {value:?}: use classical, hybrid (X25519MLKEM768 preferred) or pq-only")]
+    KeyExchange { value: String },
 }
 
 /// How long a session ticket can resume: the lifetime advertised to clients and enforced
 /// when the server decrypts the ticket.
 pub const MAX_TICKET_AGE: Duration = Duration::from_secs(3600);
 
-/// TLS knobs of the proxy: resumption on/off and the TLS 1.3 suites in preference order.
+/// TLS knobs of the proxy: resumption on/off, the TLS 1.3 suites in preference order, and
+/// the key exchange.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TlsPolicy {
     /// Servers issue tickets and clients resume; off = a full mTLS handshake every time.
     pub resumption: bool,
     /// TLS 1.3 suites (rustls names), most preferred first; `None` = the built-in order.
     pub tls13_ciphers: Option<Vec<String>>,
+    /// Which key exchange groups are offered and accepted.
+    pub key_exchange: KeyExchange,
 }
 
 impl Default for TlsPolicy {
     fn default() -> Self {
-        Self { resumption: true, tls13_ciphers: None }
+        Self { resumption: true, tls13_ciphers: None, key_exchange: KeyExchange::default() }
+    }
+}
+
+/// Key exchange of every handshake, ingress and egress (`--key-exchange`).
+///
+/// The host records all traffic, so a quantum computer of the future must not open today's
+/// sessions (harvest now, decrypt later): the default puts the hybrid X25519MLKEM768 first.
+/// rustls lets the client's order decide, sends a hybrid and an X25519 key share together
+/// (so a classical server costs no extra round trip), and a classical client (OpenSSL 3.0)
+/// still gets X25519 from a hybrid server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyExchange {
+    /// X25519, P-256, P-384 only.
+    Classical,
+    /// X25519MLKEM768 preferred, then the classical groups.
+    #[default]
+    Hybrid,
+    /// X25519MLKEM768 only, and so TLS 1.3 only: peers without ML-KEM are refused.
+    PqOnly,
+}
+
+impl KeyExchange {
+    pub const WORDS: [(&'static str, KeyExchange); 3] =
+        [("classical", KeyExchange::Classical), ("hybrid", KeyExchange::Hybrid), ("pq-only", KeyExchange::PqOnly)];
+
+    /// Parses `classical`, `hybrid` or `pq-only`.
+    pub fn parse(s: &str) -> Result<Self, TlsError> {
+        Self::WORDS
+            .iter()
+            .find(|(w, _)| w.eq_ignore_ascii_case(s.trim()))
+            .map(|(_, k)| *k)
+            .ok_or_else(|| TlsError::KeyExchange { value: s.to_string() })
+    }
+
+    fn groups(self) -> Vec<&'static dyn rustls::crypto::SupportedKxGroup> {
+        use aws_lc_rs::kx_group::{SECP256R1, SECP384R1, X25519, X25519MLKEM768};
+        match self {
+            KeyExchange::Classical => vec![X25519, SECP256R1, SECP384R1],
+            KeyExchange::Hybrid => vec![X25519MLKEM768, X25519, SECP256R1, SECP384R1],
+            KeyExchange::PqOnly => vec![X25519MLKEM768],
+        }
+    }
+
+    /// The protocol versions that can carry these groups (the hybrid exists in TLS 1.3 only).
+    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        const TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        const BOTH: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+        match self {
+            KeyExchange::PqOnly => TLS13_ONLY,
+            _ => BOTH,
+        }
     }
 }
 
@@ -118,18 +176,20 @@ pub fn parse_tls13_ciphers(list: &str) -> Result<Vec<String>, TlsError> {
     Ok(names)
 }
 
-/// The crypto provider of every configuration: aws-lc-rs, ECDHE + AEAD suites only.
+/// The crypto provider of every configuration: aws-lc-rs, ECDHE + AEAD suites only, the
+/// hybrid X25519MLKEM768 key exchange preferred ([`KeyExchange::Hybrid`]).
 ///
 /// AES-128-GCM leads, as in BoringSSL/Envoy: with AES-NI both AES sizes are far above
 /// line rate for a pod, and 128-bit keys are ~30 % less AES work per byte. OpenSSL peers
 /// prefer AES-256-GCM; `--tls13-ciphers` selects that when a like-for-like run matters.
 pub fn provider() -> Arc<CryptoProvider> {
-    provider_with(None)
+    provider_with(None, KeyExchange::default())
 }
 
-/// [`provider`] with the TLS 1.3 suites replaced by `tls13` (validated names, in order).
-fn provider_with(tls13: Option<&[String]>) -> Arc<CryptoProvider> {
-    use aws_lc_rs::{cipher_suite as cs, kx_group};
+/// [`provider`] with the TLS 1.3 suites replaced by `tls13` (validated names, in order) and
+/// the key exchange groups of `kx`.
+fn provider_with(tls13: Option<&[String]>, kx: KeyExchange) -> Arc<CryptoProvider> {
+    use aws_lc_rs::cipher_suite as cs;
     let tls13_suites = match tls13 {
         Some(names) => names.iter().filter_map(|n| tls13_suite(n)).collect(),
         None => default_tls13_suites(),
@@ -147,12 +207,10 @@ fn provider_with(tls13: Option<&[String]>) -> Arc<CryptoProvider> {
             ],
         ]
         .concat(),
-        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1, kx_group::X25519MLKEM768],
+        kx_groups: kx.groups(),
         ..aws_lc_rs::default_provider()
     })
 }
-
-const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// Parsed PEM contents of the tls dir, not yet validated.
 pub struct Material {
@@ -213,7 +271,8 @@ impl TlsConfigs {
 
     /// Validates `m` (file names from `dir`, for messages) and builds the configurations.
     pub fn from_material(dir: &Path, m: Material, now: UnixTime, policy: &TlsPolicy) -> Result<Self, TlsError> {
-        let provider = provider_with(policy.tls13_ciphers.as_deref());
+        let provider = provider_with(policy.tls13_ciphers.as_deref(), policy.key_exchange);
+        let versions = policy.key_exchange.versions();
         let ca_path = dir.join(MESH_CA_FILE);
         let chain_path = dir.join(CHAIN_FILE);
         let key_path = dir.join(KEY_FILE);
@@ -263,10 +322,11 @@ impl TlsConfigs {
 
         let certified = Arc::new(certified);
         let r = policy.resumption;
-        let mtls_server = server_config(provider.clone(), client_verifier.clone(), certified.clone(), r, "mTLS server")?;
-        let tls_server = server_config(provider.clone(), WebPkiClientVerifier::no_client_auth(), certified.clone(), r, "TLS server")?;
-        let client = client_config(provider.clone(), lenient_verifier, &m, r, "egress client")?;
-        let client_strict = client_config(provider, strict_verifier, &m, r, "strict egress client")?;
+        let (p, v) = (&provider, versions);
+        let mtls_server = server_config(p, v, client_verifier.clone(), certified.clone(), r, "mTLS server")?;
+        let tls_server = server_config(p, v, WebPkiClientVerifier::no_client_auth(), certified.clone(), r, "TLS server")?;
+        let client = client_config(p, v, lenient_verifier, &m, r, "egress client")?;
+        let client_strict = client_config(p, v, strict_verifier, &m, r, "strict egress client")?;
 
         Ok(Self {
             mtls_server,
@@ -300,15 +360,16 @@ impl TlsConfigs {
 }
 
 fn server_config(
-    provider: Arc<CryptoProvider>,
+    provider: &Arc<CryptoProvider>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
     verifier: Arc<dyn ClientCertVerifier>,
     certified: Arc<rustls::sign::CertifiedKey>,
     resumption: bool,
     what: &'static str,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let err = |e: rustls::Error| TlsError::Config { what, reason: e.to_string() };
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(VERSIONS)
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
         .map_err(err)?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
@@ -327,15 +388,16 @@ fn server_config(
 }
 
 fn client_config(
-    provider: Arc<CryptoProvider>,
+    provider: &Arc<CryptoProvider>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
     verifier: Arc<dyn ServerCertVerifier>,
     m: &Material,
     resumption: bool,
     what: &'static str,
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let err = |e: rustls::Error| TlsError::Config { what, reason: e.to_string() };
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(VERSIONS)
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
         .map_err(err)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
@@ -430,6 +492,33 @@ impl ServerCertVerifier for AnyNameVerifier {
     }
 }
 
+/// The identity a peer's leaf certificate claims, for logs: `CN=… SAN=…`. Only call it on
+/// a chain that was verified; on anything unparsable it says so instead of failing.
+pub fn peer_identity(chain: Option<&[CertificateDer<'_>]>) -> String {
+    use x509_parser::extensions::GeneralName;
+    let Some(leaf) = chain.and_then(|c| c.first()) else { return "no certificate".into() };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else { return "unparsable certificate".into() };
+    let cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or("-");
+    let sans: Vec<String> = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => d.to_string(),
+                GeneralName::URI(u) => u.to_string(),
+                GeneralName::IPAddress(b) => match <[u8; 4]>::try_from(*b) {
+                    Ok(v4) => std::net::Ipv4Addr::from(v4).to_string(),
+                    Err(_) => <[u8; 16]>::try_from(*b).map_or_else(|_| "?".into(), |v6| std::net::Ipv6Addr::from(v6).to_string()),
+                },
+                other => other.to_string(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    format!("CN={cn} SAN=[{}]", sans.join(","))
+}
+
 /// The server name for an egress remote: a DNS name or an IP address.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
@@ -451,10 +540,41 @@ mod tests {
             let e = parse_tls13_ciphers(bad).expect_err(bad).to_string();
             assert!(e.contains("TLS 1.3 cipher list") && !e.contains('\n'), "{e}");
         }
-        let p = provider_with(Some(&["TLS13_AES_256_GCM_SHA384".to_string()]));
+        let p = provider_with(Some(&["TLS13_AES_256_GCM_SHA384".to_string()]), KeyExchange::Hybrid);
         let tls13: Vec<_> = p.cipher_suites.iter().filter(|s| s.version() == &rustls::version::TLS13).collect();
         assert_eq!(tls13.len(), 1);
         assert_eq!(tls13[0].suite(), rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+    }
+
+    #[test]
+    fn key_exchange_words_parse_and_hybrid_comes_first() {
+        assert_eq!(KeyExchange::parse("classical").unwrap(), KeyExchange::Classical);
+        assert_eq!(KeyExchange::parse(" Hybrid ").unwrap(), KeyExchange::Hybrid);
+        assert_eq!(KeyExchange::parse("pq-only").unwrap(), KeyExchange::PqOnly);
+        for bad in ["", "pq", "mlkem", "hybrid,classical"] {
+            let e = KeyExchange::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("classical, hybrid") && e.contains(&format!("{bad:?}")), "{e}");
+        }
+        let names = |k: KeyExchange| provider_with(None, k).kx_groups.iter().map(|g| g.name()).collect::<Vec<_>>();
+        use rustls::NamedGroup as G;
+        assert_eq!(names(KeyExchange::default()), [G::X25519MLKEM768, G::X25519, G::secp256r1, G::secp384r1]);
+        assert_eq!(names(KeyExchange::Classical), [G::X25519, G::secp256r1, G::secp384r1]);
+        assert_eq!(names(KeyExchange::PqOnly), [G::X25519MLKEM768]);
+        assert_eq!(KeyExchange::PqOnly.versions().len(), 1, "the hybrid group exists in TLS 1.3 only");
+    }
+
+    #[test]
+    fn peer_identity_names_subject_and_sans_or_says_why_not() {
+        let mut params = rcgen::CertificateParams::new(vec!["pod.mesh".to_string()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::IpAddress("10.99.0.1".parse().unwrap()));
+        params.subject_alt_names.push(rcgen::SanType::IpAddress("fd99::1".parse().unwrap()));
+        params.distinguished_name.push(rcgen::DnType::CommonName, "web-0");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let chain = [cert.der().clone()];
+        assert_eq!(peer_identity(Some(&chain)), "CN=web-0 SAN=[pod.mesh,10.99.0.1,fd99::1]");
+        assert_eq!(peer_identity(None), "no certificate");
+        assert_eq!(peer_identity(Some(&[CertificateDer::from(vec![0x30, 0x03, 0x01])])), "unparsable certificate");
     }
 
     #[test]

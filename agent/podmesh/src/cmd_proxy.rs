@@ -48,6 +48,13 @@ pub struct Args {
     /// Maximum open proxied connections; more are closed at once.
     #[arg(long, default_value_t = defaults::MAX_CONNECTIONS)]
     max_connections: u32,
+    /// Maximum ingress connections still in their TLS handshake (not yet authenticated);
+    /// more are closed at once. They never count against --max-connections.
+    #[arg(long, default_value_t = defaults::MAX_HANDSHAKES, value_parser = clap::value_parser!(u32).range(1..))]
+    max_handshakes: u32,
+    /// Of those, at most this many from one source address (IPv6: one /64).
+    #[arg(long, default_value_t = defaults::MAX_HANDSHAKES_PER_SOURCE, value_parser = clap::value_parser!(u32).range(1..))]
+    max_handshakes_per_source: u32,
     /// On SIGTERM, how long open connections may finish.
     #[arg(long, default_value_t = Dur(defaults::DRAIN_TIMEOUT))]
     drain_timeout: Dur,
@@ -66,6 +73,11 @@ pub struct Args {
     /// ChaCha20-Poly1305.
     #[arg(long, env = "PODMESH_TLS13_CIPHERS", value_parser = parse_tls13_ciphers)]
     tls13_ciphers: Option<Tls13Ciphers>,
+    /// Key exchange of every handshake: `hybrid` offers and prefers X25519MLKEM768 (post-quantum
+    /// hybrid) and falls back to X25519/P-256/P-384; `classical` offers no ML-KEM; `pq-only`
+    /// refuses peers without X25519MLKEM768 (and so TLS 1.2).
+    #[arg(long, env = "PODMESH_KEY_EXCHANGE", default_value = "hybrid", value_name = "classical|hybrid|pq-only", value_parser = parse_key_exchange)]
+    key_exchange: mesh::tls::KeyExchange,
 }
 
 /// Validated `--tls13-ciphers` (a newtype: clap would read a bare `Vec` as repeated flags).
@@ -113,11 +125,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             idle: args.idle_timeout.0,
         },
         max_connections: args.max_connections,
+        max_handshakes: args.max_handshakes,
+        max_handshakes_per_source: args.max_handshakes_per_source,
         drain_timeout: args.drain_timeout.0,
         reload_interval: args.reload_interval.0,
         // Already inside it (see above): nft and ip run in our own namespace.
         netns: None,
-        tls: mesh::tls::TlsPolicy { resumption: args.tls_resumption, tls13_ciphers: args.tls13_ciphers.map(|c| c.0) },
+        tls: mesh::tls::TlsPolicy {
+            resumption: args.tls_resumption,
+            tls13_ciphers: args.tls13_ciphers.map(|c| c.0),
+            key_exchange: args.key_exchange,
+        },
         threads,
     };
     let config_json = serde_json::json!({ "config": config, "options": opts }).to_string();
@@ -138,4 +156,20 @@ fn default_threads() -> usize {
 
 fn parse_tls13_ciphers(s: &str) -> Result<Tls13Ciphers, String> {
     mesh::tls::parse_tls13_ciphers(s).map(Tls13Ciphers).map_err(|e| e.to_string())
+}
+
+fn parse_key_exchange(s: &str) -> Result<mesh::tls::KeyExchange, String> {
+    mesh::tls::KeyExchange::parse(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_exchange_parses_or_explains() {
+        assert_eq!(parse_key_exchange("pq-only"), Ok(mesh::tls::KeyExchange::PqOnly));
+        let e = parse_key_exchange("kyber").unwrap_err();
+        assert!(e.contains("\"kyber\"") && e.contains("classical, hybrid"), "{e}");
+    }
 }
