@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod evidence_cli;
+mod initdata_cli;
 
 #[derive(Parser)]
 #[command(name = "podmesh-coordinator", version, about = "podmesh coordinator: verifies TEE evidence against a manifest and issues mesh certificates")]
@@ -34,6 +35,8 @@ enum Command {
     Ca(ClientArgs),
     /// Inspect and verify TEE evidence files offline (prints the verified claims as JSON).
     Evidence(evidence_cli::Args),
+    /// Attested configuration: initdata digests (HOSTDATA / MRCONFIGID) and Contrast's annotations.
+    Initdata(initdata_cli::Args),
     /// Generate an owner token: prints the token on stdout, writes its SHA-256 (hex) to --hash-out.
     OwnerToken {
         /// Where to write the hash (pass this file to `serve --owner-token-file`).
@@ -221,6 +224,7 @@ async fn main() -> Result<()> {
         }
         Command::Ca(args) => print_json(&client(&args)?.ca().await?),
         Command::Evidence(args) => evidence_cli::run(args),
+        Command::Initdata(args) => initdata_cli::run(args),
         Command::OwnerToken { hash_out } => {
             let (token, hash) = owner::generate();
             coordinator::state::write_atomic(&hash_out, format!("{hash}\n").as_bytes(), 0o644)?;
