@@ -69,7 +69,9 @@ cargo_flag=(--release)
 [ "$cargo_profile" = debug ] && cargo_flag=()
 if [ "$cargo_build" = 1 ]; then
     progress "cargo build ${cargo_flag[*]} ${bins[*]}"
-    cargo build ${cargo_flag[@]+"${cargo_flag[@]}"} --locked $(printf -- '-p %s ' "${bins[@]}") --bins >&2
+    pkgs=()
+    for b in "${bins[@]}"; do pkgs+=(-p "$b"); done
+    cargo build ${cargo_flag[@]+"${cargo_flag[@]}"} --locked "${pkgs[@]}" --bins >&2
 fi
 for b in "${bins[@]}"; do
     [ -x "target/$cargo_profile/$b" ] || {
@@ -133,7 +135,7 @@ progress "mkosi build (first build ~1-2 min; cached ~30 s; log $work/mkosi-$prof
 # The sleeps get no inherited stdio: an orphaned sleep must not hold a caller's pipe open.
 : >"$work/mkosi-$profile.log"
 (
-    while sleep 20 </dev/null >/dev/null 2>&1 && kill -0 $$ 2>/dev/null; do
+    while sleep 20 >/dev/null 2>&1 && kill -0 $$ 2>/dev/null; do
         line=$(tail -n1 "$work/mkosi-$profile.log" 2>/dev/null | tr -cd '[:print:]' | cut -c1-90)
         progress "  mkosi: ${line:-working}"
     done

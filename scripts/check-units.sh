@@ -6,7 +6,9 @@
 #   2. `systemctl --root preset` with our preset files: every unit they enable must exist,
 #      and podmesh-deny.service must end up RequiredBy kata-agent.service.
 #   3. D-Bus policy files (units/*.conf) must be well-formed XML.
-#   4. Prints `systemd-analyze security --offline=true` exposure for each podmesh-*.service.
+#   4. The peer-pods drop-in (units/peer-pods/podmesh-.service.d/) verifies the same way with
+#      our units, applies to all three podmesh services and sets PODMESH_NETNS.
+#   5. Prints `systemd-analyze security --offline=true` exposure for each podmesh-*.service.
 # PODMESH_UNITS_DIR=DIR checks another directory (used to test this script on broken units).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +89,35 @@ for x in "$src"/*.conf; do
     python3 -c 'import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])' "$x" 2>/dev/null \
         || fail "$x is not well-formed XML"
 done
+
+# Peer-pods: the prefix drop-in on top of our units, in a second root.
+if [ -d "$src/peer-pods" ]; then
+    pp=$(mktemp -d /tmp/podmesh-units-pp.XXXXXX)
+    trap 'rm -rf "$root" "$pp"' EXIT
+    cp -a "$root/." "$pp/"
+    pp_dropins=()
+    for d in "$src"/peer-pods/*.d; do
+        cp -r "$d" "$pp/etc/systemd/system/"
+        pp_dropins+=("$(basename "$d")")
+    done
+    [ ${#pp_dropins[@]} -gt 0 ] || fail "$src/peer-pods/ has no drop-in directory"
+    for d in "${pp_dropins[@]}"; do
+        for u in podmesh-deny.service podmesh-attest.service podmesh-proxy.service; do
+            case "$u" in "${d%.service.d}"*) ;; *) fail "peer-pods drop-in $d does not apply to $u" ;; esac
+        done
+        grep -qx 'Environment=PODMESH_NETNS=podns' "$src/peer-pods/$d"/*.conf || fail "peer-pods drop-in $d does not set PODMESH_NETNS=podns"
+    done
+    echo "check-units: systemd-analyze verify with peer-pods drop-ins ${pp_dropins[*]}" >&2
+    out=$(cd "$pp" && systemd-analyze verify --man=no --root="$pp" "${units[@]}" 2>&1) || {
+        echo "$out" >&2
+        fail "systemd-analyze verify with the peer-pods drop-ins exited non-zero"
+    }
+    pp_re="($ours_re|$(printf '%s\n' "${pp_dropins[@]}" | sed 's/[.]/[.]/g' | paste -sd'|')|50-podns)"
+    if bad=$(printf '%s\n' "$out" | grep -E "$pp_re"); then
+        echo "$bad" >&2
+        fail "systemd-analyze verify reported problems with the peer-pods drop-ins"
+    fi
+fi
 
 # Hardening report (informational): one exposure line per podmesh service.
 for u in "${units[@]}"; do

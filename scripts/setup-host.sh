@@ -21,7 +21,7 @@ SRC
     rm -f /var/lib/apt/podmesh-updated
 fi
 
-base=(nftables iproute2 kmod fuse3 libfuse3-dev pkg-config openssl curl socat ncat
+base=(nftables iproute2 kmod fuse3 libfuse3-dev pkg-config openssl curl socat ncat shellcheck
       python3 python3-matplotlib jq systemd dbus)
 bench=(stunnel4 haproxy nginx-light libnginx-mod-stream iperf3 wrk nghttp2-client sslscan testssl.sh)
 image_bp=(mkosi qemu-system-x86 qemu-utils)

@@ -1,3 +1,6 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # sourced: its variables are read by the script that sources it
+# shellcheck disable=SC2086  # PODMESH_EXTRA_ARGS is a list of flags: split on purpose
 # Proxy pairs of the benchmark (sourced by run.sh). Each start_<pair> starts the
 # server-side proxy in $NS_S and the client-side proxy in $NS_C (start_bg), sets SRV_PID /
 # CLI_PID (0 = none) and the client-side endpoints EP_IPERF, EP_HTTP, EP_ECHO

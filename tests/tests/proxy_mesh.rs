@@ -35,6 +35,7 @@ fn server_plan() -> Plan {
         ingress: Some(IngressPlan {
             plaintext: vec![("plain".into(), PLAIN_APP)],
             tls_only: vec![("web".into(), TLS_ONLY_APP)],
+            udp: vec![],
         }),
         egress: vec![],
         admin_port: Some(ADMIN),

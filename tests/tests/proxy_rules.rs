@@ -9,7 +9,14 @@ use firewall::{
 use podmesh_tests::netns::{skip_unless_root, Pod};
 
 fn spec() -> Spec {
-    Spec { mtls_port: 15006, tls_port: 15007, passthrough_ports: vec![9090, 9901], tls_only_ports: vec![8443], mark: 0x1 }
+    Spec {
+        mtls_port: 15006,
+        tls_port: 15007,
+        passthrough_ports: vec![9090, 9901],
+        tls_only_ports: vec![8443],
+        udp_ports: vec![5353],
+        mark: 0x1,
+    }
 }
 
 #[test]

@@ -59,3 +59,21 @@ fn deny_unit_not_required_by_kata_agent_fails() {
     });
     assert!(!ok && err.contains("require podmesh-deny.service"), "{err}");
 }
+
+#[test]
+fn peer_pods_drop_in_is_verified_with_our_units() {
+    let (ok, err) = check_copy(|_| {});
+    assert!(ok && err.contains("with peer-pods drop-ins podmesh-.service.d"), "{err}");
+    let (ok, err) = check_copy(|d| append(&d.join("peer-pods/podmesh-.service.d/50-podns.conf"), "RestrictNamespacez=net"));
+    assert!(!ok && err.contains("Unknown key") && err.contains("50-podns.conf"), "{err}");
+}
+
+#[test]
+fn peer_pods_drop_in_without_the_netns_fails() {
+    let (ok, err) = check_copy(|d| {
+        let p = d.join("peer-pods/podmesh-.service.d/50-podns.conf");
+        let text = std::fs::read_to_string(&p).unwrap().replace("Environment=PODMESH_NETNS=podns", "");
+        std::fs::write(&p, text).unwrap();
+    });
+    assert!(!ok && err.contains("does not set PODMESH_NETNS=podns"), "{err}");
+}

@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # sourced: its variables are read by the script that sources it
 # The host side of the podVM tests and the demo: a simulated TEE chain, a manifest that admits
 # the podVM and a second pod by their SNP HOST_DATA, and podmesh-coordinator serving inside the
 # test's network namespace (the guest reaches it through the tap as 10.77.0.1). Source after

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The podVM stage of `make run` (scripts/run.sh sources this file and calls demo_vm).
 #
 #   1. builds the release binaries and the test image (image/build.sh --profile test);
@@ -32,6 +33,7 @@ demo_vm() {
         SECONDS=0  # the [vm Ns] progress lines count from the start of this demo
         local t0=$SECONDS work ns=pmvm-demo$$ pod2=pmdemo-pod2-$$ qemu_pid="" proxy_pid=""
         work=$(mktemp -d /tmp/pmvm-demo.XXXXXX)
+        # shellcheck disable=SC2317  # reached through the EXIT trap
         _demo_cleanup() {
             local rc=$? p
             set +e
@@ -41,16 +43,16 @@ demo_vm() {
             # stop QEMU itself, then run-qemu removes the tap.
             [ -s "$work/qemu.pid" ] && kill "$(cat "$work/qemu.pid")" 2>/dev/null
             [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
-            for p in $proxy_pid $qemu_pid; do wait "$p" 2>/dev/null; done
+            for p in ${proxy_pid:+"$proxy_pid"} ${qemu_pid:+"$qemu_pid"}; do wait "$p" 2>/dev/null; done
             cluster_stop
             ip netns del "$pod2" 2>/dev/null
             ip netns del "$ns" 2>/dev/null
-            if [ $rc -ne 0 ] || [ "${PMVM_KEEP:-0}" = 1 ]; then
-                echo "podVM demo: logs kept in $work ($(cd "$work" && ls *.log *.json 2>/dev/null | paste -sd " "))" >&2
+            if [ "$rc" -ne 0 ] || [ "${PMVM_KEEP:-0}" = 1 ]; then
+                echo "podVM demo: logs kept in $work ($(find "$work" -maxdepth 1 \( -name '*.log' -o -name '*.json' \) -printf '%f '))" >&2
             else
                 rm -rf "$work"
             fi
-            return $rc
+            return "$rc"
         }
         trap _demo_cleanup EXIT
         # Ctrl-C: jobs started with & ignore SIGINT in a script, and bash skips the EXIT trap
@@ -127,8 +129,7 @@ demo_vm() {
             CONTRAST_EGRESS_PROXY_CONFIG="$egress" "$PMVM_BIN/podmesh" proxy --tls-dir "$work/pod2-tls" \
             --cmdline /dev/null --drain-timeout 1s >"$work/pod2-proxy.log" 2>&1 &
         proxy_pid=$!
-        local i
-        for i in $(seq 1 100); do
+        for _ in $(seq 1 100); do
             grep -q proxy_ready "$work/pod2-proxy.log" && break
             kill -0 "$proxy_pid" 2>/dev/null || pmvm_die "pod2's podmesh proxy exited: $(tail -n3 "$work/pod2-proxy.log")"
             sleep 0.2
@@ -167,7 +168,7 @@ demo_vm() {
             awk -F'\t' '{ printf "  %8.3fs %s: %s\n", $1 / 1e6, $2, $3 }' >&2
         local deny kata cert ready
         deny=$(pmvm_event_usec "$J" deny_installed) || true
-        [ -n "$deny" ] || deny=$(pmvm_unit_job_usec "$J" podmesh-deny.service done) || true
+        [ -n "$deny" ] || deny=$(pmvm_unit_job_usec "$J" podmesh-deny.service "done") || true
         kata=$(pmvm_event_usec "$J" kata_agent_started) || true
         cert=$(pmvm_event_usec "$J" certificate_written podmesh-attest.service) || true
         ready=$(pmvm_event_usec "$J" proxy_ready podmesh-proxy.service) || true

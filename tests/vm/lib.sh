@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # sourced: its variables are read by the script that sources it
 # Shared by tests/vm/run.sh and scripts/run.sh: a host-side "cluster" for the podVM.
 #   - a network namespace (pmvm-*) whose tap device faces the guest (image/run-qemu --netns);
 #   - podmesh-coordinator serving inside it on 10.77.0.1, trusting the simulated TEE anchor;

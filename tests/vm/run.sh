@@ -104,7 +104,7 @@ if ! pmvm_wait "$J" 300 "PODMESH_EVENT=proxy_ready" '.PODMESH_EVENT == "proxy_re
 fi
 ready_wall=$((SECONDS - boot_t0))
 
-deny_done=$(pmvm_unit_job_usec "$J" podmesh-deny.service done)
+deny_done=$(pmvm_unit_job_usec "$J" podmesh-deny.service "done")
 deny_installed=$(pmvm_event_usec "$J" deny_installed)
 kata_start=$(pmvm_event_usec "$J" kata_agent_started)
 kata_table=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "kata_agent_started") | .PODMESH_DENY_TABLE_PRESENT' | head -n1)
@@ -149,8 +149,10 @@ in_ns() { ip netns exec "$ns" "$@"; }
 plain=$(in_ns timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8081" </dev/null 2>&1 || true)
 check "#true port 8081 answers in plaintext" grep -q "pmvm-app port 8081" <<<"$plain"
 raw=$(in_ns timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8080" </dev/null 2>&1 || true)
+# shellcheck disable=SC2016  # the script is bash -c's, its $1 is the argument
 check "mTLS port 8080 gives plaintext clients nothing from the app" bash -c '! grep -q "pmvm-app" <<<"$1"' _ "$raw"
 nocert=$(in_ns timeout 10 openssl s_client -quiet -ign_eof -connect "$PMVM_GUEST_IP:8080" </dev/null 2>&1 || true)
+# shellcheck disable=SC2016
 check "mTLS port 8080 refuses a TLS client without a certificate" bash -c '! grep -q "pmvm-app" <<<"$1"' _ "$nocert"
 client_tls=$work/client-tls
 if cluster_client_cert "$client_tls"; then
@@ -164,7 +166,6 @@ fi
 tls_only=$(in_ns timeout 10 openssl s_client -quiet -ign_eof -connect "$PMVM_GUEST_IP:8082" </dev/null 2>&1 || true)
 check "#false port 8082 answers over TLS without a client certificate" grep -q "pmvm-app port 8082" <<<"$tls_only"
 
-kernel_usec=0
 timeline=$(printf '%-22s %8s\n' "kernel start" "0.000" \
     "deny installed" "$(pmvm_ms "${deny_installed:-$deny_done}")" \
     "kata-agent start" "$(pmvm_ms "$kata_start")" \
@@ -191,6 +192,7 @@ else
     failures+=("broken config: deny table stays"); pmvm_log "FAIL deny table missing: $out"
 fi
 plain=$(in_ns timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8081" </dev/null 2>&1 || true)
+# shellcheck disable=SC2016
 check "broken config: port 8081 unreachable" bash -c '! grep -q "pmvm-app" <<<"$1"' _ "$plain"
 [ ${#failures[@]} -eq 0 ] || dump_podmesh_journal broken
 shutdown_guest broken

@@ -1,7 +1,14 @@
 //! What every connection handler shares: TLS configs, limits, timeouts, marks, metrics.
 
-use crate::{limits::Limits, metrics::Route, reload::TlsWatch};
+use crate::{
+    limits::Limits,
+    local::{self, LocalCheck, LocalError},
+    metrics::Route,
+    reload::TlsWatch,
+    sockopt,
+};
 use std::{
+    net::SocketAddr,
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
@@ -26,6 +33,8 @@ pub struct Shared {
     pub upstream_mark: u32,
     /// Our own listener ports (mTLS, TLS-only, admin): destinations we refuse (self-loop).
     pub own_ports: Vec<u16>,
+    /// Whether `bind()` proves an ingress destination local (see [`crate::local`]).
+    pub local: LocalCheck,
 }
 
 /// Counts a connection as active while alive.
@@ -50,11 +59,34 @@ impl Drop for Active {
 }
 
 /// Connects to `dest` from a socket with the upstream mark, within the connect timeout.
-pub async fn connect_upstream(dest: std::net::SocketAddr, shared: &Shared) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = crate::sockopt::upstream_socket(dest, shared.upstream_mark).map_err(std::io::Error::other)?;
+pub async fn connect_upstream(dest: SocketAddr, shared: &Shared) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = sockopt::upstream_socket(dest, shared.upstream_mark).map_err(std::io::Error::other)?;
+    connect(socket, dest, shared).await
+}
+
+/// `socket.connect(dest)` within the connect timeout.
+pub async fn connect(socket: tokio::net::TcpSocket, dest: SocketAddr, shared: &Shared) -> std::io::Result<tokio::net::TcpStream> {
     match tokio::time::timeout(shared.timeouts.connect, socket.connect(dest)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}
+
+/// The upstream socket of an ingress connection to `dest`, bound to `dest`'s own address.
+/// Only a local address binds, so the connection can never leave the pod.
+pub fn local_upstream(dest: SocketAddr, shared: &Shared) -> Result<tokio::net::TcpSocket, LocalError> {
+    let socket = sockopt::upstream_socket(dest, shared.upstream_mark)?;
+    if !shared.local.bind_proves(dest.ip()) {
+        match local::is_interface_address(dest.ip()) {
+            Ok(true) => {}
+            Ok(false) => return Err(LocalError::NotLocal(dest)),
+            Err(source) => return Err(LocalError::Check { addr: dest, source }),
+        }
+    }
+    match sockopt::bind_source(&socket, dest) {
+        Ok(()) => Ok(socket),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EADDRNOTAVAIL as i32) => Err(LocalError::NotLocal(dest)),
+        Err(source) => Err(LocalError::Check { addr: dest, source }),
     }
 }
 

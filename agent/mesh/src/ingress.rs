@@ -4,11 +4,18 @@
 //! upstream connection is opened only after the handshake completed: with TLS 1.3 a client
 //! without a valid certificate sees its own handshake finish before the alert arrives, and
 //! must never have caused a connection to the app.
+//!
+//! The original destination must be an address of the pod: the upstream socket is bound to
+//! it before the handshake, and a foreign one ends the connection with a reset, a
+//! `PODMESH_EVENT=ingress_refused` line and `podmesh_ingress_refused_total{destination}`
+//! (see [`crate::local`]). The interception table never sends such a connection here; this
+//! holds even if it did.
 
 use crate::{
     accept::accept_loop,
-    conn::{connect_upstream, Active, Shared},
+    conn::{self, Active, Shared},
     copy,
+    local::LocalError,
     metrics::{Failure, Route},
     sockopt,
 };
@@ -44,8 +51,12 @@ pub async fn serve(listener: TcpListener, kind: Arc<Listener>, shared: Arc<Share
     accept_loop(listener, shared.clone(), |stream| {
         let orig = stream.local_addr().ok()?;
         // The dual-stack listener reports IPv4 destinations as v4-mapped IPv6; the app may
-        // listen on 0.0.0.0 only, so connect upstream over real IPv4.
-        let orig = SocketAddr::new(orig.ip().to_canonical(), orig.port());
+        // listen on 0.0.0.0 only, so connect upstream over real IPv4. (Real IPv6 keeps its
+        // scope id: a link-local destination needs it.)
+        let orig = match orig {
+            SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => SocketAddr::new(orig.ip().to_canonical(), orig.port()),
+            other => other,
+        };
         if shared.own_ports.contains(&orig.port()) {
             kind.fallback()?.fail(Failure::SelfLoop);
             return None; // dropped: a connection to our own port would loop through us
@@ -65,6 +76,11 @@ pub async fn serve(listener: TcpListener, kind: Arc<Listener>, shared: Arc<Share
 async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &Shared, active: &Active) {
     let route = active.route();
     let _ = sockopt::tune_accepted(&stream);
+    // Before any TLS work: a destination that is not ours is never served.
+    let upstream = match conn::local_upstream(orig, shared) {
+        Ok(socket) => socket,
+        Err(e) => return refuse(&stream, orig, route, e),
+    };
     let current = shared.tls.borrow().clone();
     let config = match kind {
         Listener::Mtls { .. } => current.mtls_server.clone(),
@@ -94,7 +110,7 @@ async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &S
         }
     }
     drop(current);
-    let mut upstream = match connect_upstream(orig, shared).await {
+    let mut upstream = match conn::connect(upstream, orig, shared).await {
         Ok(s) => s,
         Err(e) => {
             route.fail(Failure::Upstream);
@@ -107,4 +123,27 @@ async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &S
     if let Err(e) = copy::bidirectional(&mut tls, &mut upstream, shared.timeouts.idle, counters).await {
         tracing::debug!("ingress connection to {orig} ended: {e}");
     }
+}
+
+/// Ends a connection whose upstream cannot be opened with a reset (the client must not take
+/// it for an orderly end), counting and logging a foreign destination.
+fn refuse(stream: &TcpStream, orig: SocketAddr, route: &Route, e: LocalError) {
+    let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |p| p.to_string());
+    match e {
+        LocalError::NotLocal(_) => {
+            route.refuse(orig);
+            tracing::warn!(
+                PODMESH_EVENT = "ingress_refused",
+                destination = %orig,
+                peer = %peer,
+                route = %route.name,
+                "ingress connection from {peer} refused: {e} (never forwarded)"
+            );
+        }
+        _ => {
+            route.fail(Failure::Upstream);
+            tracing::warn!(PODMESH_EVENT = "ingress_upstream_failed", destination = %orig, peer = %peer, "{e}");
+        }
+    }
+    let _ = sockopt::reset_on_close(stream);
 }

@@ -3,7 +3,9 @@
 //! Configuration: [`config`], the Contrast-compatible grammar (`CONTRAST_*_PROXY_CONFIG`).
 //!
 //! Data plane (`podmesh proxy`):
-//! - [`proxy`]: lifecycle: TLS, listeners, interception, readiness, drain.
+//! - [`proxy`]: start (TLS, listeners, interception, readiness) and drain.
+//! - [`lifecycle`]: shutdown signal, sd-notify, exit codes, opening the pod.
+//! - [`tls_dir`]: the tls dir contract (location, file names, atomic writes).
 //! - [`ingress`] / [`egress`]: TPROXY'd (m)TLS termination; mTLS origination from 127.x.
 //! - [`tls`] + [`reload`]: validated rustls configs from the tls dir, hot reloaded.
 //! - [`accept`] + [`event_loops`]: the accept loop of every listener, run on one or more
@@ -11,6 +13,7 @@
 //! - [`copy`]: bidirectional copy with pooled buffers, half-close and idle timeout.
 //! - [`ephemeral_ports`]: warns when a listener port may be taken as an ephemeral port.
 //! - [`sockopt`]: transparent listeners and marked upstream sockets.
+//! - [`local`]: whether an original destination is one of the pod's own addresses.
 //! - [`readiness`], [`limits`], [`metrics`], [`admin`]: tokens, connection limit and drain,
 //!   counters, the admin HTTP endpoints.
 #![deny(unsafe_code)]
@@ -24,12 +27,15 @@ pub mod egress;
 pub mod ephemeral_ports;
 pub mod event_loops;
 pub mod ingress;
+pub mod lifecycle;
 pub mod limits;
+pub mod local;
 pub mod metrics;
 pub mod proxy;
 pub mod readiness;
 pub mod reload;
 pub mod sockopt;
 pub mod tls;
+pub mod tls_dir;
 
 pub use conn::Timeouts;

@@ -5,7 +5,11 @@
 
 use std::{
     fmt::Write,
-    sync::atomic::{AtomicU64, Ordering},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
 };
 
 /// Why a connection failed before or while being proxied.
@@ -27,10 +31,12 @@ pub enum Failure {
     Limit,
     /// Arrived on a listener that does not serve its destination port.
     WrongListener,
+    /// Its original destination is not an address of the pod: never forwarded.
+    NotLocal,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 8] = [
+    pub const ALL: [Failure; 9] = [
         Failure::HandshakeTimeout,
         Failure::NoClientCert,
         Failure::BadCertificate,
@@ -39,6 +45,7 @@ impl Failure {
         Failure::SelfLoop,
         Failure::Limit,
         Failure::WrongListener,
+        Failure::NotLocal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +58,7 @@ impl Failure {
             Failure::SelfLoop => "self_loop",
             Failure::Limit => "limit",
             Failure::WrongListener => "wrong_listener",
+            Failure::NotLocal => "not_local",
         }
     }
 
@@ -87,7 +95,13 @@ pub struct Route {
     pub handshakes_full: AtomicU64,
     pub handshakes_resumed: AtomicU64,
     failures: [AtomicU64; Failure::ALL.len()],
+    /// Refused foreign destinations and how often, at most [`MAX_REFUSED`] distinct ones (the
+    /// host picks them, so the list is bounded); the rest count as `other`.
+    refused: Mutex<Vec<(Option<SocketAddr>, u64)>>,
 }
+
+/// Distinct refused destinations kept per route.
+pub const MAX_REFUSED: usize = 16;
 
 impl Route {
     pub fn new(name: impl Into<String>, kind: &'static str) -> Self {
@@ -102,6 +116,21 @@ impl Route {
             handshakes_full: AtomicU64::new(0),
             handshakes_resumed: AtomicU64::new(0),
             failures: Default::default(),
+            refused: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts a connection refused because `dest` is not an address of the pod.
+    pub fn refuse(&self, dest: SocketAddr) {
+        self.fail(Failure::NotLocal);
+        let mut list = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let key = match list.iter().any(|(d, _)| *d == Some(dest)) || list.len() < MAX_REFUSED {
+            true => Some(dest),
+            false => None,
+        };
+        match list.iter_mut().find(|(d, _)| *d == key) {
+            Some((_, n)) => *n += 1,
+            None => list.push((key, 1)),
         }
     }
 
@@ -172,6 +201,14 @@ pub fn render(routes: &[std::sync::Arc<Route>]) -> String {
             );
         }
     }
+    let name = "podmesh_ingress_refused_total";
+    let _ = writeln!(out, "# HELP {name} Ingress connections refused: their destination is not an address of the pod.\n# TYPE {name} counter");
+    for r in routes {
+        for (dest, n) in r.refused.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let dest = dest.map_or_else(|| "other".to_string(), |d| d.to_string());
+            let _ = writeln!(out, "{name}{{route=\"{}\",kind=\"{}\",destination=\"{dest}\"}} {n}", escape(&r.name), r.kind);
+        }
+    }
     out
 }
 
@@ -193,6 +230,23 @@ mod tests {
         assert!(text.contains("podmesh_connections_total{route=\"web\\\"x\",kind=\"ingress_tls\"} 3"), "{text}");
         assert!(text.contains("reason=\"no_client_cert\"} 1"), "{text}");
         assert!(text.contains("# TYPE podmesh_connections_active gauge"));
+    }
+
+    #[test]
+    fn refused_destinations_are_named_and_bounded() {
+        let r = Arc::new(Route::new("mtls", "ingress_mtls"));
+        r.refuse("192.0.2.1:8080".parse().unwrap());
+        r.refuse("192.0.2.1:8080".parse().unwrap());
+        r.refuse("[2001:db8::1]:8080".parse().unwrap());
+        for port in 0..100 {
+            r.refuse(SocketAddr::from(([198, 51, 100, 1], port)));
+        }
+        let text = render(&[r.clone()]);
+        assert!(text.contains("podmesh_ingress_refused_total{route=\"mtls\",kind=\"ingress_mtls\",destination=\"192.0.2.1:8080\"} 2"), "{text}");
+        assert!(text.contains("destination=\"[2001:db8::1]:8080\"} 1"), "{text}");
+        assert!(text.contains("destination=\"other\"} 86"), "{text}");
+        assert_eq!(text.matches("podmesh_ingress_refused_total{").count(), MAX_REFUSED + 1, "{text}");
+        assert_eq!(r.failures(Failure::NotLocal), 103);
     }
 
     #[test]

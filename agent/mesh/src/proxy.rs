@@ -46,23 +46,39 @@ pub struct Options {
     pub threads: usize,
 }
 
+/// The defaults of [`Options`], which are also the defaults of `podmesh proxy`'s flags.
+pub mod defaults {
+    use std::time::Duration;
+    pub const MTLS_PORT: u16 = 15006;
+    pub const TLS_PORT: u16 = 15007;
+    pub const TPROXY_MARK: u32 = 0x1;
+    pub const ROUTE_TABLE: u32 = 100;
+    pub const UPSTREAM_MARK: u32 = 0x2;
+    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    pub const MAX_CONNECTIONS: u32 = 65_536;
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+    pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {
-            tls_dir: PathBuf::from("/run/podmesh/tls"),
-            mtls_port: 15006,
-            tls_port: 15007,
-            tproxy_mark: 0x1,
-            route_table: 100,
-            upstream_mark: 0x2,
+            tls_dir: PathBuf::from(crate::tls_dir::DEFAULT_DIR),
+            mtls_port: defaults::MTLS_PORT,
+            tls_port: defaults::TLS_PORT,
+            tproxy_mark: defaults::TPROXY_MARK,
+            route_table: defaults::ROUTE_TABLE,
+            upstream_mark: defaults::UPSTREAM_MARK,
             timeouts: Timeouts {
-                handshake: Duration::from_secs(10),
-                connect: Duration::from_secs(5),
-                idle: Duration::from_secs(3600),
+                handshake: defaults::HANDSHAKE_TIMEOUT,
+                connect: defaults::CONNECT_TIMEOUT,
+                idle: defaults::IDLE_TIMEOUT,
             },
-            max_connections: 65_536,
-            drain_timeout: Duration::from_secs(20),
-            reload_interval: Duration::from_secs(1),
+            max_connections: defaults::MAX_CONNECTIONS,
+            drain_timeout: defaults::DRAIN_TIMEOUT,
+            reload_interval: defaults::RELOAD_INTERVAL,
             netns: None,
             tls: tls::TlsPolicy::default(),
             threads: 1,
@@ -85,6 +101,8 @@ pub struct IngressPlan {
     pub plaintext: Vec<(String, u16)>,
     /// `#false` entries: TLS without client certificate.
     pub tls_only: Vec<(String, u16)>,
+    /// `PODMESH_INGRESS_UDP`: UDP ports open to new inbound flows (all other non-TCP stays out).
+    pub udp: Vec<(String, u16)>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -110,6 +128,7 @@ impl Plan {
                         IngressMode::TlsOnly => plan.tls_only.push((e.name.clone(), e.port)),
                     }
                 }
+                plan.udp = config.ingress_udp.iter().map(|u| (u.name.clone(), u.port)).collect();
                 Some(plan)
             }
         };
@@ -210,8 +229,8 @@ impl Options {
     }
 }
 
-/// Runs the proxy until `shutdown` resolves, then drains. `on_ready` runs once, right after
-/// the deny table is gone (the caller sends `READY=1`).
+/// Runs the proxy until `shutdown` resolves, then drains: [`start`], open the pod (remove
+/// the deny table), `on_ready` (the caller sends `READY=1`), serve, [`Running::drain`].
 pub async fn run(
     plan: Plan,
     opts: Options,
@@ -219,6 +238,29 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(),
 ) -> Result<(), ProxyError> {
+    let mut running = start(plan, opts, config_json).await?;
+    let removed = running.open_pod().await?;
+    on_ready();
+    running.serve(removed);
+    shutdown.await;
+    running.drain().await;
+    Ok(())
+}
+
+/// A started proxy: every listener bound and registered on every event loop, interception
+/// installed, accepting. The pod is still closed until [`Running::open_pod`].
+pub struct Running {
+    plan: Plan,
+    opts: Options,
+    limits: Limits,
+    tasks: tokio::task::JoinSet<()>,
+    threads: Threads,
+    reloader: Option<Reloader>,
+}
+
+/// Startup: TLS material, listeners, event loops, interception. Any error returns before
+/// the deny table is touched, so the pod stays closed.
+pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Running, ProxyError> {
     opts.check(&plan)?;
     let netns = opts.netns.clone();
     let readiness = Readiness::new();
@@ -276,6 +318,7 @@ pub async fn run(
         timeouts: opts.timeouts,
         upstream_mark: opts.upstream_mark,
         own_ports,
+        local: crate::local::LocalCheck::new(),
     });
 
     // Listeners: bound now (a port in use fails startup), served once ready.
@@ -329,6 +372,7 @@ pub async fn run(
             tls_port: opts.tls_port,
             passthrough_ports: passthrough,
             tls_only_ports: ingress.tls_only.iter().map(|(_, p)| *p).collect(),
+            udp_ports: ingress.udp.iter().map(|(_, p)| *p).collect(),
             mark: opts.tproxy_mark,
         };
         let routes = firewall::routes::RouteSpec { mark: opts.tproxy_mark, table: opts.route_table };
@@ -344,46 +388,64 @@ pub async fn run(
         drop(rules_token);
     }
 
-    // All tokens are gone: open the pod, then tell systemd.
+    // All tokens are gone: accept (the deny table still keeps the pod closed).
     readiness.wait().await;
     mine.spawn(&mut tasks);
     threads.serve();
-    let ns = netns.clone();
-    let removed = tokio::task::spawn_blocking(move || firewall::deny::remove(ns.as_deref()).map_err(ProxyError::from))
-        .await
-        .map_err(|e| ProxyError::Task(e.to_string()))??;
-    on_ready();
-    tracing::info!(
-        PODMESH_EVENT = "proxy_ready",
-        "proxy ready: ingress {}, {} egress entr{}, deny table {}",
-        match &plan.ingress {
-            None => "disabled".to_string(),
-            Some(i) => format!("intercepted (mTLS :{}, {} TLS-only, {} plaintext port(s))", opts.mtls_port, i.tls_only.len(), i.plaintext.len()),
-        },
-        plan.egress.len(),
-        if plan.egress.len() == 1 { "y" } else { "ies" },
-        if removed { "removed" } else { "was not installed" }
-    );
-    tasks.spawn(reloader.run(opts.reload_interval));
+    Ok(Running { plan, opts, limits, tasks, threads, reloader: Some(reloader) })
+}
 
-    shutdown.await;
-    tracing::info!(PODMESH_EVENT = "proxy_draining", "shutdown requested: not accepting, draining {} connection(s) for up to {:?}", limits.active(), opts.drain_timeout);
-    let left = limits.drain(opts.drain_timeout).await;
-    tasks.abort_all();
-    threads.stop().await;
-    if let Some(_ingress) = &plan.ingress {
-        // The interception table stays: with the listeners gone it rejects (fail closed)
-        // until the next start replaces it. Only the routes go.
-        let routes = firewall::routes::RouteSpec { mark: opts.tproxy_mark, table: opts.route_table };
-        let ns = netns.clone();
-        match tokio::task::spawn_blocking(move || firewall::routes::remove(routes, ns.as_deref())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(PODMESH_EVENT = "routes_remove_failed", "{e}"),
-            Err(e) => tracing::warn!(PODMESH_EVENT = "routes_remove_failed", "{e}"),
+impl Running {
+    /// Opens the pod (see [`crate::lifecycle::open_pod`]); returns whether the table was there.
+    pub async fn open_pod(&self) -> Result<bool, ProxyError> {
+        let ns = self.opts.netns.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::lifecycle::open_pod(ns.as_deref(), "the mesh proxy intercepts every inbound connection").map_err(ProxyError::from)
+        })
+        .await
+        .map_err(|e| ProxyError::Task(e.to_string()))?
+    }
+
+    /// Logs `proxy_ready` and starts watching the tls dir for renewed material.
+    pub fn serve(&mut self, deny_removed: bool) {
+        let (plan, opts) = (&self.plan, &self.opts);
+        tracing::info!(
+            PODMESH_EVENT = "proxy_ready",
+            "proxy ready: ingress {}, {} egress entr{}, deny table {}",
+            match &plan.ingress {
+                None => "disabled".to_string(),
+                Some(i) => format!("intercepted (mTLS :{}, {} TLS-only, {} plaintext port(s))", opts.mtls_port, i.tls_only.len(), i.plaintext.len()),
+            },
+            plan.egress.len(),
+            if plan.egress.len() == 1 { "y" } else { "ies" },
+            if deny_removed { "removed" } else { "was not installed" }
+        );
+        if let Some(reloader) = self.reloader.take() {
+            self.tasks.spawn(reloader.run(opts.reload_interval));
         }
     }
-    tracing::info!(PODMESH_EVENT = "proxy_stopped", "proxy stopped ({left} connection(s) cut at the drain deadline)");
-    Ok(())
+
+    /// Stops accepting, lets open connections finish for up to `--drain-timeout`, removes
+    /// the policy routes. The interception table stays (fail closed).
+    pub async fn drain(mut self) {
+        let opts = &self.opts;
+        tracing::info!(PODMESH_EVENT = "proxy_draining", "shutdown requested: not accepting, draining {} connection(s) for up to {:?}", self.limits.active(), opts.drain_timeout);
+        let left = self.limits.drain(opts.drain_timeout).await;
+        self.tasks.abort_all();
+        self.threads.stop().await;
+        if self.plan.ingress.is_some() {
+            // The interception table stays: with the listeners gone it rejects (fail closed)
+            // until the next start replaces it. Only the routes go.
+            let routes = firewall::routes::RouteSpec { mark: opts.tproxy_mark, table: opts.route_table };
+            let ns = opts.netns.clone();
+            match tokio::task::spawn_blocking(move || firewall::routes::remove(routes, ns.as_deref())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(PODMESH_EVENT = "routes_remove_failed", "{e}"),
+                Err(e) => tracing::warn!(PODMESH_EVENT = "routes_remove_failed", "{e}"),
+            }
+        }
+        tracing::info!(PODMESH_EVENT = "proxy_stopped", "proxy stopped ({left} connection(s) cut at the drain deadline)");
+    }
 }
 
 /// Most event-loop threads `--worker-threads` may ask for.

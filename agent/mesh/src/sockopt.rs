@@ -79,6 +79,21 @@ pub fn upstream_socket(dest: SocketAddr, mark: u32) -> Result<tokio::net::TcpSoc
     Ok(socket)
 }
 
+/// Binds `socket` to `local`'s address with port 0 before `connect`. With
+/// `IP_BIND_ADDRESS_NO_PORT` the port is picked at `connect` (4-tuple sharing, no port held
+/// meanwhile). Fails with `EADDRNOTAVAIL` when the address is not local (see [`crate::local`]).
+pub fn bind_source(socket: &tokio::net::TcpSocket, local: SocketAddr) -> io::Result<()> {
+    nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)?;
+    let mut addr = local;
+    addr.set_port(0);
+    socket.bind(addr)
+}
+
+/// Closing `stream` after this sends a TCP reset instead of a FIN (`SO_LINGER` 0).
+pub fn reset_on_close(stream: &tokio::net::TcpStream) -> io::Result<()> {
+    SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO))
+}
+
 /// Per accepted connection: no Nagle delay (we write whole TLS records or whole reads).
 pub fn tune_accepted(stream: &tokio::net::TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)

@@ -38,10 +38,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-/// File names inside the tls dir (Contrast-compatible).
-pub const MESH_CA_FILE: &str = "mesh-ca.pem";
-pub const CHAIN_FILE: &str = "certChain.pem";
-pub const KEY_FILE: &str = "key.pem";
+/// File names inside the tls dir (owned by [`crate::tls_dir`]).
+pub use crate::tls_dir::{CERT_CHAIN_FILE as CHAIN_FILE, KEY_FILE, MESH_CA_FILE};
 
 /// Why TLS material was rejected. One line naming the file and the reason.
 #[derive(Debug, thiserror::Error)]

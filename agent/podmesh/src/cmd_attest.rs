@@ -1,19 +1,18 @@
 //! `podmesh attest`: prove this VM to the coordinator and keep the mesh certificate fresh.
 //!
 //! Every setting comes from a flag, else the environment (`PODMESH_*`, also via the unit's
-//! EnvironmentFile), else the kernel command line (`podmesh.<name>=`).
+//! EnvironmentFile), else `--env-file`, else the kernel command line (`podmesh.<name>=`): the
+//! same loader, and so the same answer to "is a mesh configured", as `podmesh proxy`.
 
 use crate::attest::coordinator::Coordinator;
 use crate::attest::coordinator_tls::{parse_fingerprint, Trust};
 use crate::attest::daemon::{self, DaemonError, Settings};
-use crate::attest::{cert_info, endpoint::Endpoint, kernel_cmdline};
+use crate::attest::{cert_info, endpoint::Endpoint};
+use crate::cli::{Dur, NetnsArg, SourceArgs, TlsDirArg};
 use anyhow::Context;
+use mesh::lifecycle::{EXIT_CONFIG, EXIT_NO_TEE};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-
-/// Exit code for configuration errors (EX_CONFIG); the unit does not restart on it.
-const EXIT_CONFIG: u8 = 78;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,9 +26,10 @@ pub struct Args {
     /// [podmesh.coordinator_fingerprint=]. With neither option: trust on first use (warned).
     #[arg(long, env = "PODMESH_COORDINATOR_FINGERPRINT", value_name = "SHA256")]
     coordinator_fingerprint: Option<String>,
-    /// Where mesh-ca.pem, certChain.pem, key.pem and coordinator-root-ca.pem go
-    #[arg(long, env = "PODMESH_TLS_DIR", default_value = "/run/podmesh/tls")]
-    tls_dir: PathBuf,
+    #[command(flatten)]
+    tls_dir: TlsDirArg,
+    #[command(flatten)]
+    sources: SourceArgs,
     /// configfs-tsm mount point
     #[arg(long, env = "PODMESH_TSM_ROOT", default_value = tee::tsm::DEFAULT_ROOT)]
     tsm_root: PathBuf,
@@ -40,33 +40,29 @@ pub struct Args {
     /// unreachable (or not configured) [podmesh.open_without_coordinator]
     #[arg(long, env = "PODMESH_OPEN_WITHOUT_COORDINATOR")]
     open_without_coordinator: bool,
-    /// Network namespace holding the pod's deny table (peer-pods: podns); default: our own
-    #[arg(long, env = "PODMESH_NETNS")]
-    netns: Option<String>,
+    /// The deny table removed when no mesh is configured lives there.
+    #[command(flatten)]
+    netns: NetnsArg,
     /// First retry delay (e.g. 500ms, 2s)
-    #[arg(long, env = "PODMESH_BACKOFF_INITIAL", default_value = "1s", value_parser = parse_duration)]
-    backoff_initial: Duration,
+    #[arg(long, env = "PODMESH_BACKOFF_INITIAL", default_value = "1s")]
+    backoff_initial: Dur,
     /// Longest retry delay
-    #[arg(long, env = "PODMESH_BACKOFF_MAX", default_value = "60s", value_parser = parse_duration)]
-    backoff_max: Duration,
+    #[arg(long, env = "PODMESH_BACKOFF_MAX", default_value = "60s")]
+    backoff_max: Dur,
     /// Deadline for one request to the coordinator
-    #[arg(long, env = "PODMESH_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    request_timeout: Duration,
+    #[arg(long, env = "PODMESH_REQUEST_TIMEOUT", default_value = "10s")]
+    request_timeout: Dur,
     /// Do not publish status on the system bus
     #[arg(long, env = "PODMESH_NO_DBUS")]
     no_dbus: bool,
     /// Exit 0 after the first certificate is written (no renewal)
     #[arg(long)]
     once: bool,
-    /// Kernel command line to read podmesh.* settings from
-    #[arg(long, default_value = "/proc/cmdline", hide = true)]
-    kernel_cmdline: PathBuf,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    let cmdline = std::fs::read_to_string(&args.kernel_cmdline).unwrap_or_default();
-    let settings = match runtime.block_on(settings(args, &cmdline)) {
+    let settings = match runtime.block_on(settings(args)) {
         Ok(Some(s)) => s,
         Ok(None) => return Ok(ExitCode::SUCCESS),
         Err(e) => {
@@ -78,31 +74,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e @ DaemonError::NoTee(_)) => {
             tracing::error!(PODMESH_EVENT = "no_tee", "{e}; the deny table stays in place");
-            Ok(ExitCode::from(daemon::EXIT_NO_TEE))
+            Ok(ExitCode::from(EXIT_NO_TEE))
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// Resolve flags/env/kernel command line. `None`: nothing to do (opened without coordinator).
-async fn settings(args: Args, cmdline: &str) -> anyhow::Result<Option<Settings>> {
-    let from_cmdline = |key: &str| kernel_cmdline::value(cmdline, &format!("podmesh.{key}")).filter(|v| !v.is_empty());
-    let open_without_coordinator =
-        args.open_without_coordinator || kernel_cmdline::flag(cmdline, "podmesh.open_without_coordinator");
-    let mesh_configured = mesh_configured(&args.kernel_cmdline)?;
-    let Some(address) = args.coordinator.clone().or_else(|| from_cmdline("coordinator")) else {
+/// Resolve flags/env/env-file/kernel command line. `None`: nothing to do (opened without
+/// coordinator).
+async fn settings(args: Args) -> anyhow::Result<Option<Settings>> {
+    // An invalid mesh configuration is an error: nobody may open the pod.
+    let loaded = args.sources.load().context("mesh configuration")?;
+    loaded.log_warnings();
+    let mesh_configured = loaded.mesh.is_some();
+    let open_without_coordinator = args.open_without_coordinator || loaded.flag("open_without_coordinator")?;
+    let netns = args.netns.name;
+    let Some(address) = args.coordinator.clone().or(loaded.value("coordinator")?) else {
         if open_without_coordinator && !mesh_configured {
             tracing::warn!(PODMESH_EVENT = "no_coordinator", "no coordinator configured and no mesh: opening the pod without a certificate (--open-without-coordinator)");
-            let was = firewall::deny::remove(args.netns.as_deref())?;
-            tracing::warn!(PODMESH_EVENT = "deny_removed", "deny table {}", if was { "removed" } else { "was already absent" });
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            mesh::lifecycle::open_pod(netns.as_deref(), "no coordinator and no mesh configured (--open-without-coordinator)")?;
+            mesh::lifecycle::notify_ready(None, None);
             return Ok(None);
         }
         anyhow::bail!("no coordinator configured: set --coordinator, PODMESH_COORDINATOR or podmesh.coordinator= on the kernel command line");
     };
     let endpoint: Endpoint = address.parse()?;
-    let root_ca = args.coordinator_root_ca.clone().or_else(|| from_cmdline("coordinator_root_ca").map(PathBuf::from));
-    let fingerprint = args.coordinator_fingerprint.clone().or_else(|| from_cmdline("coordinator_fingerprint"));
+    let root_ca = args.coordinator_root_ca.clone().or(loaded.value("coordinator_root_ca")?.map(PathBuf::from));
+    let fingerprint = args.coordinator_fingerprint.clone().or(loaded.value("coordinator_fingerprint")?);
     let trust = match (root_ca, fingerprint) {
         (Some(_), Some(_)) => anyhow::bail!("set either a coordinator root CA or a coordinator fingerprint, not both"),
         (Some(path), None) => {
@@ -127,59 +125,22 @@ async fn settings(args: Args, cmdline: &str) -> anyhow::Result<Option<Settings>>
             Trust::Fingerprint(_) => "verified against the configured fingerprint",
             Trust::FirstUse => "TRUST ON FIRST USE",
         },
-        args.tls_dir.display(),
+        args.tls_dir.path.display(),
         if mesh_configured { "configured: the proxy opens the pod" } else { "not configured: this daemon opens the pod" },
     );
     Ok(Some(Settings {
-        coordinator: Coordinator::new(endpoint, trust, args.request_timeout)?,
-        tls_dir: args.tls_dir,
+        coordinator: Coordinator::new(endpoint, trust, args.request_timeout.0)?,
+        tls_dir: args.tls_dir.path,
         tsm_root: args.tsm_root,
         privlevel: args.tsm_privlevel,
         mesh_configured,
         open_without_coordinator,
-        netns: args.netns,
-        backoff_initial: args.backoff_initial,
-        backoff_max: args.backoff_max,
+        netns,
+        backoff_initial: args.backoff_initial.0,
+        backoff_max: args.backoff_max.0,
         dbus: !args.no_dbus,
         once: args.once,
     }))
-}
-
-/// Whether the proxy config grammar finds a mesh (then the proxy removes the deny table).
-/// An invalid configuration is an error: nobody opens the pod.
-fn mesh_configured(cmdline: &std::path::Path) -> anyhow::Result<bool> {
-    let sources = mesh::config::Sources::system(None, Some(cmdline)).context("reading the mesh configuration")?;
-    Ok(mesh::config::load(&sources).context("mesh configuration")?.is_some())
-}
-
-/// `500ms`, `2s`, `5m`, `1h`, or plain seconds.
-fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let s = raw.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| format!("{raw:?} is not a duration like 500ms, 2s, 5m or 1h"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{raw:?} is not a duration like 500ms, 2s, 5m or 1h")),
-    };
-    Ok(d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        for bad in ["", "s", "1x", "-1s", "1.5s", "99999999999999999999999s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -199,11 +160,11 @@ mod settings_tests {
         let dir = tempfile::tempdir().unwrap();
         let cmdline_file = dir.path().join("cmdline");
         std::fs::write(&cmdline_file, cmdline).unwrap();
-        let mut full = vec!["attest", "--kernel-cmdline", cmdline_file.to_str().unwrap()];
+        let mut full = vec!["attest", "--cmdline", cmdline_file.to_str().unwrap()];
         full.extend_from_slice(argv);
         let cli = Cli::try_parse_from(full).map_err(|e| e.to_string())?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(settings(cli.args, cmdline)).map_err(|e| format!("{e:#}"))
+        rt.block_on(settings(cli.args)).map_err(|e| format!("{e:#}"))
     }
 
     fn err(argv: &[&str], cmdline: &str) -> String {
@@ -245,5 +206,30 @@ mod settings_tests {
         assert!(s.open_without_coordinator);
         let s = resolve(&["--coordinator", "c:1"], "podmesh.ingress=web#8080#true").unwrap().unwrap();
         assert!(s.mesh_configured);
+    }
+
+    #[test]
+    fn the_env_file_configures_the_mesh_and_the_daemon_like_for_the_proxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let env_file = dir.path().join("podmesh.env");
+        std::fs::write(&env_file, "CONTRAST_INGRESS_PROXY_CONFIG=web#8080#false\nPODMESH_COORDINATOR=file:1\n").unwrap();
+        let s = resolve(&["--env-file", env_file.to_str().unwrap()], "podmesh.coordinator=cmd:2").unwrap().unwrap();
+        assert!(s.mesh_configured, "the proxy would intercept: attest must leave the pod to it");
+        // The env-file's coordinator wins over the kernel command line's (a bad one shows it).
+        std::fs::write(&env_file, "PODMESH_COORDINATOR=nocolon\n").unwrap();
+        let e = err(&["--env-file", env_file.to_str().unwrap()], "podmesh.coordinator=cmd:2");
+        assert!(e.contains("missing :port"), "{e}");
+        // Nothing is opened without a coordinator when the env-file configures a mesh.
+        std::fs::write(&env_file, "CONTRAST_INGRESS_PROXY_CONFIG=web#8080#false\n").unwrap();
+        let e = err(&["--env-file", env_file.to_str().unwrap(), "--open-without-coordinator"], "");
+        assert!(e.contains("no coordinator configured"), "{e}");
+    }
+
+    #[test]
+    fn zero_durations_are_refused_like_for_the_proxy() {
+        for flag in ["--backoff-initial", "--backoff-max", "--request-timeout"] {
+            let e = err(&["--coordinator", "h:1", flag, "0s"], "");
+            assert!(e.contains("must be greater than zero"), "{flag}: {e}");
+        }
     }
 }

@@ -1,19 +1,17 @@
 //! `podmesh deny install|remove|status`: the default-deny ingress table `inet podmesh_deny`.
 
+use crate::cli::NetnsArg;
 use anyhow::Context;
+use mesh::lifecycle::EXIT_DENY_ABSENT;
 use clap::Subcommand;
 use std::process::ExitCode;
-
-/// Exit code of `podmesh deny status` when the table is absent.
-pub const EXIT_ABSENT: u8 = 3;
 
 #[derive(clap::Args)]
 #[command(after_help = "Exit codes: 0 success (for `status`: installed), 3 `status` only: table absent, \
 1 error (nft missing, kernel without nf_tables, no such netns, not root).")]
 pub struct Args {
-    /// Act inside this named network namespace (`ip netns`), e.g. `podns` on peer-pod images.
-    #[arg(long, global = true, value_name = "NAME", env = "PODMESH_NETNS")]
-    netns: Option<String>,
+    #[command(flatten)]
+    netns: NetnsArg,
     #[command(subcommand)]
     action: Action,
 }
@@ -31,7 +29,7 @@ enum Action {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let netns = args.netns.as_deref();
+    let netns = args.netns.name.as_deref();
     let where_ = netns.map(|n| format!(" in netns {n}")).unwrap_or_default();
     let table = format!("inet {}", firewall::deny::TABLE);
     match args.action {
@@ -50,7 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let installed = firewall::deny::is_installed(netns).context("podmesh deny status")?;
             println!("{table}{where_}: {}", if installed { "installed" } else { "absent" });
             if !installed {
-                return Ok(ExitCode::from(EXIT_ABSENT));
+                return Ok(ExitCode::from(EXIT_DENY_ABSENT));
             }
         }
     }

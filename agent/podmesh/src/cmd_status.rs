@@ -1,8 +1,11 @@
-//! `podmesh status`: deny table, certificate files and the attestation daemon's D-Bus state.
+//! `podmesh status`: deny table, certificate files, the attestation daemon's D-Bus state and
+//! the capabilities the running proxy kept.
 
 use crate::attest::bus::Attestation1Proxy;
 use crate::attest::cert_info::{parse_pem_chain, CertInfo};
-use crate::attest::tls_dir::{CERT_CHAIN_FILE, KEY_FILE, MESH_CA_FILE, ROOT_CA_FILE};
+use mesh::tls_dir::{CERT_CHAIN_FILE, KEY_FILE, MESH_CA_FILE, ROOT_CA_FILE};
+use crate::cli::{NetnsArg, TlsDirArg};
+use crate::sys::{cap_names, Cap, PROXY_CAPS};
 use serde::Serialize;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,12 +17,11 @@ pub struct Args {
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
-    /// The tls dir the attestation daemon writes
-    #[arg(long, env = "PODMESH_TLS_DIR", default_value = "/run/podmesh/tls")]
-    tls_dir: PathBuf,
-    /// Network namespace holding the deny table (default: our own)
-    #[arg(long, env = "PODMESH_NETNS")]
-    netns: Option<String>,
+    #[command(flatten)]
+    tls_dir: TlsDirArg,
+    /// The deny table is looked up there.
+    #[command(flatten)]
+    netns: NetnsArg,
     /// Do not ask the attestation daemon on the system bus
     #[arg(long)]
     no_dbus: bool,
@@ -42,6 +44,19 @@ struct Status {
     dbus: Option<DbusStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dbus_error: Option<String>,
+    /// Running `podmesh proxy` processes (normally one) and their effective capabilities.
+    proxies: Vec<ProxyCaps>,
+}
+
+#[derive(Serialize)]
+struct ProxyCaps {
+    pid: u32,
+    /// The capabilities it should keep and why (the same for every proxy).
+    expected: &'static [Cap],
+    /// Decoded `CapEff` of every thread (one entry when all threads agree).
+    effective: Vec<String>,
+    /// Effective capabilities beyond `expected`: a proxy that did not drop them.
+    unexpected: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -52,16 +67,17 @@ struct DbusStatus {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (deny_table_installed, deny_error) = match firewall::deny::is_installed(args.netns.as_deref()) {
+    let (deny_table_installed, deny_error) = match firewall::deny::is_installed(args.netns.name.as_deref()) {
         Ok(b) => (Some(b), None),
         Err(e) => (None, Some(e.to_string())),
     };
     let mut file_errors = Vec::new();
-    let mut first = |name: &str| first_certificate(&args.tls_dir.join(name)).map_err(|e| file_errors.push(e)).ok();
+    let tls_dir = args.tls_dir.path;
+    let mut first = |name: &str| first_certificate(&tls_dir.join(name)).map_err(|e| file_errors.push(e)).ok();
     let certificate = first(CERT_CHAIN_FILE);
     let mesh_ca = first(MESH_CA_FILE);
     let root_ca = first(ROOT_CA_FILE);
-    let key_mode = key_mode(&args.tls_dir.join(KEY_FILE), &mut file_errors);
+    let key_mode = key_mode(&tls_dir.join(KEY_FILE), &mut file_errors);
     let (dbus, dbus_error) = if args.no_dbus {
         (None, None)
     } else {
@@ -73,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let status = Status {
         deny_table_installed,
         deny_error,
-        tls_dir: args.tls_dir,
+        tls_dir,
         certificate,
         mesh_ca,
         root_ca,
@@ -81,6 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         file_errors,
         dbus,
         dbus_error,
+        proxies: proxies(Path::new("/proc")),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -88,6 +105,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_text(&status);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every `podmesh proxy` under `proc` (argv[0] named podmesh, argv[1] `proxy`) with the
+/// effective capabilities of all its threads.
+fn proxies(proc: &Path) -> Vec<ProxyCaps> {
+    let Ok(entries) = std::fs::read_dir(proc) else { return Vec::new() };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let mut argv = cmdline.split(|b| *b == 0);
+        let is_podmesh = argv.next().is_some_and(|a0| a0.rsplit(|b| *b == b'/').next() == Some(b"podmesh"));
+        if !is_podmesh || argv.next() != Some(b"proxy") {
+            continue;
+        }
+        let mut mask = 0u64;
+        for task in std::fs::read_dir(entry.path().join("task")).into_iter().flatten().flatten() {
+            mask |= std::fs::read_to_string(task.path().join("status")).ok().and_then(|s| cap_eff(&s)).unwrap_or(0);
+        }
+        let expected = PROXY_CAPS.iter().fold(0u64, |m, c| m | (1 << c.bit));
+        found.push(ProxyCaps { pid, expected: PROXY_CAPS, effective: cap_names(mask), unexpected: cap_names(mask & !expected) });
+    }
+    found.sort_by_key(|p| p.pid);
+    found
+}
+
+/// The `CapEff:` mask of a /proc status file.
+fn cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// The first certificate of a PEM file; the error names the file and what is wrong.
@@ -165,6 +212,18 @@ fn print_text(s: &Status) {
         (None, Some(e)) => println!("daemon:       unknown ({e})"),
         (None, None) => {}
     }
+    if s.proxies.is_empty() {
+        println!("proxy:        not running");
+    }
+    for p in &s.proxies {
+        println!("proxy:        pid {}, effective capabilities: {}", p.pid, if p.effective.is_empty() { "none".into() } else { p.effective.join(", ") });
+        for c in p.expected {
+            println!("  {}: {}", c.name, c.reason);
+        }
+        if !p.unexpected.is_empty() {
+            println!("  ! not dropped: {}", p.unexpected.join(", "));
+        }
+    }
 }
 
 fn human(secs: i64) -> String {
@@ -193,5 +252,30 @@ mod tests {
         let mut errors = Vec::new();
         assert_eq!(key_mode(&dir.path().join(KEY_FILE), &mut errors), None);
         assert!(errors[0].contains("key.pem"));
+    }
+
+    #[test]
+    fn proxies_are_found_by_argv_and_their_capabilities_decoded() {
+        let proc = tempfile::tempdir().unwrap();
+        let fake = |pid: &str, argv: &[u8], tasks: &[&str]| {
+            let dir = proc.path().join(pid);
+            std::fs::create_dir_all(dir.join("task")).unwrap();
+            std::fs::write(dir.join("cmdline"), argv).unwrap();
+            for (i, eff) in tasks.iter().enumerate() {
+                let t = dir.join("task").join(i.to_string());
+                std::fs::create_dir(&t).unwrap();
+                std::fs::write(t.join("status"), format!("Name:\tpodmesh\nCapPrm:\tffffffff\nCapEff:\t{eff}\n")).unwrap();
+            }
+        };
+        fake("10", b"/usr/bin/podmesh\0proxy\0--netns\0podns\0", &["0000000000001000", "0000000000001000"]);
+        fake("11", b"podmesh\0proxy\0", &["0000000000001000", "0000000000003000"]);
+        fake("12", b"/usr/bin/podmesh\0attest\0", &["000001ffffffffff"]);
+        fake("13", b"/usr/bin/notpodmesh\0proxy\0", &["000001ffffffffff"]);
+        std::fs::create_dir(proc.path().join("self")).unwrap();
+        let found = proxies(proc.path());
+        assert_eq!(found.iter().map(|p| p.pid).collect::<Vec<_>>(), [10, 11]);
+        assert_eq!((found[0].effective.clone(), found[0].unexpected.is_empty()), (vec!["CAP_NET_ADMIN".to_string()], true));
+        assert_eq!(found[1].unexpected, ["CAP_NET_RAW"], "a thread that kept more shows up");
+        assert_eq!(cap_eff("CapEff:\tzz\n"), None);
     }
 }

@@ -1,7 +1,9 @@
 //! `podmesh`: the guest binary. One subcommand per systemd unit, plus inspection tools.
 
 mod attest;
+mod cli;
 mod logging;
+mod sys;
 mod cmd_attest;
 mod cmd_config;
 mod cmd_deny;

@@ -7,7 +7,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_podmesh");
 fn check(env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut c = Command::new(BIN);
     c.args(["config", "check"]).args(args).env_remove("JOURNAL_STREAM");
-    for k in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT"] {
+    for k in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "PODMESH_INGRESS_UDP"] {
         c.env_remove(k);
     }
     c.envs(env.iter().copied()).output().expect("run podmesh")
@@ -28,6 +28,22 @@ fn valid_config_from_env_file_and_cmdline_prints_json() {
     assert_eq!(json["config"]["egress"][0]["strict"], true);
     assert_eq!(json["config"]["ingress"]["entries"][0]["port"], 80);
     assert_eq!(json["warnings"].as_array().unwrap().len(), 1, "{json}");
+}
+
+#[test]
+fn ingress_udp_is_in_the_json_and_its_errors_name_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let cmdline = dir.path().join("cmdline");
+    std::fs::write(&cmdline, "podmesh.ingress= podmesh.ingress_udp=dns#53##syslog#514\n").unwrap();
+    let o = check(&[], &["--cmdline", cmdline.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["config"]["ingress_udp"], serde_json::json!([{"name": "dns", "port": 53}, {"name": "syslog", "port": 514}]));
+    assert!(json["settings"].as_array().unwrap().iter().any(|s| s["name"] == "podmesh.ingress_udp"), "{json}");
+    let o = check(&[("PODMESH_INGRESS_UDP", "dns#53##dns2#53")], &["--cmdline", cmdline.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("PODMESH_INGRESS_UDP (environment): entries \"dns#53\" and \"dns2#53\": duplicate port"), "{err}");
 }
 
 #[test]

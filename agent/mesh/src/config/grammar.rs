@@ -1,6 +1,6 @@
-//! The value grammar of the three settings: parsing with strict checks.
+//! The value grammar of the settings: parsing with strict checks.
 
-use super::{ConfigError, EgressEntry, Ingress, IngressEntry, IngressMode, MeshConfig, RemoteHost};
+use super::{ConfigError, EgressEntry, Ingress, IngressEntry, IngressMode, MeshConfig, RemoteHost, UdpEntry};
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
@@ -77,6 +77,29 @@ pub fn parse_ingress(value: &str, ctx: &Ctx<'_>) -> Result<Ingress, ConfigError>
         texts.push(entry);
     }
     Ok(Ingress::Intercept(parsed))
+}
+
+/// Parses `name#port##...` (`PODMESH_INGRESS_UDP`); empty = no UDP port.
+pub fn parse_ingress_udp(value: &str, ctx: &Ctx<'_>) -> Result<Vec<UdpEntry>, ConfigError> {
+    let mut parsed: Vec<UdpEntry> = Vec::new();
+    let mut texts: Vec<&str> = Vec::new();
+    for entry in entries(value) {
+        let fields: Vec<&str> = entry.split('#').collect();
+        let [name, port] = fields[..] else {
+            return Err(ctx.field_count(entry, "2 (name#port)", fields.len()));
+        };
+        let name = parse_name(name, entry, ctx)?;
+        let port = parse_port(port, entry, "port", ctx)?;
+        if let Some(i) = parsed.iter().position(|e| e.name == name) {
+            return Err(ctx.duplicate(texts[i], entry, "name"));
+        }
+        if let Some(i) = parsed.iter().position(|e| e.port == port) {
+            return Err(ctx.duplicate(texts[i], entry, "port"));
+        }
+        parsed.push(UdpEntry { name, port });
+        texts.push(entry);
+    }
+    Ok(parsed)
 }
 
 /// Parses `name#listen#remote[#strict]##...`.

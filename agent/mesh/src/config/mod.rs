@@ -7,6 +7,7 @@
 //! | `CONTRAST_INGRESS_PROXY_CONFIG` (`EDG_INGRESS_PROXY_CONFIG`)    | `podmesh.ingress=`    |
 //! | `CONTRAST_EGRESS_PROXY_CONFIG` (`EDG_EGRESS_PROXY_CONFIG`)      | `podmesh.egress=`     |
 //! | `CONTRAST_ADMIN_PORT` (`EDG_ADMIN_PORT`)                        | `podmesh.admin_port=` |
+//! | `PODMESH_INGRESS_UDP` (podmesh extension, no legacy name)       | `podmesh.ingress_udp=` |
 //!
 //! # Sources and precedence
 //!
@@ -14,7 +15,8 @@
 //! **process environment > env-file (`--env-file`) > kernel command line**. Within one
 //! source a `CONTRAST_*` name wins over its `EDG_*` twin (with a warning). A kernel command
 //! line parameter given twice: the last one wins (with a warning). The mesh is *disabled*
-//! ([`load`] returns `None`) when no source has any of the three settings. A setting that is
+//! ([`load`] returns `None`) when no source has any of the three Contrast settings
+//! (`PODMESH_INGRESS_UDP` alone configures nothing and draws a warning). A setting that is
 //! present but empty counts as present for ingress (`""` = intercept every port with mTLS)
 //! and egress (no egress listeners); an empty admin port counts as absent.
 //!
@@ -30,10 +32,15 @@
 //!   (podmesh extension): the remote's certificate must also carry `host` as a SAN; without
 //!   it, any certificate chaining to the mesh CA is accepted (Contrast behaviour).
 //! - Admin port: a port number.
+//! - Ingress UDP (podmesh extension): entries `name#port` joined by `##`: the UDP ports that
+//!   accept new inbound flows once the proxy is ready. Every other new inbound flow of a
+//!   protocol other than TCP stays dropped. Empty = none. An error with ingress `DISABLED`
+//!   (nothing is filtered then, so the list would be a lie).
 //! - Ports are `1..=65535` (decimal digits only, no wrap). `true`/`false` are
 //!   case-insensitive. Names are non-empty, without `#`, whitespace, control characters,
 //!   quotes or backslashes,
-//!   at most 253 bytes, and unique within ingress and within egress. Duplicate ingress ports,
+//!   at most 253 bytes, and unique within ingress, within egress and within ingress UDP.
+//!   Duplicate ingress ports, duplicate ingress UDP ports,
 //!   duplicate egress listen addresses and an admin port equal to an ingress port or an
 //!   egress listen port are errors. Every error names the setting, its source, the entry
 //!   text and the field.
@@ -51,34 +58,43 @@ use std::{
     path::PathBuf,
 };
 
-pub use grammar::{parse_admin_port, parse_egress, parse_ingress, Ctx};
+pub use grammar::{parse_admin_port, parse_egress, parse_ingress, parse_ingress_udp, Ctx};
 pub use sources::{parse_cmdline, parse_env_file, Input, Resolved, Setting, Sources, PROC_CMDLINE};
 
-/// The three settings, with their current and legacy variable names and cmdline key.
+/// The settings, with their current and legacy variable names and cmdline key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SettingKind {
     Ingress,
     Egress,
     AdminPort,
+    /// podmesh extension: UDP ports open to new inbound flows.
+    IngressUdp,
 }
 
+/// Number of settings (length of [`SettingKind::ALL`]).
+pub const SETTINGS: usize = 4;
+
 impl SettingKind {
-    pub const ALL: [SettingKind; 3] = [SettingKind::Ingress, SettingKind::Egress, SettingKind::AdminPort];
+    pub const ALL: [SettingKind; SETTINGS] =
+        [SettingKind::Ingress, SettingKind::Egress, SettingKind::AdminPort, SettingKind::IngressUdp];
 
     pub fn var(self) -> &'static str {
         match self {
             SettingKind::Ingress => "CONTRAST_INGRESS_PROXY_CONFIG",
             SettingKind::Egress => "CONTRAST_EGRESS_PROXY_CONFIG",
             SettingKind::AdminPort => "CONTRAST_ADMIN_PORT",
+            SettingKind::IngressUdp => "PODMESH_INGRESS_UDP",
         }
     }
 
-    pub fn legacy_var(self) -> &'static str {
+    /// The `EDG_*` twin of a Contrast setting; podmesh's own settings have none.
+    pub fn legacy_var(self) -> Option<&'static str> {
         match self {
-            SettingKind::Ingress => "EDG_INGRESS_PROXY_CONFIG",
-            SettingKind::Egress => "EDG_EGRESS_PROXY_CONFIG",
-            SettingKind::AdminPort => "EDG_ADMIN_PORT",
+            SettingKind::Ingress => Some("EDG_INGRESS_PROXY_CONFIG"),
+            SettingKind::Egress => Some("EDG_EGRESS_PROXY_CONFIG"),
+            SettingKind::AdminPort => Some("EDG_ADMIN_PORT"),
+            SettingKind::IngressUdp => None,
         }
     }
 
@@ -87,7 +103,13 @@ impl SettingKind {
             SettingKind::Ingress => "podmesh.ingress",
             SettingKind::Egress => "podmesh.egress",
             SettingKind::AdminPort => "podmesh.admin_port",
+            SettingKind::IngressUdp => "podmesh.ingress_udp",
         }
+    }
+
+    /// Whether the setting alone configures a mesh (Contrast's three do; extensions refine).
+    pub fn enables_mesh(self) -> bool {
+        self != SettingKind::IngressUdp
     }
 }
 
@@ -97,6 +119,15 @@ pub struct MeshConfig {
     pub ingress: Ingress,
     pub egress: Vec<EgressEntry>,
     pub admin_port: Option<u16>,
+    /// `PODMESH_INGRESS_UDP`: UDP ports open to new inbound flows (none by default).
+    pub ingress_udp: Vec<UdpEntry>,
+}
+
+/// One `PODMESH_INGRESS_UDP` entry `name#port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UdpEntry {
+    pub name: String,
+    pub port: u16,
 }
 
 /// Ingress interception.
@@ -203,6 +234,12 @@ impl fmt::Display for IngressEntry {
     }
 }
 
+impl fmt::Display for UdpEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.name, self.port)
+    }
+}
+
 impl fmt::Display for EgressEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}#{}#{}:{}", self.name, self.listen, self.remote_host, self.remote_port)?;
@@ -223,6 +260,10 @@ impl fmt::Display for MeshConfig {
         if let Some(port) = self.admin_port {
             writeln!(f, "{}={port}", SettingKind::AdminPort.var())?;
         }
+        if !self.ingress_udp.is_empty() {
+            let entries: Vec<String> = self.ingress_udp.iter().map(ToString::to_string).collect();
+            writeln!(f, "{}={}", SettingKind::IngressUdp.var(), entries.join("##"))?;
+        }
         Ok(())
     }
 }
@@ -239,6 +280,8 @@ pub enum ConfigError {
     Duplicate { setting: &'static str, origin: String, first: String, second: String, what: &'static str },
     #[error("{setting} ({origin}): admin port {port} collides with {other} entry {entry:?}")]
     AdminCollision { setting: &'static str, origin: String, port: u16, other: &'static str, entry: String },
+    #[error("{setting} ({origin}): {reason}")]
+    Conflict { setting: &'static str, origin: String, reason: String },
     #[error("{setting} ({origin}): {value:?}: {reason}")]
     Value { setting: &'static str, origin: String, value: String, reason: String },
     #[error("env-file {path}: line {line}: {reason}")]
@@ -260,10 +303,10 @@ pub fn load(sources: &Sources) -> Result<Option<MeshConfig>, ConfigError> {
 
 /// Parses already resolved settings (see [`Sources::resolve`]).
 pub fn parse(resolved: &Resolved) -> Result<Option<MeshConfig>, ConfigError> {
-    if resolved.settings.iter().all(Option::is_none) {
+    if !resolved.settings.iter().flatten().any(|s| s.kind.enables_mesh()) {
         return Ok(None);
     }
-    let [ingress, egress, admin] = &resolved.settings;
+    let [ingress, egress, admin, udp] = &resolved.settings;
     let ingress = match ingress {
         Some(s) => parse_ingress(&s.value, &s.ctx())?,
         None => Ingress::Intercept(Vec::new()),
@@ -276,7 +319,18 @@ pub fn parse(resolved: &Resolved) -> Result<Option<MeshConfig>, ConfigError> {
         Some(s) => parse_admin_port(&s.value, &s.ctx())?,
         None => None,
     };
-    let config = MeshConfig { ingress, egress, admin_port };
+    let ingress_udp = match udp {
+        Some(s) => parse_ingress_udp(&s.value, &s.ctx())?,
+        None => Vec::new(),
+    };
+    if let (Ingress::Disabled, Some(s), false) = (&ingress, udp, ingress_udp.is_empty()) {
+        return Err(ConfigError::Conflict {
+            setting: s.name,
+            origin: s.source.clone(),
+            reason: "ingress is DISABLED, so nothing inbound is filtered: listing UDP ports would promise a filter that does not exist".into(),
+        });
+    }
+    let config = MeshConfig { ingress, egress, admin_port, ingress_udp };
     if let (Some(port), Some(s)) = (config.admin_port, admin) {
         grammar::check_admin_collision(&config, port, &s.ctx())?;
     }

@@ -1,6 +1,6 @@
 //! Where settings come from: process environment, an env-file, the kernel command line.
 
-use super::{grammar::Ctx, ConfigError, SettingKind};
+use super::{grammar::Ctx, ConfigError, SettingKind, SETTINGS};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -27,7 +27,7 @@ impl Input {
 /// The raw inputs; [`Sources::resolve`] picks each setting from them.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
-    /// Process environment (only the six config variables matter).
+    /// Process environment (only the config variables matter).
     pub env: Vec<(String, String)>,
     /// `--env-file` (systemd EnvironmentFile syntax).
     pub env_file: Option<Input>,
@@ -56,7 +56,7 @@ impl Setting {
 /// The chosen value of each setting (index = [`SettingKind::ALL`] order) plus warnings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Resolved {
-    pub settings: [Option<Setting>; 3],
+    pub settings: [Option<Setting>; SETTINGS],
     pub warnings: Vec<String>,
 }
 
@@ -66,7 +66,7 @@ impl Sources {
     pub fn system(env_file: Option<&Path>, cmdline: Option<&Path>) -> Result<Self, ConfigError> {
         let mut env = Vec::new();
         for kind in SettingKind::ALL {
-            for name in [kind.var(), kind.legacy_var()] {
+            for name in std::iter::once(kind.var()).chain(kind.legacy_var()) {
                 if let Some(v) = std::env::var_os(name) {
                     let value = v.into_string().map_err(|v| ConfigError::Value {
                         setting: name,
@@ -81,6 +81,26 @@ impl Sources {
         let env_file = env_file.map(|p| Input::read("env-file", p)).transpose()?;
         let cmdline = Input::read("kernel command line", cmdline.unwrap_or(Path::new(PROC_CMDLINE)))?;
         Ok(Self { env, env_file, cmdline: Some(cmdline) })
+    }
+
+    /// A `podmesh` daemon setting that is not a flag or in the process environment (clap
+    /// reads those): `PODMESH_<KEY>` from the env-file, else `podmesh.<key>=` from the kernel
+    /// command line, the same precedence as the mesh settings. `key` is lower case
+    /// (`coordinator`, `open_without_coordinator`). Returns the value and where it came from.
+    pub fn podmesh_value(&self, key: &str) -> Result<Option<(String, String)>, ConfigError> {
+        if let Some(f) = &self.env_file {
+            let var = format!("PODMESH_{}", key.to_ascii_uppercase());
+            let vars = parse_env_file(&f.text, &f.path)?;
+            if let Some((_, v)) = vars.into_iter().rev().find(|(k, _)| *k == var) {
+                return Ok(Some((v, format!("{var} in env-file {}", f.path.display()))));
+            }
+        }
+        let key = format!("podmesh.{key}");
+        let from_cmdline = self.cmdline.as_ref().and_then(|c| {
+            let v = parse_cmdline(&c.text).into_iter().rev().find(|(k, _)| *k == key)?.1;
+            Some((v, format!("{key}= on kernel command line {}", c.path.display())))
+        });
+        Ok(from_cmdline)
     }
 
     /// Picks each setting from the most specific source: environment > env-file > cmdline.
@@ -117,6 +137,11 @@ impl Sources {
                 }
             }
         }
+        if let Some(udp) = &resolved.settings[SettingKind::IngressUdp as usize] {
+            if !resolved.settings.iter().flatten().any(|s| s.kind.enables_mesh()) {
+                warnings.push(format!("{} from {} is ignored: no mesh is configured", udp.name, udp.source));
+            }
+        }
         resolved.warnings = warnings;
         Ok(resolved)
     }
@@ -127,20 +152,16 @@ impl Sources {
 fn from_vars(kind: SettingKind, vars: &[(String, String)], source: &str, warnings: &mut Vec<String>) -> Option<Setting> {
     let last = |name: &str| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let current = last(kind.var());
-    let legacy = last(kind.legacy_var());
+    let legacy = kind.legacy_var().and_then(last);
     let setting = |name, value| Some(Setting { kind, name, value, source: source.to_string() });
     match (current, legacy) {
         (Some(v), Some(_)) => {
-            warnings.push(format!(
-                "both {} and legacy {} are set in {source}: using {}",
-                kind.var(),
-                kind.legacy_var(),
-                kind.var()
-            ));
+            let legacy = kind.legacy_var().unwrap_or_default();
+            warnings.push(format!("both {} and legacy {legacy} are set in {source}: using {}", kind.var(), kind.var()));
             setting(kind.var(), v)
         }
         (Some(v), None) => setting(kind.var(), v),
-        (None, Some(v)) => setting(kind.legacy_var(), v),
+        (None, Some(v)) => setting(kind.legacy_var().unwrap_or_default(), v),
         (None, None) => None,
     }
 }

@@ -77,6 +77,71 @@ fn ingress_rejects_naming_entry_and_field() {
     assert!(parse_ingress(&long, &CTX).unwrap_err().to_string().contains("longer than 253"));
 }
 
+// ---- ingress UDP (podmesh extension) ----
+
+#[test]
+fn ingress_udp_accepts() {
+    let udp = |name: &str, port| UdpEntry { name: name.into(), port };
+    let cases: &[(&str, Vec<UdpEntry>)] = &[
+        ("", vec![]),
+        ("dns#53", vec![udp("dns", 53)]),
+        ("##dns#53####syslog# 0514 ##", vec![udp("dns", 53), udp("syslog", 514)]),
+        ("a#1##b#65535", vec![udp("a", 1), udp("b", 65535)]),
+    ];
+    for (text, want) in cases {
+        assert_eq!(&parse_ingress_udp(text, &CTX).unwrap_or_else(|e| panic!("{text:?}: {e}")), want, "{text:?}");
+    }
+}
+
+#[test]
+fn ingress_udp_rejects_naming_entry_and_field() {
+    let cases: &[(&str, &str)] = &[
+        ("dns#0", "entry \"dns#0\": field port: port 0 is out of range"),
+        ("dns#65536", "field port: port 65536 is out of range"),
+        ("dns#-53", "field port: \"-53\" is not a port number"),
+        ("dns#", "field port: port is empty"),
+        ("53", "entry \"53\": expected 2 (name#port), got 1"),
+        ("dns#53#true", "expected 2 (name#port), got 3"),
+        ("#53", "field name: must not be empty"),
+        ("d s#53", "field name: contains ' '"),
+        ("dns#53##dns#54", "entries \"dns#53\" and \"dns#54\": duplicate name"),
+        ("dns#53##other#53", "entries \"dns#53\" and \"other#53\": duplicate port"),
+    ];
+    for (text, want) in cases {
+        let err = parse_ingress_udp(text, &CTX).expect_err(text).to_string();
+        assert!(err.contains(want), "{text:?}: {err}");
+        assert!(err.starts_with("TEST (test): entr"), "{err}");
+    }
+}
+
+#[test]
+fn ingress_udp_from_every_source_and_its_limits() {
+    let s = Sources {
+        env: vec![("CONTRAST_INGRESS_PROXY_CONFIG".into(), "".into())],
+        cmdline: input("/proc/cmdline", "podmesh.ingress_udp=dns#53##dns#54"),
+        ..Sources::default()
+    };
+    let err = parse(&s.resolve().unwrap()).unwrap_err().to_string();
+    assert_eq!(err, "podmesh.ingress_udp (kernel command line /proc/cmdline): entries \"dns#53\" and \"dns#54\": duplicate name");
+    let s = Sources { env_file: input("/etc/podmesh.env", "CONTRAST_ADMIN_PORT=9901\nPODMESH_INGRESS_UDP=dns#53\n"), ..Sources::default() };
+    let cfg = parse(&s.resolve().unwrap()).unwrap().unwrap();
+    assert_eq!(cfg.ingress_udp, vec![UdpEntry { name: "dns".into(), port: 53 }]);
+    // The same port number as a TCP ingress entry or the admin port is a different protocol: fine.
+    let cfg = parse(&env(&[("CONTRAST_ADMIN_PORT", "53"), ("PODMESH_INGRESS_UDP", "dns#53")]).resolve().unwrap()).unwrap().unwrap();
+    assert_eq!(cfg.admin_port, Some(53));
+    // Alone it configures no mesh, and says so.
+    let r = env(&[("PODMESH_INGRESS_UDP", "dns#53")]).resolve().unwrap();
+    assert!(r.warnings.iter().any(|w| w.contains("PODMESH_INGRESS_UDP from environment is ignored: no mesh is configured")), "{:?}", r.warnings);
+    assert_eq!(parse(&r).unwrap(), None);
+    // With ingress DISABLED nothing is filtered: a list would be a lie.
+    let err = parse(&env(&[("CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED"), ("PODMESH_INGRESS_UDP", "dns#53")]).resolve().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("PODMESH_INGRESS_UDP (environment): ingress is DISABLED"), "{err}");
+    let cfg = parse(&env(&[("CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED"), ("PODMESH_INGRESS_UDP", "")]).resolve().unwrap()).unwrap().unwrap();
+    assert!(cfg.ingress_udp.is_empty(), "an empty list with DISABLED is no contradiction");
+}
+
 // ---- egress ----
 
 #[test]
@@ -178,7 +243,7 @@ fn no_setting_anywhere_means_mesh_disabled() {
 #[test]
 fn any_one_setting_enables_the_mesh_with_defaults() {
     let cfg = parse(&env(&[("CONTRAST_ADMIN_PORT", "9901")]).resolve().unwrap()).unwrap().unwrap();
-    assert_eq!(cfg, MeshConfig { ingress: Ingress::Intercept(vec![]), egress: vec![], admin_port: Some(9901) });
+    assert_eq!(cfg, MeshConfig { ingress: Ingress::Intercept(vec![]), egress: vec![], admin_port: Some(9901), ingress_udp: vec![] });
     assert_eq!(cfg.port_policy(443), PortPolicy::MutualTls);
     let cfg = parse(&env(&[("CONTRAST_INGRESS_PROXY_CONFIG", "")]).resolve().unwrap()).unwrap().unwrap();
     assert_eq!(cfg.ingress, Ingress::Intercept(vec![]));
@@ -205,7 +270,8 @@ fn precedence_is_environment_then_env_file_then_cmdline_per_setting() {
         cmdline: input("/proc/cmdline", "podmesh.admin_port=3000 podmesh.egress=c#127.0.0.1:81#c:81 podmesh.ingress=DISABLED"),
     };
     let r = s.resolve().unwrap();
-    let [ingress, egress, admin] = &r.settings;
+    let [ingress, egress, admin, udp] = &r.settings;
+    assert!(udp.is_none());
     assert_eq!(admin.as_ref().unwrap().value, "1000");
     assert_eq!(admin.as_ref().unwrap().source, "environment");
     assert_eq!(egress.as_ref().unwrap().source, "env-file /etc/podmesh/podmesh.env");
@@ -280,15 +346,17 @@ fn display_renders_env_file_lines() {
         ingress: Ingress::Intercept(vec![ingress_entry("web", 80, IngressMode::Plaintext), ingress_entry("api", 443, IngressMode::TlsOnly)]),
         egress: vec![egress_entry("db", "127.0.0.2:5432", RemoteHost::Ip("fd00::5".parse::<Ipv6Addr>().unwrap().into()), 5432, true)],
         admin_port: Some(9901),
+        ingress_udp: vec![UdpEntry { name: "dns".into(), port: 53 }, UdpEntry { name: "syslog".into(), port: 514 }],
     };
     assert_eq!(
         cfg.to_string(),
-        "CONTRAST_INGRESS_PROXY_CONFIG=web#80#true##api#443#false\nCONTRAST_EGRESS_PROXY_CONFIG=db#127.0.0.2:5432#[fd00::5]:5432#strict\nCONTRAST_ADMIN_PORT=9901\n"
+        "CONTRAST_INGRESS_PROXY_CONFIG=web#80#true##api#443#false\nCONTRAST_EGRESS_PROXY_CONFIG=db#127.0.0.2:5432#[fd00::5]:5432#strict\nCONTRAST_ADMIN_PORT=9901\nPODMESH_INGRESS_UDP=dns#53##syslog#514\n"
     );
     let json = serde_json::to_value(&cfg).unwrap();
     assert_eq!(json["ingress"]["mode"], "intercept");
     assert_eq!(json["ingress"]["entries"][0]["mode"], "plaintext");
     assert_eq!(json["egress"][0]["remote_host"], "fd00::5");
+    assert_eq!(json["ingress_udp"][1], serde_json::json!({"name": "syslog", "port": 514}));
 }
 
 fn arb_name() -> impl Strategy<Value = String> {
@@ -309,6 +377,7 @@ prop_compose! {
         ingress in proptest::collection::btree_map(arb_name(), (1u16..=65535, any::<bool>()), 0..5),
         egress in proptest::collection::btree_map(arb_name(), (any::<[u8; 3]>(), 1u16..=65535, arb_host(), 1u16..=65535, any::<bool>()), 0..5),
         admin in proptest::option::of(1u16..=65535),
+        udp in proptest::collection::btree_map(arb_name(), 1u16..=65535, 0..4),
     ) -> MeshConfig {
         let mut ports = std::collections::BTreeSet::new();
         let ingress = if disabled { Ingress::Disabled } else {
@@ -322,7 +391,11 @@ prop_compose! {
             listens.insert(listen).then_some(EgressEntry { name, listen, remote_host: host, remote_port: rport, strict })
         }).collect();
         let admin_port = admin.filter(|a| !ports.contains(a) && !egress.iter().any(|e| e.listen.port() == *a));
-        MeshConfig { ingress, egress, admin_port }
+        let mut udp_ports = std::collections::BTreeSet::new();
+        let ingress_udp = if disabled { vec![] } else {
+            udp.into_iter().filter(|(_, p)| udp_ports.insert(*p)).map(|(name, port)| UdpEntry { name, port }).collect()
+        };
+        MeshConfig { ingress, egress, admin_port, ingress_udp }
     }
 }
 
@@ -340,6 +413,7 @@ proptest! {
         let _ = parse_ingress(&text, &CTX);
         let _ = parse_egress(&text, &CTX);
         let _ = parse_admin_port(&text, &CTX);
+        let _ = parse_ingress_udp(&text, &CTX);
         let _ = parse_env_file(&text, "/x".as_ref());
         let _ = parse_cmdline(&text);
     }

@@ -6,14 +6,14 @@ use super::bus::{Bus, State};
 use super::coordinator::{Coordinator, CoordinatorError};
 use coordinator::api::{CertificateRequest, Evidence};
 use super::issued::{self, IssuedError, IssuedPem, Verified};
-use super::tls_dir::{self, TlsDirError, TlsFiles};
 use super::workload_key::{KeyError, WorkloadKey};
+use mesh::lifecycle::{notify_ready, notify_status, notify_stopping};
+use mesh::tls_dir::{self, TlsDirError, TlsFiles};
 use rustls_pki_types::UnixTime;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tee::tsm::{Provider, TsmClient, TsmError};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
 pub struct Settings {
@@ -68,9 +68,6 @@ pub enum DaemonError {
     Signals(std::io::Error),
 }
 
-/// Exit codes the unit keeps from restarting (RestartPreventExitStatus=).
-pub const EXIT_NO_TEE: u8 = 69;
-
 enum Wake {
     Timer,
     Reattest,
@@ -78,8 +75,7 @@ enum Wake {
 }
 
 pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut shutdown = mesh::lifecycle::shutdown_signal().map_err(DaemonError::Signals)?;
     let reattest = Arc::new(Notify::new());
     let bus = if s.dbus { Bus::connect(reattest.clone()).await } else { Bus::disabled() };
 
@@ -100,8 +96,7 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
         attempt += 1;
         let outcome = tokio::select! {
             r = attest_once(&mut s) => r,
-            _ = sigterm.recv() => return stopping(),
-            _ = sigint.recv() => return stopping(),
+            _ = shutdown.recv() => return stopping(),
         };
         let wait = match outcome {
             Ok(v) => {
@@ -120,11 +115,7 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
                 bus.renewed(u64::try_from(v.leaf.not_after).unwrap_or(0), &fp).await;
                 let status = format!("certificate valid until {} (mesh CA {fp})", v.leaf.not_after);
                 if current.is_none() {
-                    notify(&[
-                        sd_notify::NotifyState::Ready,
-                        sd_notify::NotifyState::Status(&status),
-                        sd_notify::NotifyState::Custom("PODMESH_EVENT=certificate_written"),
-                    ]);
+                    notify_ready(Some(&status), Some("certificate_written"));
                 } else {
                     notify_status(&status);
                 }
@@ -161,7 +152,7 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
                     open_pod(&s, "--open-without-coordinator is set, no mesh is configured and the coordinator is unreachable")?;
                     opened = true;
                     if current.is_none() {
-                        notify(&[sd_notify::NotifyState::Ready]);
+                        notify_ready(None, None);
                     }
                 }
                 if let Some(cur) = &current {
@@ -176,8 +167,7 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
         let wake = tokio::select! {
             _ = tokio::time::sleep(wait) => Wake::Timer,
             _ = reattest.notified() => Wake::Reattest,
-            _ = sigterm.recv() => Wake::Shutdown,
-            _ = sigint.recv() => Wake::Shutdown,
+            _ = shutdown.recv() => Wake::Shutdown,
         };
         match wake {
             Wake::Shutdown => return stopping(),
@@ -229,29 +219,15 @@ async fn read_report(s: &Settings, report_data: [u8; 64]) -> Result<tee::tsm::Ts
 }
 
 fn open_pod(s: &Settings, why: &str) -> Result<(), DaemonError> {
-    let was = firewall::deny::remove(s.netns.as_deref()).map_err(|e| DaemonError::Deny(Box::new(e)))?;
-    tracing::warn!(
-        PODMESH_EVENT = "deny_removed",
-        "deny table {}: {why}; pod ports are now reachable without the mesh proxy",
-        if was { "removed" } else { "was already absent" }
-    );
+    mesh::lifecycle::open_pod(s.netns.as_deref(), &format!("{why}; pod ports are now reachable without the mesh proxy"))
+        .map_err(|e| DaemonError::Deny(Box::new(e)))?;
     Ok(())
 }
 
 fn stopping() -> Result<(), DaemonError> {
     tracing::info!(PODMESH_EVENT = "stopping", "stopping on signal; tls files stay in place");
-    notify(&[sd_notify::NotifyState::Stopping]);
+    notify_stopping();
     Ok(())
-}
-
-fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::debug!("sd_notify failed: {e}");
-    }
-}
-
-fn notify_status(status: &str) {
-    notify(&[sd_notify::NotifyState::Status(status)]);
 }
 
 fn now_secs() -> i64 {

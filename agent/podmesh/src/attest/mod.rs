@@ -8,6 +8,4 @@ pub mod coordinator_tls;
 pub mod daemon;
 pub mod endpoint;
 pub mod issued;
-pub mod kernel_cmdline;
-pub mod tls_dir;
 pub mod workload_key;

@@ -1,4 +1,6 @@
-//! The tls dir: the four Contrast-compatible files, replaced atomically.
+//! The tls dir contract between its writer (`podmesh attest`) and its readers (`podmesh proxy`,
+//! `podmesh status`): the default location, the four Contrast-compatible file names, and
+//! atomic replacement.
 //!
 //! Every file is written to a temporary name, fsynced, then renamed over the old one, and the
 //! directory is fsynced last. `certChain.pem` is renamed last, so a reader that reloads when it
@@ -9,9 +11,16 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// Where `podmesh attest` writes and `podmesh proxy` reads (a systemd RuntimeDirectory).
+pub const DEFAULT_DIR: &str = "/run/podmesh/tls";
+
+/// Trust anchor of the mesh.
 pub const MESH_CA_FILE: &str = "mesh-ca.pem";
+/// Our mesh certificate followed by the intermediate.
 pub const CERT_CHAIN_FILE: &str = "certChain.pem";
+/// The private key of the leaf (mode 0400).
 pub const KEY_FILE: &str = "key.pem";
+/// The coordinator's root CA (what a data owner verifies).
 pub const ROOT_CA_FILE: &str = "coordinator-root-ca.pem";
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +33,14 @@ pub enum TlsDirError {
     Rename { path: PathBuf, source: std::io::Error },
     #[error("syncing tls dir {path}: {source}")]
     SyncDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+}
+
+/// Reads one file of the tls dir; the error names its path.
+pub fn read(dir: &Path, name: &str) -> Result<Vec<u8>, TlsDirError> {
+    let path = dir.join(name);
+    fs::read(&path).map_err(|source| TlsDirError::Read { path, source })
 }
 
 /// The contents of one complete set of tls files.
