@@ -32,7 +32,7 @@ fn mount(work: &Path, name: &str, tee: &str, launch_flag: &str, value: &str) -> 
 
 fn unmount(mut p: Proc, root: &Path) {
     p.terminate(Duration::from_secs(3));
-    let _ = Command::new("umount").arg("-l").arg(root).status();
+    let _ = Command::new("umount").arg("-l").arg(root).stderr(std::process::Stdio::null()).status();
 }
 
 /// `podmesh config check --initdata`, with the host lying in the environment and an env-file.

@@ -252,15 +252,15 @@ mod tests {
         let (env_file, cmdline) = (dir.path().join("podmesh.env"), dir.path().join("cmdline"));
         std::fs::write(&env_file, "PODMESH_COORDINATOR=file:1\nPODMESH_OPEN_WITHOUT_COORDINATOR=off\n").unwrap();
         std::fs::write(&cmdline, "podmesh.coordinator=cmd:2 podmesh.open_without_coordinator podmesh.coordinator_fingerprint=ab\n").unwrap();
-        let loaded = SourceArgs { env_file: Some(env_file.clone()), cmdline: cmdline.clone() }.load().unwrap();
+        let loaded = SourceArgs { env_file: Some(env_file.clone()), cmdline: cmdline.clone(), initdata: None, tsm_root: "/nonexistent".into() }.load().unwrap();
         assert_eq!(loaded.value("coordinator").unwrap().as_deref(), Some("file:1"));
         assert_eq!(loaded.value("coordinator_fingerprint").unwrap().as_deref(), Some("ab"));
         assert!(!loaded.flag("open_without_coordinator").unwrap(), "the env-file's off wins");
-        let loaded = SourceArgs { env_file: None, cmdline }.load().unwrap();
+        let loaded = SourceArgs { env_file: None, cmdline, initdata: None, tsm_root: "/nonexistent".into() }.load().unwrap();
         assert!(loaded.flag("open_without_coordinator").unwrap());
         // A broken env-file is an error naming the file and line, not "unset".
         std::fs::write(&env_file, "garbage\n").unwrap();
-        let e = SourceArgs { env_file: Some(env_file), cmdline: "/dev/null".into() }.load().err().unwrap().to_string();
+        let e = SourceArgs { env_file: Some(env_file), cmdline: "/dev/null".into(), initdata: None, tsm_root: "/nonexistent".into() }.load().err().unwrap().to_string();
         assert!(e.contains("podmesh.env") && e.contains("line 1"), "{e}");
     }
 }

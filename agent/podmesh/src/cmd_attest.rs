@@ -184,8 +184,12 @@ mod settings_tests {
         let dir = tempfile::tempdir().unwrap();
         let cmdline_file = dir.path().join("cmdline");
         std::fs::write(&cmdline_file, cmdline).unwrap();
-        let mut full = vec!["attest", "--cmdline", cmdline_file.to_str().unwrap()];
-        full.extend_from_slice(argv);
+        // Trust on first use where no trust is given: what these tests check comes after it.
+        let mut full = vec!["attest", "--cmdline", cmdline_file.to_str().unwrap(), "--tsm-root", "/nonexistent"];
+        if !argv.contains(&"--no-tofu") {
+            full.push("--insecure-trust-on-first-use");
+        }
+        full.extend(argv.iter().filter(|a| **a != "--no-tofu"));
         let cli = Cli::try_parse_from(full).map_err(|e| e.to_string())?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(settings(cli.args)).map_err(|e| format!("{e:#}"))
@@ -219,6 +223,14 @@ mod settings_tests {
         // An invalid mesh configuration stops the daemon too (nobody may open the pod).
         let e = err(&["--coordinator", "h:1"], "podmesh.ingress=web#99999#true");
         assert!(e.contains("mesh configuration"), "{e}");
+    }
+
+    #[test]
+    fn trust_on_first_use_needs_the_insecure_flag() {
+        let e = err(&["--no-tofu", "--coordinator", "h:1"], "");
+        assert!(e.contains("--insecure-trust-on-first-use"), "{e}");
+        let fp = "ab".repeat(32);
+        assert!(resolve(&["--no-tofu", "--coordinator", "h:1"], &format!("podmesh.coordinator_fingerprint={fp}")).is_ok());
     }
 
     #[test]
