@@ -61,6 +61,9 @@ pub fn verify(path: &Path, tsm: &TsmClient, privlevel: Option<u8>) -> Result<Ver
     let mut nonce = [0u8; INBLOB_LEN];
     rand::fill(&mut nonce);
     let no_report = |reason: String| InitdataCheckError::NoReport { path: path.to_path_buf(), reason };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| no_report(format!("/proc/self/mountinfo: {e}")))?;
+    let root = tsm.root().canonicalize().map_err(|e| no_report(format!("TSM root {}: {e}", tsm.root().display())))?;
+    tsm_filesystem_ok(&mountinfo, &root).map_err(no_report)?;
     let report = tsm.report(&nonce, privlevel).map_err(|e| no_report(e.to_string()))?;
     let (field, reported) = report_field(report.provider, &report.outblob, &nonce).map_err(no_report)?;
     let expected = initdata.launch_value(field);
@@ -73,6 +76,31 @@ pub fn verify(path: &Path, tsm: &TsmClient, privlevel: Option<u8>) -> Result<Ver
         });
     }
     Ok(Verified { path: path.to_path_buf(), initdata, field, digest_hex: hex::encode(expected) })
+}
+
+/// The guest does not check the report's signature (the coordinator does), so the report must
+/// come from the kernel: the TSM root must be on configfs (or, in the test image, tsm-sim's
+/// FUSE mount, source `tsm-sim`; the host cannot mount FUSE inside the guest). A directory on a host-shared file system (virtiofs, 9p)
+/// could answer with any HOSTDATA.
+fn tsm_filesystem_ok(mountinfo: &str, root: &Path) -> Result<(), String> {
+    // mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+    let fstype = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mountpoint = left.split(' ').nth(4)?.replace("\\040", " ");
+            let mut fields = right.split(' ');
+            let (fstype, source) = (fields.next()?, fields.next().unwrap_or_default());
+            root.starts_with(&mountpoint).then(|| (mountpoint.len(), fstype.to_owned(), source.to_owned()))
+        })
+        .max_by_key(|(len, ..)| *len)
+        .map(|(_, t, s)| (t, s))
+        .unwrap_or_default();
+    match fstype {
+        (t, _) if t == "configfs" => Ok(()),
+        (t, s) if (t == "fuse" || t == "fuse.tsm") && s == "tsm-sim" => Ok(()),
+        (other, _) => Err(format!("TSM root {} is on a {other:?} file system, not configfs: its reports cannot be trusted", root.display())),
+    }
 }
 
 /// The launch-value field of a report or quote, after checking that it binds `nonce` (so it
@@ -135,6 +163,22 @@ mod tests {
         assert_eq!(field, Field::TdxMrConfigId);
         assert!(init.matches(field, &value));
         assert!(report_field(Provider::TdxGuest, b"garbage", &nonce).is_err());
+    }
+
+    #[test]
+    fn only_configfs_or_tsm_sim_may_answer() {
+        let info = "22 1 0:20 / /sys/kernel/config rw - configfs configfs rw\n\
+                    30 1 0:30 / /run/tsm-sim rw - fuse tsm-sim rw\n\
+                    32 1 0:32 / /run/other rw - fuse sshfs rw\n\
+                    31 1 0:31 / /run/kata-containers/shared rw - virtiofs kataShared rw\n\
+                    1 0 8:1 / / rw - ext4 /dev/vda rw\n";
+        assert!(tsm_filesystem_ok(info, Path::new("/sys/kernel/config/tsm")).is_ok());
+        assert!(tsm_filesystem_ok(info, Path::new("/run/tsm-sim")).is_ok());
+        // The host points PODMESH_TSM_ROOT at a directory it serves: refused.
+        let e = tsm_filesystem_ok(info, Path::new("/run/kata-containers/shared/fake-tsm")).unwrap_err();
+        assert!(e.contains("virtiofs"), "{e}");
+        assert!(tsm_filesystem_ok(info, Path::new("/tmp/fake")).unwrap_err().contains("ext4"));
+        assert!(tsm_filesystem_ok(info, Path::new("/run/other/tsm")).is_err(), "another FUSE file system");
     }
 
     #[test]
