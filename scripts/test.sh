@@ -20,8 +20,9 @@ stage "cargo test (unit, integration, namespaces)"
 # One build for everything: `cargo test` also builds the binaries the end-to-end tests run,
 # with the same features (a separate `cargo build` would compile the dependencies twice).
 cargo test --workspace --no-run
-# Namespaced tests share the host's nftables and routing state: run them one at a time.
-cargo test --workspace -- --test-threads=1
+# In parallel: each namespaced test has its own network namespaces; the few that change the
+# host's state take Test::serial (tests/src/lib.rs).
+cargo test --workspace
 
 stage "fuzz targets build and run briefly"
 bash scripts/fuzz.sh smoke

@@ -2,11 +2,12 @@
 //!
 //! # API
 //!
-//! - [`skip_unless_root`]`(test)`: `true` (and a visible `SKIP` line on stderr) when not root.
-//!   Start every namespaced test with `if skip_unless_root("name") { return; }`.
-//! - [`Pod::new`]`(prefix)`: one namespace with only `lo` (up). Useful to run `nft` somewhere
+//! Start every namespaced test with `let t = podmesh_tests::skip_unless_root!();` (see the crate
+//! docs); `t` names what the test creates.
+//!
+//! - [`Pod::new`]`(&t)`: one namespace with only `lo` (up). Useful to run `nft` somewhere
 //!   harmless.
-//! - [`PodPair::new`]`(prefix)`: two namespaces `a` and `b` joined by a veth pair, `eth0` in
+//! - [`PodPair::new`]`(&t)`: two namespaces `a` and `b` joined by a veth pair, `eth0` in
 //!   each, with [`PodPair::V4_A`]/[`PodPair::V4_B`] (`10.99.0.1/24`, `.2`) and
 //!   [`PodPair::V6_A`]/[`PodPair::V6_B`] (`fd99::1/64`, `::2`, no DAD wait). Addresses live only
 //!   inside the namespaces, so parallel pairs never clash.
@@ -16,7 +17,7 @@
 //!   - [`command`](Pod::command)`(program)`: a `std::process::Command` that runs inside the pod
 //!     (`ip netns exec NAME program`); add args and run it as usual.
 //!   - [`exec`](Pod::exec)`(&["prog", "arg"])`: run to completion, `Err` with stderr on failure.
-//!   - [`spawn`](Pod::spawn)`(&[..])`: start a background process; the returned [`Child`] kills it on drop.
+//!   - [`spawn`](Pod::spawn)`(&[..])`: start a background process; the returned [`Proc`] kills it on drop.
 //!   - [`in_netns`](Pod::in_netns)`(|| ..)`: run a closure on a thread that has entered the
 //!     pod's namespace. Sockets created there stay in the pod and may be used from any thread
 //!     afterwards (e.g. bind a `TcpListener` inside, accept outside; or hand it to tokio with
@@ -29,24 +30,28 @@
 //!
 //! # Naming and cleanup
 //!
-//! Names are `{prefix}-{pid}-{n}` (`-a`/`-b` for pairs), unique per process and call, so
-//! parallel test binaries never collide. Each engineer uses their own prefix. Dropping a
-//! [`Pod`] kills every process still inside it and deletes the namespace (its veth end goes
-//! with it); this also runs while unwinding from a panicking test. Namespaces left behind by
-//! a killed test run (its pid is gone) are swept on the next `Pod::new` with the same prefix.
+//! Names are `{tag}-{pid}-{n}`: the test's [`Test::tag`] (`pm` + a hash of the test's path), the
+//! process id and a per-process counter, both in base 36; at most 15 characters, like an interface
+//! name. Unique per process and call, so parallel tests and test binaries never collide. Dropping
+//! a [`Pod`] kills every process still inside it and deletes the namespace (its veth end goes
+//! with it); this also runs while unwinding from a panicking test. Namespaces left behind by a
+//! killed test run (its pid is gone) are swept on the next `Pod::new`.
 //!
 //! ```no_run
-//! use podmesh_tests::netns::{skip_unless_root, PodPair};
+//! use podmesh_tests::netns::PodPair;
 //! use std::{net::SocketAddr, time::Duration};
-//! if skip_unless_root("example") { return Ok(()); }
-//! let pods = PodPair::new("pmxx")?;
-//! let listener = pods.a.in_netns(|| std::net::TcpListener::bind("[::]:8080"))??;
-//! let target = SocketAddr::new(PodPair::V6_A.into(), 8080);
-//! assert!(pods.b.tcp_connects(target, Duration::from_secs(1))?);
-//! drop(listener);
-//! # Ok::<(), anyhow::Error>(())
+//! #[test]
+//! fn b_reaches_a_over_ipv6() {
+//!     let t = podmesh_tests::skip_unless_root!();
+//!     let pods = PodPair::new(&t).unwrap();
+//!     let listener = pods.a.in_netns(|| std::net::TcpListener::bind("[::]:8080")).unwrap().unwrap();
+//!     let target = SocketAddr::new(PodPair::V6_A.into(), 8080);
+//!     assert!(pods.b.tcp_connects(target, Duration::from_secs(1)).unwrap());
+//!     drop(listener);
+//! }
 //! ```
 
+use crate::harness::{Proc, Test};
 use anyhow::{bail, Context, Result};
 use nix::sched::{setns, CloneFlags};
 use std::{
@@ -61,15 +66,6 @@ use std::{
 
 const NETNS_DIR: &str = "/run/netns";
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// `true` when the test cannot run because we are not root; prints a visible SKIP line.
-pub fn skip_unless_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return false;
-    }
-    eprintln!("SKIP {test}: needs root for network namespaces");
-    true
-}
 
 /// A network namespace that is deleted (with every process in it) on drop.
 #[derive(Debug)]
@@ -92,12 +88,10 @@ impl PodPair {
     pub const V6_A: Ipv6Addr = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1);
     pub const V6_B: Ipv6Addr = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 2);
 
-    /// Creates `{prefix}-{pid}-{n}-a` and `-b`, joined by veth `eth0`, addresses configured.
-    pub fn new(prefix: &str) -> Result<Self> {
-        let base = unique_name(prefix);
-        sweep_stale(prefix);
-        let mut a = Pod::create(format!("{base}-a"))?;
-        let mut b = Pod::create(format!("{base}-b"))?;
+    /// Creates two pods for test `t`, joined by veth `eth0`, addresses configured.
+    pub fn new(t: &Test) -> Result<Self> {
+        let mut a = Pod::new(t)?;
+        let mut b = Pod::new(t)?;
         run(Command::new("ip").args(["-n", &a.name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b.name]))?;
         for (pod, v4, v6) in [(&mut a, Self::V4_A, Self::V6_A), (&mut b, Self::V4_B, Self::V6_B)] {
             pod.exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
@@ -111,11 +105,10 @@ impl PodPair {
 }
 
 impl Pod {
-    /// Creates a lone pod `{prefix}-{pid}-{n}` with only `lo` (up).
-    pub fn new(prefix: &str) -> Result<Self> {
-        let name = unique_name(prefix);
-        sweep_stale(prefix);
-        Self::create(name)
+    /// Creates a lone pod for test `t` with only `lo` (up).
+    pub fn new(t: &Test) -> Result<Self> {
+        sweep_stale();
+        Self::create(unique_name(t))
     }
 
     fn create(name: String) -> Result<Self> {
@@ -151,16 +144,10 @@ impl Pod {
         run(self.command(program).args(args))
     }
 
-    /// Starts `argv` inside the pod in the background; killed when the [`Child`] drops.
-    pub fn spawn(&self, argv: &[&str]) -> Result<Child> {
+    /// Starts `argv` inside the pod in the background; killed when the [`Proc`] drops.
+    pub fn spawn(&self, argv: &[&str]) -> Result<Proc> {
         let (program, args) = argv.split_first().context("spawn: empty argv")?;
-        let child = self
-            .command(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("spawning {argv:?} in netns {}", self.name))?;
-        Ok(Child(child))
+        Proc::spawn(&format!("{argv:?} in netns {}", self.name), self.command(program).args(args))
     }
 
     /// Runs `f` on a thread inside the pod's namespace and returns its result.
@@ -224,24 +211,26 @@ impl Drop for Pod {
     }
 }
 
-/// A background process inside a pod, killed (and reaped) on drop.
-#[derive(Debug)]
-pub struct Child(pub std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Shorthand for a socket address on the pod's IPv4 or IPv6 address.
 pub fn addr(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)
 }
 
-fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+/// `{tag}-{pid}-{n}`, pid and n in base 36: 6 + 1 + 5 (pid_max is 2^22) + 1 + 2 = 15 characters
+/// for the first 1296 pods of a process.
+fn unique_name(t: &Test) -> String {
+    format!("{}-{}-{}", t.tag(), base36(std::process::id()), base36(COUNTER.fetch_add(1, Ordering::Relaxed)))
+}
+
+fn base36(mut n: u32) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit(n % 36, 36).unwrap_or('0'));
+        n /= 36;
+        if n == 0 {
+            return digits.iter().rev().collect();
+        }
+    }
 }
 
 /// Kills what runs in `name`, then deletes it. Best effort: used from Drop.
@@ -256,13 +245,18 @@ fn destroy(name: &str) {
     let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
 }
 
-/// Deletes `{prefix}-{pid}-...` namespaces whose creating process no longer exists.
-fn sweep_stale(prefix: &str) {
+/// Deletes `pmXXXX-{pid}-{n}` namespaces whose creating process no longer exists.
+fn sweep_stale() {
     let Ok(entries) = std::fs::read_dir(NETNS_DIR) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let parts: Vec<&str> = name.split('-').collect();
+        let [tag, pid, n] = parts[..] else { continue };
+        let ours = tag.len() == 6 && tag.starts_with("pm") && tag[2..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !ours || u32::from_str_radix(n, 36).is_err() {
+            continue;
+        }
+        let Ok(pid) = u32::from_str_radix(pid, 36) else { continue };
         if !Path::new("/proc").join(pid.to_string()).exists() {
             destroy(&name);
         }

@@ -1,10 +1,8 @@
 //! End to end: `org.podmesh.Attestation1` on a private system bus with podmesh's policy file,
 //! `podmesh status`, and opening the pod without a coordinator when explicitly asked.
 
-mod attest_common;
-
-use attest_common::*;
-use podmesh_tests::netns::skip_unless_root;
+use podmesh_tests::cluster::*;
+use podmesh_tests::harness::{bin, wait_for};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const DEST: &str = "org.podmesh.Attestation1";
@@ -12,14 +10,11 @@ const PATH: &str = "/org/podmesh/Attestation1";
 
 #[test]
 fn attest_publishes_state_on_the_bus_and_reattests_on_request() {
-    if skip_unless_root("attest_publishes_state_on_the_bus_and_reattests_on_request") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let cl = Cluster::new(&t).unwrap();
     let bus = Bus::start(cl.work.path()).unwrap();
     let _coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
-    let tsm = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
-    firewall::deny::install(Some(cl.pods.a.name())).unwrap();
+    let tsm = cl.boot(&cl.pods.a, "a", HOSTDATA_A, &[]).unwrap();
     let dir = cl.path("tls-a");
     let mut att = cl.start_attest_on_bus(&cl.pods.a, 1, &tsm.root, &dir, "a", &[], Some(&bus.address)).unwrap();
     wait_for_certificate(&mut att, &dir, Duration::from_secs(30)).unwrap();
@@ -71,22 +66,17 @@ fn attest_publishes_state_on_the_bus_and_reattests_on_request() {
     assert!(status["certificate"]["sans"].as_array().unwrap().iter().any(|s| s == "DNS:pod-a"), "{status}");
     assert!(status["file_errors"].as_array().unwrap().is_empty(), "{status}");
 
-    let st = att.terminate(Duration::from_secs(5)).expect("SIGTERM");
-    assert!(st.success(), "{st}");
+    att.stop(Duration::from_secs(5)).unwrap();
 }
 
 #[test]
 fn attest_open_without_coordinator_only_when_asked() {
-    if skip_unless_root("attest_open_without_coordinator_only_when_asked") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
+    let t = podmesh_tests::skip_unless_root!();
     // A root CA to configure, then no coordinator.
-    let mut coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
+    let (cl, mut coord) = Cluster::with_coordinator(&t, &[]).unwrap();
     coord.terminate(Duration::from_secs(5));
-    let tsm = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
     let pod = &cl.pods.a;
-    firewall::deny::install(Some(pod.name())).unwrap();
+    let tsm = cl.boot(pod, "a", HOSTDATA_A, &[]).unwrap();
 
     // Flag set, coordinator unreachable: the pod opens, the daemon keeps trying.
     let dir = cl.path("tls-a");

@@ -1,23 +1,19 @@
 //! End to end: coordinator + tsm-sim + `podmesh attest` in network namespaces, from an empty
 //! tls dir to an mTLS request between two pods, with no hand-made certificate anywhere.
 
-mod attest_common;
-
-use attest_common::*;
-use podmesh_tests::netns::{addr, skip_unless_root, PodPair};
+use podmesh_tests::cluster::*;
+use podmesh_tests::harness::{bin, wait_for, Proc};
+use podmesh_tests::netns::{addr, PodPair};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 #[test]
 fn attest_full_chain_to_mtls_between_two_pods_then_renew_and_stop() {
-    if skip_unless_root("attest_full_chain_to_mtls_between_two_pods_then_renew_and_stop") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
+    let t = podmesh_tests::skip_unless_root!();
     // Short lifetime: the daemons renew at half of it, during this test.
-    let _coord = cl.start_coordinator(&Manifest::standard(), &["--cert-lifetime-secs", "8"], "1").unwrap();
-    let tsm_a = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
-    let tsm_b = TsmSim::mount(cl.work.path(), "b", &cl.sim_state, HOSTDATA_B, MEASUREMENT, &[]).unwrap();
+    let (cl, _coord) = Cluster::with_coordinator(&t, &["--cert-lifetime-secs", "8"]).unwrap();
+    let tsm_a = cl.mount_tsm("a", HOSTDATA_A, MEASUREMENT, &[]).unwrap();
+    let tsm_b = cl.mount_tsm("b", HOSTDATA_B, MEASUREMENT, &[]).unwrap();
     for pod in [&cl.pods.a, &cl.pods.b] {
         firewall::deny::install(Some(pod.name())).unwrap();
     }
@@ -76,23 +72,17 @@ fn attest_full_chain_to_mtls_between_two_pods_then_renew_and_stop() {
     assert_eq!(count(&log, "mesh certificate written"), 2, "renewal at half the validity, not in a loop: {log}");
 
     // SIGTERM: clean exit 0, files stay.
-    let st = att_a.terminate(Duration::from_secs(5)).expect("attest exits on SIGTERM");
-    assert!(st.success(), "exit status on SIGTERM: {st}; log: {}", att_a.log_text());
+    att_a.stop(Duration::from_secs(5)).unwrap();
     assert!(dir_a.join("certChain.pem").exists());
-    let st = att_b.terminate(Duration::from_secs(5)).expect("attest exits on SIGTERM");
-    assert!(st.success(), "{st}");
+    att_b.stop(Duration::from_secs(5)).unwrap();
 }
 
 #[test]
 fn attest_without_tee_provider_exits_with_enxio_and_keeps_deny_table() {
-    if skip_unless_root("attest_without_tee_provider_exits_with_enxio_and_keeps_deny_table") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
+    let t = podmesh_tests::skip_unless_root!();
     // The TEE is checked before the coordinator is asked, so the failure is about the TEE.
-    let _coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
-    let tsm = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &["--inject", "enxio"]).unwrap();
-    firewall::deny::install(Some(cl.pods.a.name())).unwrap();
+    let (cl, _coord) = Cluster::with_coordinator(&t, &[]).unwrap();
+    let tsm = cl.boot(&cl.pods.a, "a", HOSTDATA_A, &["--inject", "enxio"]).unwrap();
     let dir = cl.path("tls-a");
     let mut att = cl.start_attest(&cl.pods.a, 1, &tsm.root, &dir, "a", &[]).unwrap();
     let st = wait_for("attest to exit", Duration::from_secs(20), || att.exited()).unwrap();
@@ -117,20 +107,16 @@ fn plain_app(pod: &podmesh_tests::netns::Pod, port: u16) -> std::thread::JoinHan
 
 #[test]
 fn attest_then_mesh_proxy_serves_mtls_between_two_pods() {
-    if skip_unless_root("attest_then_mesh_proxy_serves_mtls_between_two_pods") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
-    let _coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
-    let tsm_a = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
-    let tsm_b = TsmSim::mount(cl.work.path(), "b", &cl.sim_state, HOSTDATA_B, MEASUREMENT, &[]).unwrap();
-    firewall::deny::install(Some(cl.pods.a.name())).unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let (cl, _coord) = Cluster::with_coordinator(&t, &[]).unwrap();
+    let tsm_a = cl.boot(&cl.pods.a, "a", HOSTDATA_A, &[]).unwrap();
+    let tsm_b = cl.mount_tsm("b", HOSTDATA_B, MEASUREMENT, &[]).unwrap();
     let (dir_a, dir_b) = (cl.path("tls-a"), cl.path("tls-b"));
     // Pod a has a mesh: ingress port 8081 plaintext, every other port mTLS.
     let ingress = "plain#8081#true";
     let mut cmd_a = cl.start_attest_command(&cl.pods.a, 1, &tsm_a.root, &dir_a, &[]).unwrap();
     cmd_a.env("CONTRAST_INGRESS_PROXY_CONFIG", ingress);
-    let mut att_a = Proc::spawn("podmesh attest a", cmd_a, &cl.path("attest-a.log")).unwrap();
+    let mut att_a = Proc::logged("podmesh attest a", &mut cmd_a, &cl.path("attest-a.log")).unwrap();
     let mut att_b = cl.start_attest(&cl.pods.b, 2, &tsm_b.root, &dir_b, "b", &[]).unwrap();
     wait_for_certificate(&mut att_a, &dir_a, Duration::from_secs(30)).unwrap();
     wait_for_certificate(&mut att_b, &dir_b, Duration::from_secs(30)).unwrap();
@@ -142,7 +128,7 @@ fn attest_then_mesh_proxy_serves_mtls_between_two_pods() {
     let mut proxy_cmd = cl.pods.a.command(bin("podmesh").to_str().unwrap());
     proxy_cmd.args(["proxy", "--cmdline", "/dev/null", "--reload-interval", "200ms", "--tls-dir"]).arg(&dir_a);
     proxy_cmd.env("CONTRAST_INGRESS_PROXY_CONFIG", ingress).env_remove("NOTIFY_SOCKET").env_remove("JOURNAL_STREAM");
-    let mut proxy = Proc::spawn("podmesh proxy a", proxy_cmd, &cl.path("proxy-a.log")).unwrap();
+    let mut proxy = Proc::logged("podmesh proxy a", &mut proxy_cmd, &cl.path("proxy-a.log")).unwrap();
     wait_for("the proxy to remove the deny table", Duration::from_secs(20), || {
         if let Some(st) = proxy.exited() {
             panic!("podmesh proxy exited ({st}): {}", proxy.log_text());

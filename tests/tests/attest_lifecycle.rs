@@ -2,25 +2,20 @@
 //! recovers by itself), restart (root and mesh CA stay), manifest update (new mesh CA: old and
 //! new workloads reject each other, both verify against the root).
 
-mod attest_common;
-
-use attest_common::*;
-use podmesh_tests::netns::{addr, skip_unless_root, PodPair};
+use podmesh_tests::cluster::*;
+use podmesh_tests::harness::wait_for;
+use podmesh_tests::netns::{addr, PodPair};
 use std::time::Duration;
 
 #[test]
 fn attest_recovers_from_a_coordinator_down_at_boot_and_restart_keeps_the_cas() {
-    if skip_unless_root("attest_recovers_from_a_coordinator_down_at_boot_and_restart_keeps_the_cas") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
+    let t = podmesh_tests::skip_unless_root!();
     // First start creates the state (root CA the daemons are configured with), then it goes down.
-    let mut coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
+    let (cl, mut coord) = Cluster::with_coordinator(&t, &[]).unwrap();
     coord.terminate(Duration::from_secs(5));
     let root_before = std::fs::read_to_string(cl.root_ca_path()).unwrap();
 
-    let tsm_a = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
-    firewall::deny::install(Some(cl.pods.a.name())).unwrap();
+    let tsm_a = cl.boot(&cl.pods.a, "a", HOSTDATA_A, &[]).unwrap();
     let dir_a = cl.path("tls-a");
     let mut att_a = cl.start_attest(&cl.pods.a, 1, &tsm_a.root, &dir_a, "a", &[]).unwrap();
     wait_for("two failed attempts while the coordinator is down", Duration::from_secs(15), || {
@@ -40,7 +35,7 @@ fn attest_recovers_from_a_coordinator_down_at_boot_and_restart_keeps_the_cas() {
     // A second restart, then another workload: same root, same mesh CA, mutual trust.
     drop(_coord);
     let _coord = cl.start_coordinator(&Manifest::standard(), &[], "3").unwrap();
-    let tsm_b = TsmSim::mount(cl.work.path(), "b", &cl.sim_state, HOSTDATA_B, MEASUREMENT, &[]).unwrap();
+    let tsm_b = cl.mount_tsm("b", HOSTDATA_B, MEASUREMENT, &[]).unwrap();
     let dir_b = cl.path("tls-b");
     let mut att_b = cl.start_attest(&cl.pods.b, 2, &tsm_b.root, &dir_b, "b", &[]).unwrap();
     wait_for_certificate(&mut att_b, &dir_b, Duration::from_secs(20)).unwrap();
@@ -51,12 +46,9 @@ fn attest_recovers_from_a_coordinator_down_at_boot_and_restart_keeps_the_cas() {
 
 #[test]
 fn attest_manifest_update_splits_old_and_new_workloads() {
-    if skip_unless_root("attest_manifest_update_splits_old_and_new_workloads") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
-    let coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
-    let tsm_a = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let (cl, coord) = Cluster::with_coordinator(&t, &[]).unwrap();
+    let tsm_a = cl.mount_tsm("a", HOSTDATA_A, MEASUREMENT, &[]).unwrap();
     let dir_a = cl.path("tls-a");
     let mut att_a = cl.start_attest(&cl.pods.a, 1, &tsm_a.root, &dir_a, "a", &["--once"]).unwrap();
     wait_for_certificate(&mut att_a, &dir_a, Duration::from_secs(30)).unwrap();
@@ -68,7 +60,7 @@ fn attest_manifest_update_splits_old_and_new_workloads() {
     let mut updated = Manifest::standard();
     updated.policies[1].2.push("pod-b.v2");
     let _coord = cl.start_coordinator(&updated, &[], "2").unwrap();
-    let tsm_b = TsmSim::mount(cl.work.path(), "b", &cl.sim_state, HOSTDATA_B, MEASUREMENT, &[]).unwrap();
+    let tsm_b = cl.mount_tsm("b", HOSTDATA_B, MEASUREMENT, &[]).unwrap();
     let dir_b = cl.path("tls-b");
     let mut att_b = cl.start_attest(&cl.pods.b, 2, &tsm_b.root, &dir_b, "b", &["--once"]).unwrap();
     wait_for_certificate(&mut att_b, &dir_b, Duration::from_secs(30)).unwrap();
@@ -100,12 +92,9 @@ fn attest_manifest_update_splits_old_and_new_workloads() {
 
 #[test]
 fn attest_coordinator_trust_by_fingerprint_and_on_first_use() {
-    if skip_unless_root("attest_coordinator_trust_by_fingerprint_and_on_first_use") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
-    let _coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
-    let tsm = TsmSim::mount(cl.work.path(), "a", &cl.sim_state, HOSTDATA_A, MEASUREMENT, &[]).unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let (cl, _coord) = Cluster::with_coordinator(&t, &[]).unwrap();
+    let tsm = cl.mount_tsm("a", HOSTDATA_A, MEASUREMENT, &[]).unwrap();
     let root_der = certs(&std::fs::read_to_string(cl.root_ca_path()).unwrap()).remove(0);
     let fingerprint = sha256_hex(&root_der);
 

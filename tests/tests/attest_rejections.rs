@@ -1,15 +1,13 @@
 //! End to end: evidence the coordinator must refuse. Each case: the daemon keeps retrying with
 //! the coordinator's reason in its log, no certificate is written, the deny table stays.
 
-mod attest_common;
-
-use attest_common::*;
-use podmesh_tests::netns::skip_unless_root;
+use podmesh_tests::cluster::*;
+use podmesh_tests::harness::wait_for;
 use std::time::Duration;
 
 /// Runs one daemon against the running coordinator and checks that it is refused for `reason`.
 fn refused(cl: &Cluster, tag: &str, host_data: &str, measurement: &str, reason: &str) {
-    let tsm = TsmSim::mount(cl.work.path(), tag, &cl.sim_state, host_data, measurement, &[]).unwrap();
+    let tsm = cl.mount_tsm(tag, host_data, measurement, &[]).unwrap();
     let pod = &cl.pods.a;
     firewall::deny::install(Some(pod.name())).unwrap();
     let dir = cl.path(&format!("tls-{tag}"));
@@ -26,17 +24,13 @@ fn refused(cl: &Cluster, tag: &str, host_data: &str, measurement: &str, reason: 
     assert!(log.contains("attestation attempt 1 failed") && log.contains("retrying in"), "{log}");
     assert!(!dir.join("certChain.pem").exists() && !dir.join("key.pem").exists(), "files written despite {reason}");
     assert!(deny_installed(pod), "deny table gone despite {reason}");
-    let st = att.terminate(Duration::from_secs(5)).expect("exits on SIGTERM while retrying");
-    assert!(st.success(), "{st}");
+    att.stop(Duration::from_secs(5)).unwrap();
 }
 
 #[test]
 fn attest_rejected_evidence_leaves_no_certificate_and_the_deny_table() {
-    if skip_unless_root("attest_rejected_evidence_leaves_no_certificate_and_the_deny_table") {
-        return;
-    }
-    let cl = Cluster::new().unwrap();
-    let coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let (cl, coord) = Cluster::with_coordinator(&t, &[]).unwrap();
     refused(&cl, "wrong-measurement", HOSTDATA_A, OTHER_MEASUREMENT, "measurement_mismatch");
     refused(&cl, "unknown-host-data", HOSTDATA_UNKNOWN, MEASUREMENT, "unknown_host_data");
     let coord_log = coord.log_text();

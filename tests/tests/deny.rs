@@ -8,14 +8,17 @@ use firewall::{
     nft::{Nft, NftError},
 };
 use nftables::schema::{NfListObject, NfObject};
-use podmesh_tests::netns::{addr, skip_unless_root, Pod, PodPair};
+use podmesh_tests::{
+    harness::Test,
+    netns::{addr, Pod, PodPair},
+};
 use std::{
     io::{ErrorKind, Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    process::Command,
     time::Duration,
 };
 
-const PREFIX: &str = "pmfw";
 const PORT: u16 = 8080;
 const SHORT: Duration = Duration::from_millis(700);
 const LONG: Duration = Duration::from_secs(3);
@@ -25,8 +28,8 @@ fn families() -> [(&'static str, IpAddr); 2] {
 }
 
 /// Pod pair with a dual-stack listener on PORT in pod `a`.
-fn setup() -> (PodPair, TcpListener) {
-    let pods = PodPair::new(PREFIX).expect("create pods");
+fn setup(t: &Test) -> (PodPair, TcpListener) {
+    let pods = PodPair::new(t).expect("create pods");
     let listener = pods.a.in_netns(|| TcpListener::bind(("::", PORT))).expect("enter netns").expect("bind");
     listener.set_nonblocking(false).expect("blocking listener");
     (pods, listener)
@@ -74,10 +77,8 @@ fn deny_rules(pod: &Pod) -> usize {
 
 #[test]
 fn new_connection_from_another_pod_is_dropped_until_removal() {
-    if skip_unless_root("new_connection_from_another_pod_is_dropped_until_removal") {
-        return;
-    }
-    let (pods, listener) = setup();
+    let t = podmesh_tests::skip_unless_root!();
+    let (pods, listener) = setup(&t);
     deny::install(Some(pods.a.name())).expect("install");
     assert!(deny::is_installed(Some(pods.a.name())).unwrap());
     for (family, ip) in families() {
@@ -94,10 +95,8 @@ fn new_connection_from_another_pod_is_dropped_until_removal() {
 
 #[test]
 fn loopback_inside_the_pod_keeps_working() {
-    if skip_unless_root("loopback_inside_the_pod_keeps_working") {
-        return;
-    }
-    let (pods, listener) = setup();
+    let t = podmesh_tests::skip_unless_root!();
+    let (pods, listener) = setup(&t);
     deny::install(Some(pods.a.name())).expect("install");
     // Loopback addresses and the pod's own addresses (routed over lo) both stay reachable.
     let targets: [IpAddr; 4] = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap(), PodPair::V4_A.into(), PodPair::V6_A.into()];
@@ -109,10 +108,8 @@ fn loopback_inside_the_pod_keeps_working() {
 
 #[test]
 fn established_connection_survives_install() {
-    if skip_unless_root("established_connection_survives_install") {
-        return;
-    }
-    let (pods, listener) = setup();
+    let t = podmesh_tests::skip_unless_root!();
+    let (pods, listener) = setup(&t);
     let mut conns = Vec::new();
     for (family, ip) in families() {
         let mut client = connect(&pods.b, addr(ip, PORT), LONG).unwrap_or_else(|e| panic!("{family}: {e:?}"));
@@ -130,10 +127,8 @@ fn established_connection_survives_install() {
 
 #[test]
 fn install_twice_leaves_one_table_and_remove_when_absent_succeeds() {
-    if skip_unless_root("install_twice_leaves_one_table_and_remove_when_absent_succeeds") {
-        return;
-    }
-    let pod = Pod::new(PREFIX).expect("pod");
+    let t = podmesh_tests::skip_unless_root!();
+    let pod = Pod::new(&t).expect("pod");
     let ns = Some(pod.name());
     assert!(!deny::remove(ns).expect("remove when absent"), "absent: remove returns false");
     deny::install(ns).expect("first install");
@@ -149,10 +144,8 @@ fn install_twice_leaves_one_table_and_remove_when_absent_succeeds() {
 
 #[test]
 fn failed_install_leaves_the_table_in_place() {
-    if skip_unless_root("failed_install_leaves_the_table_in_place") {
-        return;
-    }
-    let pod = Pod::new(PREFIX).expect("pod");
+    let t = podmesh_tests::skip_unless_root!();
+    let pod = Pod::new(&t).expect("pod");
     let ns = Some(pod.name());
     deny::install(ns).expect("install");
     let before = Nft::new(ns).unwrap().list_table(deny::FAMILY, deny::TABLE).unwrap();
@@ -179,10 +172,8 @@ fn failed_install_leaves_the_table_in_place() {
 
 #[test]
 fn missing_nft_and_kernel_without_nf_tables_are_clear_errors() {
-    if skip_unless_root("missing_nft_and_kernel_without_nf_tables_are_clear_errors") {
-        return;
-    }
-    let pod = Pod::new(PREFIX).expect("pod");
+    let t = podmesh_tests::skip_unless_root!();
+    let pod = Pod::new(&t).expect("pod");
     let err = Nft::with_nft(Some(pod.name()), "/nonexistent/nft".as_ref()).unwrap_err();
     assert!(matches!(err, NftError::NftMissing { .. }), "{err}");
     assert!(err.to_string().contains("install the nftables package"), "{err}");
@@ -190,8 +181,11 @@ fn missing_nft_and_kernel_without_nf_tables_are_clear_errors() {
     // An nft whose netlink socket fails the way it does on a kernel without nf_tables.
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("nft");
-    std::fs::write(&fake, "#!/bin/sh\necho 'netlink: Error: cannot open netlink socket: Protocol not supported' >&2\nexit 1\n").unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = dir.path().join("nft.sh");
+    std::fs::write(&script, "#!/bin/sh\necho 'netlink: Error: cannot open netlink socket: Protocol not supported' >&2\nexit 1\n").unwrap();
+    // Copied into place by a child: had this process opened the executable for writing, a
+    // parallel test forking at that moment would hold the fd and exec would fail (ETXTBSY).
+    assert!(Command::new("install").arg("-m755").arg(&script).arg(&fake).status().unwrap().success());
     let err = Nft::with_nft(Some(pod.name()), &fake).unwrap().table_exists(deny::FAMILY, deny::TABLE).unwrap_err();
     assert!(matches!(err, NftError::KernelUnsupported { .. }), "{err}");
     assert!(err.to_string().contains("lacks nf_tables"), "{err}");

@@ -1,16 +1,13 @@
 //! The pod harness itself: connectivity over both families, cleanup on drop and on panic.
 
-use podmesh_tests::netns::{addr, skip_unless_root, Pod, PodPair};
+use podmesh_tests::netns::{addr, Pod, PodPair};
 use std::{net::TcpListener, path::Path, time::Duration};
 
-const PREFIX: &str = "pmfw";
 
 #[test]
 fn pair_connects_over_ipv4_and_ipv6_and_cleans_up() {
-    if skip_unless_root("pair_connects_over_ipv4_and_ipv6_and_cleans_up") {
-        return;
-    }
-    let pods = PodPair::new(PREFIX).unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let pods = PodPair::new(&t).unwrap();
     let names = [pods.a.name().to_string(), pods.b.name().to_string()];
     let listener = pods.a.in_netns(|| TcpListener::bind("[::]:7001")).unwrap().unwrap();
     pods.a.wait_for_port(7001, Duration::from_secs(5)).unwrap();
@@ -32,12 +29,10 @@ fn pair_connects_over_ipv4_and_ipv6_and_cleans_up() {
 
 #[test]
 fn pod_is_removed_when_a_test_panics() {
-    if skip_unless_root("pod_is_removed_when_a_test_panics") {
-        return;
-    }
+    let t = podmesh_tests::skip_unless_root!();
     let (tx, rx) = std::sync::mpsc::channel();
     let result = std::thread::spawn(move || {
-        let pod = Pod::new(PREFIX).unwrap();
+        let pod = Pod::new(&t).unwrap();
         tx.send(pod.name().to_string()).unwrap();
         panic!("deliberate");
     })
@@ -49,10 +44,8 @@ fn pod_is_removed_when_a_test_panics() {
 
 #[test]
 fn exec_reports_failures_with_stderr() {
-    if skip_unless_root("exec_reports_failures_with_stderr") {
-        return;
-    }
-    let pod = Pod::new(PREFIX).unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let pod = Pod::new(&t).unwrap();
     let err = pod.exec(&["ip", "link", "show", "no-such-dev"]).unwrap_err().to_string();
     assert!(err.contains("no-such-dev"), "{err}");
     let out = pod.exec(&["ip", "-o", "link"]).unwrap();

@@ -13,7 +13,8 @@
 
 use mesh::proxy::{EgressPlan, IngressPlan, Plan};
 use podmesh_tests::{
-    netns::{skip_unless_root, Pod, PodPair},
+    harness::Test,
+    netns::{Pod, PodPair},
     proxy_certs::{Identity, TestMesh},
     proxy_pods::{client_config, test_options, App, Proxy},
 };
@@ -27,7 +28,6 @@ use std::{
     time::Duration,
 };
 
-const PREFIX: &str = "pmhx";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const TLS_ONLY: u16 = 8080;
 const MTLS: u16 = 8081;
@@ -47,12 +47,12 @@ struct Net {
 }
 
 impl Net {
-    fn new() -> Self {
+    fn new(t: &Test) -> Self {
         let net = Net {
-            peer: Pod::new(PREFIX).unwrap(),
-            host: Pod::new(PREFIX).unwrap(),
-            pod: Pod::new(PREFIX).unwrap(),
-            sink: Pod::new(PREFIX).unwrap(),
+            peer: Pod::new(t).unwrap(),
+            host: Pod::new(t).unwrap(),
+            pod: Pod::new(t).unwrap(),
+            sink: Pod::new(t).unwrap(),
         };
         let h = |args: &[&str]| net.host.exec(args).unwrap();
         for (i, p) in [(1, &net.peer), (2, &net.pod), (3, &net.sink)] {
@@ -153,8 +153,8 @@ fn egress(name: &str, listen: &str, host: IpAddr) -> EgressPlan {
     EgressPlan { name: name.into(), listen: listen.parse().unwrap(), remote_host: host.to_string(), remote_port: MTLS, strict: false }
 }
 
-fn start() -> Mesh {
-    let net = Net::new();
+fn start(t: &Test) -> Mesh {
+    let net = Net::new(t);
     let ca = TestMesh::new().unwrap();
     let pod_id = ca.issue("pod", &["10.98.2.1", "fd98:2::1"], DAY).unwrap();
     let peer_id = ca.issue("peer", &["10.98.1.1", "fd98:1::1"], DAY).unwrap();
@@ -248,10 +248,8 @@ fn genuine_paths_work(m: &Mesh) {
 
 #[test]
 fn foreign_destinations_are_never_proxied_v4_and_v6() {
-    if skip_unless_root("foreign_destinations_are_never_proxied_v4_and_v6") {
-        return;
-    }
-    let m = start();
+    let t = podmesh_tests::skip_unless_root!();
+    let m = start(&t);
     genuine_paths_work(&m);
     // The issue's scenario: the host aims the pod's #false port at a foreign address.
     for (foreign, real) in [(IpAddr::from(FOREIGN_V4), IpAddr::from(POD_V4)), (FOREIGN_V6.into(), POD_V6.into())] {
@@ -295,11 +293,9 @@ fn captured_log() -> Arc<Mutex<Vec<u8>>> {
 
 #[test]
 fn ingress_refuses_a_foreign_destination_even_without_the_fib_rule() {
-    if skip_unless_root("ingress_refuses_a_foreign_destination_even_without_the_fib_rule") {
-        return;
-    }
+    let t = podmesh_tests::skip_unless_root!();
     let log = captured_log();
-    let m = start();
+    let m = start(&t);
     genuine_paths_work(&m);
     // Defence in depth: take the interception table's fib rule away.
     let chain = String::from_utf8(m.net.pod.exec(&["nft", "-a", "list", "chain", "inet", "podmesh_tproxy", "prerouting"]).unwrap().stdout).unwrap();
@@ -382,10 +378,8 @@ fn raw_ip_arrives(from: &Pod, to_pod: &Pod, to: Ipv4Addr) -> bool {
 
 #[test]
 fn non_tcp_flows_stay_closed_after_readiness_unless_listed() {
-    if skip_unless_root("non_tcp_flows_stay_closed_after_readiness_unless_listed") {
-        return;
-    }
-    let pods = PodPair::new(PREFIX).unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let pods = PodPair::new(&t).unwrap();
     let id = TestMesh::new().unwrap().issue("b", &["10.99.0.2"], DAY).unwrap();
     let dir = tempfile::tempdir().unwrap();
     id.write_tls_dir(dir.path()).unwrap();
@@ -474,10 +468,8 @@ fn mtls_from_port(from: &Pod, src: SocketAddr, to: SocketAddr, config: Arc<rustl
 
 #[test]
 fn syn_reusing_a_time_wait_tuple_goes_through_the_proxy_never_to_the_app() {
-    if skip_unless_root("syn_reusing_a_time_wait_tuple_goes_through_the_proxy_never_to_the_app") {
-        return;
-    }
-    let pods = PodPair::new(PREFIX).unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let pods = PodPair::new(&t).unwrap();
     let ca = TestMesh::new().unwrap();
     let server = ca.issue("b", &["10.99.0.2", "fd99::2"], DAY).unwrap();
     let client = ca.issue("a", &["10.99.0.1", "fd99::1"], DAY).unwrap();

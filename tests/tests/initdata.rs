@@ -2,10 +2,7 @@
 //! HOSTDATA / MRCONFIGID is its digest, and then the host's environment and env-file cannot
 //! change a port or the coordinator trust. Needs root and FUSE (tsm-sim mounts).
 
-mod attest_common;
-
-use attest_common::*;
-use podmesh_tests::netns::skip_unless_root;
+use podmesh_tests::harness::{bin, Proc};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -24,7 +21,7 @@ fn mount(work: &Path, name: &str, tee: &str, launch_flag: &str, value: &str) -> 
     let mut cmd = Command::new(bin("tsm-sim"));
     cmd.arg("mount").arg("--root").arg(&root).args(["--tee", tee, "--state"]).arg(work.join(format!("state-{tee}")));
     cmd.args([launch_flag, value]);
-    let mut p = Proc::spawn(&format!("tsm-sim {name}"), cmd, &work.join(format!("tsm-{name}.log"))).unwrap();
+    let mut p = Proc::spawn(&format!("tsm-sim {name}"), &mut cmd).unwrap();
     let report = root.join("report");
     p.wait_ready("the tsm-sim mount", Duration::from_secs(30), || report.is_dir()).unwrap();
     (p, root)
@@ -87,9 +84,7 @@ fn assert_refused(o: &Output, want: &[&str]) {
 
 #[test]
 fn snp_initdata_matches_and_mismatches() {
-    if skip_unless_root("snp_initdata_matches_and_mismatches") {
-        return;
-    }
+    let _t = podmesh_tests::skip_unless_fuse!();
     let work = tempfile::tempdir().unwrap();
     let initdata = work.path().join("initdata.toml");
     std::fs::write(&initdata, INITDATA).unwrap();
@@ -154,9 +149,7 @@ fn snp_initdata_matches_and_mismatches() {
 
 #[test]
 fn tdx_initdata_matches_and_mismatches() {
-    if skip_unless_root("tdx_initdata_matches_and_mismatches") {
-        return;
-    }
+    let _t = podmesh_tests::skip_unless_fuse!();
     let work = tempfile::tempdir().unwrap();
     let initdata = work.path().join("initdata.toml");
     std::fs::write(&initdata, INITDATA).unwrap();

@@ -3,7 +3,8 @@
 //! (openssl s_client, curl, openssl s_server) interoperate with it.
 
 use podmesh_tests::{
-    netns::{skip_unless_root, PodPair},
+    harness::{bin, Proc, Test},
+    netns::{Pod, PodPair},
     proxy_certs::{Identity, TestMesh},
     proxy_pods::App,
 };
@@ -11,89 +12,41 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
-const PREFIX: &str = "pmpx";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const INGRESS: &str = "web#8443#false##plain#9090#true";
 
-fn podmesh() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let path = exe.parent().and_then(Path::parent).expect("target dir").join("podmesh");
-    assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first (cargo test --workspace does)", path.display());
-    path
+/// `podmesh proxy` inside a pod, logging to `log`; SIGKILLed on drop if still running.
+/// (`ip netns exec` execs podmesh in place, so the child pid is the proxy itself.)
+fn spawn_proxy(pod: &Pod, tls_dir: &Path, env: &[(&str, &str)], log: &Path) -> Proc {
+    spawn_proxy_with(pod, &[], tls_dir, env, log)
 }
 
-/// `podmesh proxy` inside a pod; SIGKILLed on drop if still running.
-struct ProxyProc {
-    child: Child,
-    log: PathBuf,
+/// `podmesh proxy ARGS...` inside `pod`.
+fn spawn_proxy_with(pod: &Pod, args: &[&str], tls_dir: &Path, env: &[(&str, &str)], log: &Path) -> Proc {
+    let mut cmd = pod.command(bin("podmesh").to_str().unwrap());
+    cmd.arg("proxy").args(args).arg("--tls-dir").arg(tls_dir);
+    // An empty kernel command line: only the environment configures this test.
+    let cmdline = log.with_extension("cmdline");
+    std::fs::write(&cmdline, "").unwrap();
+    cmd.arg("--cmdline").arg(&cmdline);
+    cmd.args(["--drain-timeout", "2s"]);
+    clean_env(&mut cmd);
+    cmd.env("PODMESH_LOG", "info,mesh=debug").envs(env.iter().copied());
+    Proc::logged("podmesh proxy", &mut cmd, log).unwrap()
 }
 
-impl ProxyProc {
-    fn spawn(pod: &podmesh_tests::netns::Pod, tls_dir: &Path, env: &[(&str, &str)], log: &Path) -> Self {
-        let mut cmd = pod.command(podmesh().to_str().unwrap());
-        cmd.args(["proxy", "--tls-dir"]).arg(tls_dir);
-        // An empty kernel command line: only the environment configures this test.
-        let cmdline = log.with_extension("cmdline");
-        std::fs::write(&cmdline, "").unwrap();
-        cmd.arg("--cmdline").arg(&cmdline);
-        cmd.args(["--drain-timeout", "2s"]);
-        for var in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "NOTIFY_SOCKET"] {
-            cmd.env_remove(var);
-        }
-        cmd.env("PODMESH_LOG", "info,mesh=debug").envs(env.iter().copied());
-        let out = std::fs::File::create(log).unwrap();
-        let child = cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
-        Self { child, log: log.to_path_buf() }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Until the log shows `proxy_ready`-time message, or the process exits.
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.log().contains("proxy ready") {
-                return Ok(());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("exited with {status}: {}", self.log()));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("not ready after 20 s: {}", self.log()));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "podmesh proxy did not exit within {limit:?}: {}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        // `ip netns exec` execs podmesh in place, so the child pid is the proxy itself.
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+/// No configuration from the test runner's environment leaks into a podmesh under test.
+fn clean_env(cmd: &mut Command) {
+    for var in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "NOTIFY_SOCKET", "PODMESH_NETNS", "PODMESH_ENV_FILE", "PODMESH_COORDINATOR", "PODMESH_OPEN_WITHOUT_COORDINATOR", "JOURNAL_STREAM"] {
+        cmd.env_remove(var);
     }
 }
 
-impl Drop for ProxyProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+const READY: &str = "proxy ready";
 
 struct Setup {
     pods: PodPair,
@@ -103,8 +56,8 @@ struct Setup {
     dir: tempfile::TempDir,
 }
 
-fn setup() -> Setup {
-    let pods = PodPair::new(PREFIX).unwrap();
+fn setup(t: &Test) -> Setup {
+    let pods = PodPair::new(t).unwrap();
     let ca = TestMesh::new().unwrap();
     let server = ca.issue("server", &["10.99.0.2", "fd99::2"], DAY).unwrap();
     let client = ca.issue("client", &["10.99.0.1", "fd99::1"], DAY).unwrap();
@@ -116,7 +69,7 @@ fn setup() -> Setup {
     Setup { pods, app, server, client, dir }
 }
 
-fn read_line(pod: &podmesh_tests::netns::Pod, to: SocketAddr) -> Result<String, String> {
+fn read_line(pod: &Pod, to: SocketAddr) -> Result<String, String> {
     pod.in_netns(move || {
         let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
@@ -132,10 +85,8 @@ fn read_line(pod: &podmesh_tests::netns::Pod, to: SocketAddr) -> Result<String, 
 
 #[test]
 fn bad_configuration_exits_nonzero_and_keeps_the_deny_table() {
-    if skip_unless_root("bad_configuration_exits_nonzero_and_keeps_the_deny_table") {
-        return;
-    }
-    let s = setup();
+    let t = podmesh_tests::skip_unless_root!();
+    let s = setup(&t);
     let tls = s.dir.path().join("server");
     for (what, ingress, needle) in [
         ("port out of range", "web#99999#false", "web#99999#false"),
@@ -143,10 +94,10 @@ fn bad_configuration_exits_nonzero_and_keeps_the_deny_table() {
         ("duplicate port", "a#80#true##b#80#false", "duplicate"),
     ] {
         let log = s.dir.path().join("bad.log");
-        let mut p = ProxyProc::spawn(&s.pods.b, &tls, &[("CONTRAST_INGRESS_PROXY_CONFIG", ingress)], &log);
-        let status = p.wait_exit(Duration::from_secs(10));
+        let mut p = spawn_proxy(&s.pods.b, &tls, &[("CONTRAST_INGRESS_PROXY_CONFIG", ingress)], &log);
+        let status = p.wait_exit(Duration::from_secs(10)).unwrap();
         assert!(!status.success(), "{what}: must fail");
-        assert!(p.log().contains(needle), "{what}: log must name the entry: {}", p.log());
+        assert!(p.log_text().contains(needle), "{what}: log must name the entry: {}", p.log_text());
         assert!(firewall::deny::is_installed(Some(s.pods.b.name())).unwrap(), "{what}: deny table must stay");
     }
     // Bad TLS knobs (environment of the unit): rejected before anything starts.
@@ -156,50 +107,48 @@ fn bad_configuration_exits_nonzero_and_keeps_the_deny_table() {
         ("PODMESH_TLS_RESUMPTION", "maybe", "neither on nor off"),
     ] {
         let log = s.dir.path().join("knob.log");
-        let mut p = ProxyProc::spawn(&s.pods.b, &tls, &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS), (var, value)], &log);
-        assert!(!p.wait_exit(Duration::from_secs(10)).success(), "{var}={value:?} must fail");
-        assert!(p.log().contains(needle), "{var}={value:?}: {}", p.log());
+        let mut p = spawn_proxy(&s.pods.b, &tls, &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS), (var, value)], &log);
+        assert!(!p.wait_exit(Duration::from_secs(10)).unwrap().success(), "{var}={value:?} must fail");
+        assert!(p.log_text().contains(needle), "{var}={value:?}: {}", p.log_text());
         assert!(firewall::deny::is_installed(Some(s.pods.b.name())).unwrap(), "{var}: deny table must stay");
     }
     // Broken TLS material, through the binary: also non-zero, deny stays.
     let broken = s.dir.path().join("broken");
     Identity { key_pem: s.client.key_pem.clone(), ..s.server.clone() }.write_tls_dir(&broken).unwrap();
-    let mut p = ProxyProc::spawn(&s.pods.b, &broken, &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS)], &s.dir.path().join("broken.log"));
-    assert!(!p.wait_exit(Duration::from_secs(10)).success());
-    assert!(p.log().contains("does not match"), "{}", p.log());
+    let mut p = spawn_proxy(&s.pods.b, &broken, &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS)], &s.dir.path().join("broken.log"));
+    assert!(!p.wait_exit(Duration::from_secs(10)).unwrap().success());
+    assert!(p.log_text().contains("does not match"), "{}", p.log_text());
     assert!(firewall::deny::is_installed(Some(s.pods.b.name())).unwrap());
     assert_eq!(s.app.count(), 0);
 }
 
 #[test]
 fn sigterm_drains_and_kill_9_fails_closed() {
-    if skip_unless_root("sigterm_drains_and_kill_9_fails_closed") {
-        return;
-    }
-    let s = setup();
+    let t = podmesh_tests::skip_unless_root!();
+    let s = setup(&t);
     let tls = s.dir.path().join("server");
     let env = [("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS), ("CONTRAST_ADMIN_PORT", "9901")];
     // A pod whose ephemeral range covers our listener ports gets told so.
     let sysctl = |kv: &str| assert!(s.pods.b.exec(&["sysctl", "-qw", kv]).unwrap().status.success(), "sysctl {kv}");
     sysctl("net.ipv4.ip_local_port_range=10240 65000");
-    let mut p = ProxyProc::spawn(&s.pods.b, &tls, &env, &s.dir.path().join("p1.log"));
-    p.wait_ready().unwrap();
-    assert!(p.log().contains("ports_ephemeral") && p.log().contains("port(s) 15006,15007 lie in"), "{}", p.log());
+    let mut p = spawn_proxy(&s.pods.b, &tls, &env, &s.dir.path().join("p1.log"));
+    p.wait_for_log(READY, Duration::from_secs(20)).unwrap();
+    assert!(p.log_text().contains("ports_ephemeral") && p.log_text().contains("port(s) 15006,15007 lie in"), "{}", p.log_text());
     assert!(!firewall::deny::is_installed(Some(s.pods.b.name())).unwrap());
-    assert!(!p.log().contains('\x1b'), "a log redirected to a file must carry no ANSI colours: {:?}", p.log());
-    assert!(p.log().contains("PODMESH_EVENT") || p.log().contains("proxy ready"), "{}", p.log());
-    p.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(p.wait_exit(Duration::from_secs(10)).success(), "SIGTERM must exit 0: {}", p.log());
+    assert!(!p.log_text().contains('\x1b'), "a log redirected to a file must carry no ANSI colours: {:?}", p.log_text());
+    assert!(p.log_text().contains("PODMESH_EVENT") || p.log_text().contains("proxy ready"), "{}", p.log_text());
+    p.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(p.wait_exit(Duration::from_secs(10)).unwrap().success(), "SIGTERM must exit 0: {}", p.log_text());
 
     // Restart (idempotent rules) and then die hard; reserved ports draw no warning.
     sysctl("net.ipv4.ip_local_reserved_ports=15006-15007");
-    let mut p = ProxyProc::spawn(&s.pods.b, &tls, &env, &s.dir.path().join("p2.log"));
-    p.wait_ready().unwrap();
-    assert!(!p.log().contains("ports_ephemeral"), "{}", p.log());
+    let mut p = spawn_proxy(&s.pods.b, &tls, &env, &s.dir.path().join("p2.log"));
+    p.wait_for_log(READY, Duration::from_secs(20)).unwrap();
+    assert!(!p.log_text().contains("ports_ephemeral"), "{}", p.log_text());
     let rules = s.pods.b.exec(&["ip", "rule", "show"]).unwrap();
     assert_eq!(String::from_utf8_lossy(&rules.stdout).matches("fwmark 0x1 lookup 100").count(), 1, "one rule after a restart");
-    p.signal(nix::sys::signal::Signal::SIGKILL);
-    p.wait_exit(Duration::from_secs(5));
+    p.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
+    p.wait_exit(Duration::from_secs(5)).unwrap();
     let before = s.app.count();
     for ip in [PodPair::V4_B.into(), std::net::IpAddr::from(PodPair::V6_B)] {
         for port in [8080u16, 8443] {
@@ -213,24 +162,22 @@ fn sigterm_drains_and_kill_9_fails_closed() {
 
 #[test]
 fn openssl_and_curl_interoperate() {
-    if skip_unless_root("openssl_and_curl_interoperate") {
-        return;
-    }
+    let t = podmesh_tests::skip_unless_root!();
     for tool in ["openssl", "curl"] {
         if Command::new(tool).arg("--version").output().is_err() {
             eprintln!("SKIP openssl_and_curl_interoperate: {tool} not installed");
             return;
         }
     }
-    let s = setup();
+    let s = setup(&t);
     let files = |name: &str, id: &Identity| -> (PathBuf, PathBuf, PathBuf) {
         let d = s.dir.path().join(name);
         id.write_tls_dir(&d).unwrap();
         (d.join("mesh-ca.pem"), d.join("certChain.pem"), d.join("key.pem"))
     };
     let (ca, chain, key) = files("client-files", &s.client);
-    let mut server = ProxyProc::spawn(&s.pods.b, &s.dir.path().join("server"), &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS)], &s.dir.path().join("srv.log"));
-    server.wait_ready().unwrap();
+    let mut server = spawn_proxy(&s.pods.b, &s.dir.path().join("server"), &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS)], &s.dir.path().join("srv.log"));
+    server.wait_for_log(READY, Duration::from_secs(20)).unwrap();
 
     // Ingress client: openssl s_client with the mesh certificate (mTLS port).
     let mut sc = s.pods.a.command("openssl");
@@ -279,8 +226,8 @@ fn openssl_and_curl_interoperate() {
         s.pods.b.wait_for_port(port, Duration::from_secs(5)).unwrap();
     }
     let egress = "srv#127.0.0.2:7443#10.99.0.2:4443##srv6#127.0.0.3:7443#[fd99::2]:4444#strict";
-    let mut client = ProxyProc::spawn(&s.pods.a, &s.dir.path().join("client"), &[("CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED"), ("CONTRAST_EGRESS_PROXY_CONFIG", egress)], &s.dir.path().join("cli.log"));
-    client.wait_ready().unwrap();
+    let mut client = spawn_proxy(&s.pods.a, &s.dir.path().join("client"), &[("CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED"), ("CONTRAST_EGRESS_PROXY_CONFIG", egress)], &s.dir.path().join("cli.log"));
+    client.wait_for_log(READY, Duration::from_secs(20)).unwrap();
     for listen in ["127.0.0.2:7443", "127.0.0.3:7443"] {
         let to: SocketAddr = listen.parse().unwrap();
         let page = s.pods.a.in_netns(move || {
@@ -291,7 +238,105 @@ fn openssl_and_curl_interoperate() {
             let _ = c.read_to_string(&mut page);
             page
         }).unwrap();
-        assert!(page.starts_with("HTTP/1.0 200 ok"), "s_server via {listen} answered {:?}; proxy log: {}", &page[..page.len().min(200)], client.log());
+        assert!(page.starts_with("HTTP/1.0 200 ok"), "s_server via {listen} answered {:?}; proxy log: {}", &page[..page.len().min(200)], client.log_text());
         assert!(page.contains("TLSv1.3"), "{listen}: TLS 1.3 expected");
     }
+}
+
+/// The effective capabilities of every thread of `pid` (from /proc/PID/task/*/status).
+fn thread_cap_eff(pid: u32) -> Vec<String> {
+    let mut caps = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        caps.extend(status.lines().filter_map(|l| l.strip_prefix("CapEff:")).map(|v| v.trim().to_string()));
+    }
+    caps
+}
+
+/// `--netns` (here through PODMESH_NETNS, as the peer-pods drop-in sets it): the proxy is
+/// started in another namespace (`outer`, standing in for the VM's own) and must do all of its
+/// work in the pod's: listeners, interception, routes, the deny table. It keeps only
+/// CAP_NET_ADMIN on every thread, which is still enough to remove its routes at SIGTERM.
+#[test]
+fn netns_moves_the_whole_proxy_into_the_pod_and_it_keeps_only_cap_net_admin() {
+    let t = podmesh_tests::skip_unless_root!();
+    let s = setup(&t);
+    let outer = Pod::new(&t).unwrap();
+    let pod = s.pods.b.name();
+    let routes = firewall::routes::RouteSpec { mark: 0x1, table: 100 };
+    let env = [("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS), ("PODMESH_NETNS", pod)];
+    let mut p = spawn_proxy_with(&outer, &[], &s.dir.path().join("server"), &env, &s.dir.path().join("netns.log"));
+    p.wait_for_log(READY, Duration::from_secs(20)).unwrap();
+    assert!(p.log_text().contains("netns_entered") || p.log_text().contains("running inside network namespace"), "{}", p.log_text());
+    assert!(!firewall::deny::is_installed(Some(pod)).unwrap(), "the pod's deny table is the one removed");
+    assert!(firewall::tproxy::is_installed(Some(pod)).unwrap() && firewall::routes::is_installed(routes, Some(pod)).unwrap());
+    assert!(!firewall::tproxy::is_installed(Some(outer.name())).unwrap(), "interception in the wrong namespace");
+    assert!(!firewall::routes::is_installed(routes, Some(outer.name())).unwrap(), "routes in the wrong namespace");
+    // Served from inside the pod: TLS on the #false port, plaintext passthrough.
+    assert_eq!(read_line(&s.pods.a, SocketAddr::new(PodPair::V4_B.into(), 9090)).as_deref(), Ok("port=9090\n"));
+    let ca = s.dir.path().join("server/mesh-ca.pem");
+    let out = s.pods.a.command("curl").args(["-sS", "--http0.9", "--max-time", "5", "--cacert"]).arg(&ca).arg("https://10.99.0.2:8443/").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("port=8443\n"), "curl on #false: {out:?}");
+
+    let caps = thread_cap_eff(p.id());
+    assert!(caps.len() >= 2, "the proxy runs event loops on more threads: {caps:?}");
+    assert!(caps.iter().all(|c| c == "0000000000001000"), "every thread: CAP_NET_ADMIN only, got {caps:?}");
+    let status = Command::new(bin("podmesh")).args(["status", "--json", "--no-dbus", "--netns", pod]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let me = json["proxies"].as_array().unwrap().iter().find(|x| x["pid"] == p.id()).cloned().unwrap_or_default();
+    assert_eq!(me["effective"], serde_json::json!(["CAP_NET_ADMIN"]), "{json}");
+    assert_eq!(me["unexpected"], serde_json::json!([]), "{json}");
+    assert!(me["expected"][0]["reason"].as_str().unwrap_or("").contains("SO_MARK"), "{json}");
+
+    p.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(p.wait_exit(Duration::from_secs(10)).unwrap().success(), "SIGTERM must exit 0: {}", p.log_text());
+    assert!(!firewall::routes::is_installed(routes, Some(pod)).unwrap(), "routes removed with the kept capability: {}", p.log_text());
+    assert!(!p.log_text().contains("routes_remove_failed"), "{}", p.log_text());
+}
+
+/// A netns that does not exist: one clear line, exit 1, nothing touched.
+#[test]
+fn a_missing_netns_is_refused_not_ignored() {
+    let out = Command::new(bin("podmesh")).args(["proxy", "--netns", "pm-no-such-ns", "--cmdline", "/dev/null"]).env_remove("JOURNAL_STREAM").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("pm-no-such-ns") && err.contains("does not exist"), "{err}");
+}
+
+/// The host configures the mesh only through the env-file the proxy reads (PODMESH_ENV_FILE,
+/// or --env-file). `podmesh attest --open-without-coordinator` must see the same mesh and leave
+/// the pod closed for the proxy; before, it read no env-file, found "no mesh" and removed the
+/// deny table before anything intercepted.
+#[test]
+fn attest_does_not_open_the_pod_when_the_env_file_configures_the_mesh() {
+    let t = podmesh_tests::skip_unless_root!();
+    let pod = Pod::new(&t).unwrap();
+    let dir = t.tempdir().unwrap();
+    let (env_file, cmdline) = (dir.path().join("podmesh.env"), dir.path().join("cmdline"));
+    std::fs::write(&env_file, "CONTRAST_INGRESS_PROXY_CONFIG=web#8080#false\n").unwrap();
+    std::fs::write(&cmdline, "").unwrap();
+    let attest = |extra: &[&str], env: &[(&str, &std::ffi::OsStr)]| {
+        let mut cmd = Command::new(bin("podmesh"));
+        cmd.args(["attest", "--open-without-coordinator", "--no-dbus", "--netns", pod.name(), "--cmdline"]).arg(&cmdline).args(extra);
+        clean_env(&mut cmd);
+        cmd.envs(env.iter().copied()).output().unwrap()
+    };
+    let proxy_sees = Command::new(bin("podmesh")).args(["config", "check", "--cmdline"]).arg(&cmdline).env("PODMESH_ENV_FILE", &env_file).env_remove("CONTRAST_INGRESS_PROXY_CONFIG").output().unwrap();
+    assert!(String::from_utf8_lossy(&proxy_sees.stdout).contains("\"enabled\": true"), "the loader must see the mesh");
+    let flag = ["--env-file", env_file.to_str().unwrap()];
+    let var = [("PODMESH_ENV_FILE", env_file.as_os_str())];
+    for (how, extra, env) in [("PODMESH_ENV_FILE", &[][..], &var[..]), ("--env-file", &flag[..], &[][..])] {
+        firewall::deny::install(Some(pod.name())).unwrap();
+        let out = attest(extra, env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(firewall::deny::is_installed(Some(pod.name())).unwrap(), "{how}: attest opened the pod although the proxy will intercept: {err}");
+        assert_eq!(out.status.code(), Some(78), "{how}: no coordinator and a mesh is a configuration error: {err}");
+        assert!(err.contains("no coordinator configured") && !err.contains("deny_removed"), "{how}: {err}");
+    }
+    // The control: without a mesh anywhere, the same command does open the pod.
+    firewall::deny::install(Some(pod.name())).unwrap();
+    let out = attest(&[], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!firewall::deny::is_installed(Some(pod.name())).unwrap());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deny_removed") || String::from_utf8_lossy(&out.stderr).contains("deny table removed"));
 }

@@ -5,7 +5,8 @@
 //! hierarchy. Every test runs as root and skips visibly otherwise.
 
 use podmesh_tests::{
-    netns::{skip_unless_root, Pod, PodPair},
+    harness::Test,
+    netns::{Pod, PodPair},
     proxy_certs::{write_atomic, Identity, TestMesh},
     proxy_pods::*,
 };
@@ -16,7 +17,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-const PREFIX: &str = "pmpx";
 const MTLS_APP: u16 = 8080;
 const TLS_ONLY_APP: u16 = 8443;
 const PLAIN_APP: u16 = 9090;
@@ -72,21 +72,22 @@ struct Mesh {
     server_dir: tempfile::TempDir,
 }
 
-fn start_mesh() -> Mesh {
-    start_mesh_with(mesh::tls::TlsPolicy::default())
+fn start_mesh(t: &Test) -> Mesh {
+    start_mesh_with(t, mesh::tls::TlsPolicy::default())
 }
 
 /// Both proxies with the TLS knobs `tls`.
-fn start_mesh_with(tls: mesh::tls::TlsPolicy) -> Mesh {
-    start_mesh_tuned(|o| mesh::proxy::Options { tls: tls.clone(), ..o }, |o| o)
+fn start_mesh_with(t: &Test, tls: mesh::tls::TlsPolicy) -> Mesh {
+    start_mesh_tuned(t, |o| mesh::proxy::Options { tls: tls.clone(), ..o }, |o| o)
 }
 
 /// Both proxies, their test options adjusted by `server` and `client`.
 fn start_mesh_tuned(
+    t: &Test,
     server: impl Fn(mesh::proxy::Options) -> mesh::proxy::Options,
     client: impl Fn(mesh::proxy::Options) -> mesh::proxy::Options,
 ) -> Mesh {
-    let pods = PodPair::new(PREFIX).unwrap();
+    let pods = PodPair::new(t).unwrap();
     let ca = TestMesh::new().unwrap();
     let server_id = ca.issue("server", &["10.99.0.2", "fd99::2", "server.mesh"], DAY).unwrap();
     let client_id = ca.issue("client", &["10.99.0.1", "fd99::1"], DAY).unwrap();
@@ -131,10 +132,8 @@ fn egress_echo(pod: &Pod, listen: &str, msg: &'static [u8]) -> (String, Vec<u8>)
 
 #[test]
 fn egress_to_ingress_mtls_round_trip_v4_and_v6() {
-    if skip_unless_root("egress_to_ingress_mtls_round_trip_v4_and_v6") {
-        return;
-    }
-    let m = start_mesh();
+    let t = podmesh_tests::skip_unless_root!();
+    let m = start_mesh(&t);
     for listen in ["127.0.0.2:7000", "127.0.0.3:7000"] {
         let (greeting, echo) = egress_echo(&m.pods.a, listen, b"hello through the mesh");
         assert_eq!(greeting, "port=8080", "the app must see the original destination port ({listen})");
@@ -154,10 +153,8 @@ fn egress_to_ingress_mtls_round_trip_v4_and_v6() {
 
 #[test]
 fn one_gib_crosses_byte_exact() {
-    if skip_unless_root("one_gib_crosses_byte_exact") {
-        return;
-    }
-    let m = start_mesh();
+    let t = podmesh_tests::skip_unless_root!();
+    let m = start_mesh(&t);
     for (listen, total) in [("127.0.0.2:7090", 1u64 << 30), ("127.0.0.3:7090", 1 << 30)] {
         let listen: SocketAddr = listen.parse().unwrap();
         let started = Instant::now();
@@ -177,10 +174,8 @@ fn one_gib_crosses_byte_exact() {
 
 #[test]
 fn mtls_port_rejects_clients_without_a_valid_mesh_certificate() {
-    if skip_unless_root("mtls_port_rejects_clients_without_a_valid_mesh_certificate") {
-        return;
-    }
-    let m = start_mesh();
+    let t = podmesh_tests::skip_unless_root!();
+    let m = start_mesh(&t);
     let other = TestMesh::new().unwrap();
     let stranger = other.issue("stranger", &["10.99.0.1"], DAY).unwrap();
     let short = m.ca.issue("short-lived", &["10.99.0.1"], Duration::from_secs(1)).unwrap();
@@ -219,10 +214,8 @@ fn mtls_port_rejects_clients_without_a_valid_mesh_certificate() {
 
 #[test]
 fn tls_only_and_plaintext_ports_and_no_direct_listener_access() {
-    if skip_unless_root("tls_only_and_plaintext_ports_and_no_direct_listener_access") {
-        return;
-    }
-    let m = start_mesh();
+    let t = podmesh_tests::skip_unless_root!();
+    let m = start_mesh(&t);
     let no_cert = client_config(&m.server_id.mesh_ca_pem, None).unwrap();
     for ip in [v4b(), v6b()] {
         let out = tls_exchange(&m.pods.a, addr(ip, TLS_ONLY_APP), no_cert.clone()).unwrap();
@@ -239,10 +232,8 @@ fn tls_only_and_plaintext_ports_and_no_direct_listener_access() {
 
 #[test]
 fn egress_refuses_servers_outside_the_mesh_and_strict_san_mismatch() {
-    if skip_unless_root("egress_refuses_servers_outside_the_mesh_and_strict_san_mismatch") {
-        return;
-    }
-    let pods = PodPair::new(PREFIX).unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let pods = PodPair::new(&t).unwrap();
     let ca = TestMesh::new().unwrap();
     let other = TestMesh::new().unwrap();
     let client_id = ca.issue("client", &["10.99.0.1"], DAY).unwrap();
@@ -273,10 +264,8 @@ fn egress_refuses_servers_outside_the_mesh_and_strict_san_mismatch() {
 
 #[test]
 fn startup_failures_keep_the_deny_table() {
-    if skip_unless_root("startup_failures_keep_the_deny_table") {
-        return;
-    }
-    let pod = Pod::new(PREFIX).unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let pod = Pod::new(&t).unwrap();
     let ns = Some(pod.name());
     let ca = TestMesh::new().unwrap();
     let good = ca.issue("server", &["server.mesh"], DAY).unwrap();
@@ -321,10 +310,8 @@ fn startup_failures_keep_the_deny_table() {
 
 #[test]
 fn stopped_proxy_leaves_ports_closed_never_plaintext() {
-    if skip_unless_root("stopped_proxy_leaves_ports_closed_never_plaintext") {
-        return;
-    }
-    let mut m = start_mesh();
+    let t = podmesh_tests::skip_unless_root!();
+    let mut m = start_mesh(&t);
     let before = m.app.count();
     if let Some(mut server) = m.server.take() {
         server.join().unwrap();
@@ -345,10 +332,8 @@ fn stopped_proxy_leaves_ports_closed_never_plaintext() {
 
 #[test]
 fn certificates_hot_reload_without_dropping_connections() {
-    if skip_unless_root("certificates_hot_reload_without_dropping_connections") {
-        return;
-    }
-    let m = start_mesh();
+    let t = podmesh_tests::skip_unless_root!();
+    let m = start_mesh(&t);
     let no_cert = client_config(&m.server_id.mesh_ca_pem, None).unwrap();
     let target = addr(v4b(), TLS_ONLY_APP);
     assert_eq!(server_leaf(&m.pods.a, target, no_cert.clone()).unwrap(), leaf_der(&m.server_id.chain_pem).unwrap());
@@ -408,11 +393,9 @@ fn handshakes(m: &Mesh, route: &str, kind: &str, handshake: &str) -> u64 {
 
 #[test]
 fn session_resumption_on_resumes_and_off_forces_full_handshakes() {
-    if skip_unless_root("session_resumption_on_resumes_and_off_forces_full_handshakes") {
-        return;
-    }
+    let t = podmesh_tests::skip_unless_root!();
     for resumption in [true, false] {
-        let m = start_mesh_with(mesh::tls::TlsPolicy { resumption, tls13_ciphers: None });
+        let m = start_mesh_with(&t, mesh::tls::TlsPolicy { resumption, tls13_ciphers: None });
         // Egress → ingress (both podmesh): two consecutive connections.
         for _ in 0..2 {
             let (greeting, echo) = egress_echo(&m.pods.a, "127.0.0.2:7000", b"again");
@@ -440,10 +423,8 @@ fn session_resumption_on_resumes_and_off_forces_full_handshakes() {
 
 #[test]
 fn resumed_session_of_an_expired_client_certificate_is_rejected() {
-    if skip_unless_root("resumed_session_of_an_expired_client_certificate_is_rejected") {
-        return;
-    }
-    let m = start_mesh();
+    let t = podmesh_tests::skip_unless_root!();
+    let m = start_mesh(&t);
     let short = m.ca.issue("short-lived", &["10.99.0.1"], Duration::from_secs(2)).unwrap();
     let config = client_config(&m.server_id.mesh_ca_pem, Some((&short.chain_pem, &short.key_pem))).unwrap();
     let target = addr(v4b(), MTLS_APP);
@@ -463,10 +444,8 @@ fn resumed_session_of_an_expired_client_certificate_is_rejected() {
 
 #[test]
 fn admin_endpoints_report_liveness_readiness_metrics_and_config() {
-    if skip_unless_root("admin_endpoints_report_liveness_readiness_metrics_and_config") {
-        return;
-    }
-    let m = start_mesh();
+    let t = podmesh_tests::skip_unless_root!();
+    let m = start_mesh(&t);
     let admin = addr(v4b(), ADMIN);
     let live = http_get(&m.pods.a, admin, "/live");
     assert!(live.starts_with("HTTP/1.1 200") && live.ends_with("live\n"), "{live}");
@@ -495,10 +474,8 @@ fn admin_endpoints_report_liveness_readiness_metrics_and_config() {
 
 #[test]
 fn connections_over_the_limit_are_closed_and_counted() {
-    if skip_unless_root("connections_over_the_limit_are_closed_and_counted") {
-        return;
-    }
-    let m = start_mesh_tuned(|o| mesh::proxy::Options { max_connections: 2, ..o }, |o| o);
+    let t = podmesh_tests::skip_unless_root!();
+    let m = start_mesh_tuned(&t, |o| mesh::proxy::Options { max_connections: 2, ..o }, |o| o);
     let listen: SocketAddr = "127.0.0.2:7000".parse().unwrap();
     let open = |pod: &Pod| -> (TcpStream, Result<String, String>) {
         let s = pod.in_netns(move || TcpStream::connect(listen)).unwrap().unwrap();
@@ -538,10 +515,8 @@ fn connections_over_the_limit_are_closed_and_counted() {
 
 #[test]
 fn egress_rejects_a_resumed_session_whose_server_certificate_expired() {
-    if skip_unless_root("egress_rejects_a_resumed_session_whose_server_certificate_expired") {
-        return;
-    }
-    let pods = PodPair::new(PREFIX).unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let pods = PodPair::new(&t).unwrap();
     let ca = TestMesh::new().unwrap();
     let client_id = ca.issue("client", &["10.99.0.1"], DAY).unwrap();
     let short = ca.issue("short-lived-server", &["10.99.0.2"], Duration::from_secs(2)).unwrap();

@@ -6,7 +6,7 @@ use firewall::{
     routes::{self, RouteSpec},
     tproxy::{self, Spec},
 };
-use podmesh_tests::netns::{skip_unless_root, Pod};
+use podmesh_tests::netns::Pod;
 
 fn spec() -> Spec {
     Spec {
@@ -21,10 +21,8 @@ fn spec() -> Spec {
 
 #[test]
 fn tproxy_table_and_routes_install_idempotently_and_remove_cleanly() {
-    if skip_unless_root("tproxy_table_and_routes_install_idempotently_and_remove_cleanly") {
-        return;
-    }
-    let pod = Pod::new("pmpx").unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let pod = Pod::new(&t).unwrap();
     let ns = Some(pod.name());
     let r = RouteSpec { mark: 0x1, table: 100 };
     assert!(!tproxy::is_installed(ns).unwrap());
@@ -39,13 +37,21 @@ fn tproxy_table_and_routes_install_idempotently_and_remove_cleanly() {
         "ct direction reply return",
         "tcp dport { 15006, 15007 } counter packets 0 bytes 0 reject with tcp reset",
         "tcp dport { 9090, 9901 } return",
-        "meta l4proto tcp socket transparent 1 meta mark set 0x00000001 accept",
+        "fib daddr type != local counter packets 0 bytes 0 drop",
+        "tcp flags != syn / syn,ack socket transparent 1 meta mark set 0x00000001 accept",
         "tcp dport 8443 tproxy to :15007 meta mark set 0x00000001 accept",
         "meta l4proto tcp tproxy to :15006 meta mark set 0x00000001 accept",
+        "type filter hook input priority filter; policy accept;",
+        "ct state established,related accept",
+        "icmp type { destination-unreachable, time-exceeded, parameter-problem } accept",
+        "nd-neighbor-solicit, nd-neighbor-advert } accept",
+        "udp dport 5353 accept",
+        "counter packets 0 bytes 0 drop comment \"podmesh: no new inbound flow but TCP and the listed UDP ports\"",
     ] {
         assert!(listing.contains(needle), "missing {needle:?} in\n{listing}");
     }
     assert_eq!(listing.matches("chain prerouting").count(), 1, "one chain after three installs:\n{listing}");
+    assert_eq!(listing.matches("chain input").count(), 1, "one input chain after three installs:\n{listing}");
     for family in ["-4", "-6"] {
         let rules = String::from_utf8(pod.exec(&["ip", family, "rule", "show"]).unwrap().stdout).unwrap();
         assert_eq!(rules.matches("fwmark 0x1 lookup 100").count(), 1, "ip {family} rule after three installs:\n{rules}");
@@ -64,10 +70,8 @@ fn tproxy_table_and_routes_install_idempotently_and_remove_cleanly() {
 
 #[test]
 fn invalid_specs_change_nothing() {
-    if skip_unless_root("invalid_specs_change_nothing") {
-        return;
-    }
-    let pod = Pod::new("pmpx").unwrap();
+    let t = podmesh_tests::skip_unless_root!();
+    let pod = Pod::new(&t).unwrap();
     let ns = Some(pod.name());
     let bad = Spec { passthrough_ports: vec![15006], ..spec() };
     assert!(tproxy::install(&bad, ns).is_err());

@@ -1,21 +1,15 @@
 //! `podmesh-coordinator`: serve the attestation/CA API, or talk to a running coordinator.
+//! One `cmd_*` module per subcommand, as in `podmesh`.
 
-use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
-use coordinator::client::{Client, ServerTrust};
-use coordinator::manifest::Manifest;
-use coordinator::owner::{self, OwnerToken};
-use coordinator::server::{self, Limits};
-use coordinator::service::{Config, Coordinator};
-use coordinator::verify::Anchors;
-use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
-mod evidence_cli;
-mod initdata_cli;
+mod cmd_client;
+mod cmd_evidence;
+mod cmd_initdata;
+mod cmd_owner_token;
+mod cmd_serve;
 
 #[derive(Parser)]
 #[command(name = "podmesh-coordinator", version, about = "podmesh coordinator: verifies TEE evidence against a manifest and issues mesh certificates")]
@@ -27,184 +21,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the coordinator API over HTTPS.
-    Serve(ServeArgs),
+    Serve(cmd_serve::ServeArgs),
     /// Read or replace the manifest of a running coordinator.
     #[command(subcommand)]
-    Manifest(ManifestCommand),
+    Manifest(cmd_client::ManifestCommand),
     /// Print the CA certificates of a running coordinator (JSON), for data owners.
-    Ca(ClientArgs),
+    Ca(cmd_client::ClientArgs),
     /// Inspect and verify TEE evidence files offline (prints the verified claims as JSON).
-    Evidence(evidence_cli::Args),
+    Evidence(cmd_evidence::Args),
     /// Attested configuration: initdata digests (HOSTDATA / MRCONFIGID) and Contrast's annotations.
-    Initdata(initdata_cli::Args),
+    Initdata(cmd_initdata::Args),
     /// Generate an owner token: prints the token on stdout, writes its SHA-256 (hex) to --hash-out.
     OwnerToken {
         /// Where to write the hash (pass this file to `serve --owner-token-file`).
         #[arg(long)]
         hash_out: PathBuf,
     },
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    /// Address to listen on, e.g. 0.0.0.0:8443 or [::]:8443.
-    #[arg(long)]
-    listen: SocketAddr,
-    /// State directory (root CA, mesh CA generations, manifest history); created if missing.
-    #[arg(long)]
-    state: PathBuf,
-    /// Manifest JSON; required on first start. When it differs from the persisted manifest it
-    /// becomes a new generation and the mesh CA rotates.
-    #[arg(long)]
-    manifest: Option<PathBuf>,
-    /// File with the hex SHA-256 of the owner's bearer token; without it `PUT /v1/manifest` is disabled.
-    #[arg(long)]
-    owner_token_file: Option<PathBuf>,
-    /// tsm-sim anchor directory (ark.pem + ask.pem for SNP, intel_root.der + collateral.json for TDX). Used for evidence only when the manifest sets
-    /// allow_simulated_tee; otherwise only to tell such evidence apart in rejections.
-    #[arg(long)]
-    sim_anchor: Option<PathBuf>,
-    /// TDX collateral directory (see tee::tdx::load_collateral_dir); TDX quotes are refused without it.
-    #[arg(long)]
-    tdx_collateral: Option<PathBuf>,
-    /// Directory of VCEKs named <CHIP_ID hex>.der for SNP reports sent without a certificate table.
-    #[arg(long)]
-    vcek_cache: Option<PathBuf>,
-    /// Subject alternative names of the coordinator's TLS certificate (repeatable). Default:
-    /// localhost, 127.0.0.1, ::1 and the listen address when it is not a wildcard.
-    #[arg(long = "san")]
-    sans: Vec<String>,
-    /// Mesh certificate lifetime in seconds.
-    #[arg(long, default_value_t = 24 * 3600)]
-    cert_lifetime_secs: u64,
-    /// Nonce lifetime in seconds.
-    #[arg(long, default_value_t = 60)]
-    nonce_ttl_secs: u64,
-    /// Maximum request body in bytes.
-    #[arg(long, default_value_t = 256 * 1024)]
-    body_limit: usize,
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 30)]
-    request_timeout_secs: u64,
-}
-
-#[derive(Args)]
-struct ClientArgs {
-    /// Coordinator URL, https://HOST:PORT.
-    #[arg(long)]
-    coordinator: String,
-    /// The coordinator's root CA certificate (PEM), e.g. STATE/root-ca.pem.
-    #[arg(long, conflicts_with = "root_fingerprint")]
-    root_ca: Option<PathBuf>,
-    /// SHA-256 (hex) of the coordinator's root CA certificate DER.
-    #[arg(long)]
-    root_fingerprint: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum ManifestCommand {
-    /// Print the current manifest with its generation (JSON).
-    Get(ClientArgs),
-    /// Replace the manifest (rotates the mesh CA when it changed).
-    Set {
-        #[command(flatten)]
-        client: ClientArgs,
-        /// File holding the owner token (not its hash).
-        #[arg(long)]
-        token_file: PathBuf,
-        /// The new manifest JSON.
-        manifest: PathBuf,
-    },
-}
-
-fn client(args: &ClientArgs) -> Result<Client> {
-    let trust = match (&args.root_ca, &args.root_fingerprint) {
-        (Some(path), _) => ServerTrust::RootCaPem(std::fs::read_to_string(path).with_context(|| format!("reading root CA {}", path.display()))?),
-        (None, Some(hex_fp)) => {
-            let bytes = hex::decode(hex_fp.trim()).context("--root-fingerprint is not hex")?;
-            ServerTrust::RootFingerprint(bytes.try_into().map_err(|_| anyhow::anyhow!("--root-fingerprint must be 32 bytes (64 hex digits)"))?)
-        }
-        (None, None) => bail!("pass --root-ca FILE or --root-fingerprint HEX to authenticate the coordinator"),
-    };
-    Ok(Client::new(&args.coordinator, trust)?)
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
-fn default_sans(listen: SocketAddr) -> Vec<String> {
-    let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
-        sans.push(listen.ip().to_string());
-    }
-    sans
-}
-
-async fn serve(args: ServeArgs) -> Result<()> {
-    let manifest = match &args.manifest {
-        Some(path) => {
-            let text = std::fs::read(path).with_context(|| format!("reading manifest {}", path.display()))?;
-            Some(Manifest::from_json(&text).with_context(|| format!("manifest {}", path.display()))?)
-        }
-        None => None,
-    };
-    let mut anchors = Anchors::default();
-    if let Some(dir) = &args.tdx_collateral {
-        anchors.tdx_collateral = Some(Anchors::load_tdx_collateral(dir)?);
-    }
-    if let Some(dir) = &args.sim_anchor {
-        anchors = anchors.with_sim(dir)?;
-        tracing::warn!(PODMESH_EVENT = "coordinator_sim_anchor_loaded", anchor = %dir.display(), "simulated TEE anchor loaded from {} (accepted only if the manifest sets allow_simulated_tee)", dir.display());
-    }
-    anchors.vcek_cache = args.vcek_cache.clone();
-    let owner = args.owner_token_file.as_deref().map(OwnerToken::from_hash_file).transpose()?;
-    if owner.is_none() {
-        tracing::info!(PODMESH_EVENT = "coordinator_manifest_updates_disabled", "no --owner-token-file: PUT /v1/manifest is disabled");
-    }
-    if args.cert_lifetime_secs == 0 || args.nonce_ttl_secs == 0 || args.request_timeout_secs == 0 {
-        bail!("--cert-lifetime-secs, --nonce-ttl-secs and --request-timeout-secs must be at least 1");
-    }
-    let config = Config {
-        cert_lifetime: Duration::from_secs(args.cert_lifetime_secs),
-        nonce_ttl: Duration::from_secs(args.nonce_ttl_secs),
-        anchors,
-        owner,
-    };
-    let state = args.state.clone();
-    let coordinator = tokio::task::spawn_blocking(move || Coordinator::open(&state, manifest, config)).await??;
-    let coordinator = Arc::new(coordinator);
-    let sans = if args.sans.is_empty() { default_sans(args.listen) } else { args.sans.clone() };
-    let tls = server::tls_config(coordinator.root(), &sans)?;
-    let limits = Limits { body_bytes: args.body_limit, request_timeout: Duration::from_secs(args.request_timeout_secs), ..Limits::default() };
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let fingerprint = hex::encode(Sha256::digest(coordinator.root().cert_der()));
-    tracing::info!(
-        PODMESH_EVENT = "coordinator_listening",
-        listen = %args.listen,
-        root_ca_sha256 = %fingerprint,
-        "coordinator listening on https://{} (root CA SHA-256 {fingerprint}, TLS names {})", args.listen, sans.join(",")
-    );
-    server::serve(listener, tls, server::router(coordinator, limits), limits, shutdown_signal()).await;
-    tracing::info!(PODMESH_EVENT = "coordinator_stopped", "coordinator stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the coordinator");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!(PODMESH_EVENT = "coordinator_shutdown_requested", "shutdown requested");
 }
 
 #[tokio::main]
@@ -214,22 +46,11 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
-        Command::Manifest(ManifestCommand::Get(args)) => print_json(&client(&args)?.manifest().await?),
-        Command::Manifest(ManifestCommand::Set { client: args, token_file, manifest }) => {
-            let token = std::fs::read_to_string(&token_file).with_context(|| format!("reading owner token {}", token_file.display()))?;
-            let body = std::fs::read(&manifest).with_context(|| format!("reading manifest {}", manifest.display()))?;
-            Manifest::from_json(&body).with_context(|| format!("manifest {}", manifest.display()))?;
-            print_json(&client(&args)?.set_manifest(token.trim(), body).await?)
-        }
-        Command::Ca(args) => print_json(&client(&args)?.ca().await?),
-        Command::Evidence(args) => evidence_cli::run(args),
-        Command::Initdata(args) => initdata_cli::run(args),
-        Command::OwnerToken { hash_out } => {
-            let (token, hash) = owner::generate();
-            coordinator::state::write_atomic(&hash_out, format!("{hash}\n").as_bytes(), 0o644)?;
-            println!("{token}");
-            Ok(())
-        }
+        Command::Serve(args) => cmd_serve::serve(args).await,
+        Command::Manifest(cmd) => cmd_client::manifest(cmd).await,
+        Command::Ca(args) => cmd_client::ca(args).await,
+        Command::Evidence(args) => cmd_evidence::run(args),
+        Command::Initdata(args) => cmd_initdata::run(args),
+        Command::OwnerToken { hash_out } => cmd_owner_token::run(&hash_out),
     }
 }

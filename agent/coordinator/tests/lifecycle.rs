@@ -7,6 +7,7 @@ use coordinator::api::Reason;
 use coordinator::client::{Client, ClientError, ServerTrust};
 use coordinator::server::Limits;
 use coordinator::service::Config;
+use podmesh_tests::harness::Proc;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
@@ -140,15 +141,6 @@ async fn restart_keeps_root_and_mesh_ca() {
     assert!(err.to_string().contains("--manifest"), "{err}");
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -170,7 +162,8 @@ async fn binary_serves_cli_talks_to_it_and_sigterm_stops_it() {
     let port = free_port();
     let url = format!("https://127.0.0.1:{port}");
     let state = tmp.path().join("state");
-    let mut child = Child(
+    let mut child = Proc::spawn(
+        "podmesh-coordinator serve",
         Command::new(bin)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--state"])
             .arg(&state)
@@ -181,10 +174,9 @@ async fn binary_serves_cli_talks_to_it_and_sigterm_stops_it() {
             .arg("--sim-anchor")
             .arg(&platform.anchor)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
     let root_pem = loop {
         if let Ok(pem) = std::fs::read_to_string(state.join("root-ca.pem")) {
             let client = Client::new(&url, ServerTrust::RootCaPem(pem.clone())).unwrap();
@@ -192,7 +184,7 @@ async fn binary_serves_cli_talks_to_it_and_sigterm_stops_it() {
                 break pem;
             }
         }
-        assert!(child.0.try_wait().unwrap().is_none(), "coordinator exited early");
+        assert!(child.exited().is_none(), "coordinator exited early");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // pinning by root fingerprint works as well as by PEM; a wrong pin fails the handshake
@@ -235,11 +227,11 @@ async fn binary_serves_cli_talks_to_it_and_sigterm_stops_it() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unauthorized"), "{}", String::from_utf8_lossy(&bad.stderr));
 
     // SIGTERM: graceful stop with exit status 0
-    let pid = child.0.id().to_string();
+    let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
+        if let Some(status) = child.exited() {
             break status;
         }
         assert!(Instant::now() < deadline, "coordinator did not stop on SIGTERM");

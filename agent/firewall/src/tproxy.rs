@@ -11,7 +11,7 @@
 //!         fib daddr type != local counter drop                 # not addressed to the pod: never proxied
 //!         tcp dport { 15006, 15007 } counter reject with tcp reset   # no direct use of the listeners (self-loop)
 //!         tcp dport { <#true ports>, <admin port> } return     # plaintext straight to the app
-//!         meta l4proto tcp tcp flags & (syn | ack) != syn socket transparent 1 meta mark set M accept
+//!         tcp flags != syn / syn,ack socket transparent 1 meta mark set M accept
 //!                                                              # packets of proxied connections, never a SYN
 //!         tcp dport { <#false ports> } tproxy to :15007 meta mark set M accept
 //!         tcp dport { <#false ports> } counter reject with tcp reset     # fail closed: no listener

@@ -241,7 +241,7 @@ mod tests {
         for port in 0..100 {
             r.refuse(SocketAddr::from(([198, 51, 100, 1], port)));
         }
-        let text = render(&[r.clone()]);
+        let text = render(std::slice::from_ref(&r));
         assert!(text.contains("podmesh_ingress_refused_total{route=\"mtls\",kind=\"ingress_mtls\",destination=\"192.0.2.1:8080\"} 2"), "{text}");
         assert!(text.contains("destination=\"[2001:db8::1]:8080\"} 1"), "{text}");
         assert!(text.contains("destination=\"other\"} 86"), "{text}");

@@ -122,18 +122,9 @@ fn libc_eafnosupport() -> i32 {
 mod tests {
     use super::*;
 
-    fn is_root() -> bool {
-        std::fs::read_to_string("/proc/self/status")
-            .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-            .unwrap_or(false)
-    }
-
     #[test]
     fn transparent_listener_reads_back_transparent_and_dual_stack() {
-        if !is_root() {
-            eprintln!("SKIP transparent_listener_reads_back_transparent_and_dual_stack: needs root (CAP_NET_ADMIN)");
-            return;
-        }
+        podmesh_tests::skip_unless_root!(); // CAP_NET_ADMIN
         let l = transparent_listener(0).unwrap();
         assert!(is_transparent(&l).unwrap());
         let local = l.local_addr().unwrap();
@@ -155,12 +146,8 @@ mod tests {
     #[tokio::test]
     async fn upstream_socket_reads_back_mark_and_nodelay() {
         let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        if !is_root() {
-            eprintln!("SKIP upstream_socket_reads_back_mark_and_nodelay: SO_MARK needs root (CAP_NET_ADMIN)");
-            let s = upstream_socket(dest, 0).unwrap();
-            assert!(s.nodelay().unwrap());
-            return;
-        }
+        assert!(upstream_socket(dest, 0).unwrap().nodelay().unwrap());
+        podmesh_tests::skip_unless_root!(); // SO_MARK needs CAP_NET_ADMIN
         let s = upstream_socket(dest, 0x2a).unwrap();
         assert_eq!(mark(&s).unwrap(), 0x2a);
         assert!(s.nodelay().unwrap());

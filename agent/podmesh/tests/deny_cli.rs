@@ -4,24 +4,6 @@ use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_podmesh");
 
-/// A named network namespace deleted on drop (also when the test panics).
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!("pmfw-cli-{}", std::process::id());
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
-        assert!(ok, "ip netns add {name}");
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 fn deny(args: &[&str]) -> Output {
     Command::new(BIN).arg("deny").args(args).env_remove("JOURNAL_STREAM").output().expect("run podmesh")
 }
@@ -32,12 +14,9 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn install_status_remove_exit_codes_and_events() {
-    if !nix_is_root() {
-        eprintln!("SKIP install_status_remove_exit_codes_and_events: needs root for network namespaces");
-        return;
-    }
-    let ns = Netns::new();
-    let n = ns.0.as_str();
+    let t = podmesh_tests::skip_unless_root!();
+    let ns = podmesh_tests::netns::Pod::new(&t).unwrap();
+    let n = ns.name();
 
     let o = deny(&["status", "--netns", n]);
     assert_eq!(o.status.code(), Some(3), "absent -> 3");
@@ -70,12 +49,4 @@ fn missing_netns_fails_with_one_clear_line() {
     let err = stderr(&o);
     assert!(err.contains("does not exist") && err.contains("pmfw-cli-does-not-exist"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-}
-
-fn nix_is_root() -> bool {
-    // /proc/self/status "Uid:" line: real, effective, ...
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false)
 }

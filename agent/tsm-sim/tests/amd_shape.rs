@@ -26,32 +26,48 @@ fn pem_or_der(path: PathBuf) -> Vec<u8> {
 fn skeleton(der: &[u8]) -> Vec<String> {
     fn walk(mut b: &[u8], depth: usize, out: &mut Vec<String>) {
         while !b.is_empty() {
-            let tag = b[0];
-            let (len, hdr) = match b.get(1) {
-                Some(&l) if l < 0x80 => (l as usize, 2),
-                Some(&l) => {
-                    let n = (l & 0x7f) as usize;
-                    let len = b[2..2 + n].iter().fold(0usize, |a, x| a << 8 | *x as usize);
-                    (len, 2 + n)
-                }
-                None => panic!("truncated DER"),
-            };
-            let body = &b[hdr..hdr + len];
+            let (tag, body, rest) = element(b).expect("well-formed DER");
             let constructed = tag & 0x20 != 0;
             let detail = if tag == 0x06 { format!(" {}", hex::encode(body)) } else { String::new() };
             out.push(format!("{depth} {tag:02x}{detail}"));
-            if constructed {
-                walk(body, depth + 1, out);
-            } else if tag == 0x04 && body.first().is_some_and(|t| [0x02, 0x16, 0x30].contains(t)) {
-                // Extension payloads: compare their inner structure too.
+            // Extension payloads: compare their inner structure too. Only what parses as DER
+            // to the last byte is one: a random identifier may start with 0x30 (1 in 256).
+            let payload = tag == 0x04 && body.first().is_some_and(|t| [0x02, 0x16, 0x30].contains(t)) && is_der(body);
+            if constructed || payload {
                 walk(body, depth + 1, out);
             }
-            b = &b[hdr + len..];
+            b = rest;
         }
     }
     let mut out = Vec::new();
     walk(der, 0, &mut out);
     out
+}
+
+/// The first element of `b`: (tag, body, what follows); `None` when truncated.
+fn element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *b.first()?;
+    let (len, hdr) = match *b.get(1)? {
+        l if l < 0x80 => (l as usize, 2),
+        l => {
+            let n = (l & 0x7f) as usize;
+            (b.get(2..2 + n)?.iter().fold(0usize, |a, x| a << 8 | *x as usize), 2 + n)
+        }
+    };
+    let end = hdr.checked_add(len)?;
+    Some((tag, b.get(hdr..end)?, b.get(end..)?))
+}
+
+/// Whether `b` is a run of complete DER elements, nested ones included.
+fn is_der(mut b: &[u8]) -> bool {
+    while !b.is_empty() {
+        let Some((tag, body, rest)) = element(b) else { return false };
+        if tag & 0x20 != 0 && !is_der(body) {
+            return false;
+        }
+        b = rest;
+    }
+    true
 }
 
 fn assert_same_shape(what: &str, real: &[u8], sim: &[u8]) {

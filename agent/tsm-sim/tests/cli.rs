@@ -89,10 +89,8 @@ fn bad_flags_fail_with_one_clear_line() {
 
 #[test]
 fn mount_point_problems_are_named() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP mount_point_problems_are_named: the root check comes first for non-root users");
-        return;
-    }
+    // As non-root the root check would come first.
+    podmesh_tests::skip_unless_root!();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
     let file = dir.path().join("file");

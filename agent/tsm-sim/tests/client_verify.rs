@@ -43,9 +43,7 @@ fn exported_anchor(m: &SimMount) -> AmdRoots {
 
 #[test]
 fn client_round_trip_binds_report_data_and_verifies_only_with_the_sim_anchor() {
-    if !common::fuse_available("client_round_trip_binds_report_data_and_verifies_only_with_the_sim_anchor") {
-        return;
-    }
+    podmesh_tests::skip_unless_fuse!();
     let measurement = "4d".repeat(48);
     let host_data = "c0ffee00".repeat(8);
     let m = SimMount::start(
@@ -90,9 +88,7 @@ fn client_round_trip_binds_report_data_and_verifies_only_with_the_sim_anchor() {
 
 #[test]
 fn client_detects_and_retries_a_concurrent_writer() {
-    if !common::fuse_available("client_detects_and_retries_a_concurrent_writer") {
-        return;
-    }
+    podmesh_tests::skip_unless_fuse!();
     // Once: the first attempt sees the generation move, the retry (new entry) succeeds.
     let m = SimMount::start("snp", &["--inject", "race:1"]);
     let data = [0x42u8; 64];
@@ -112,9 +108,7 @@ fn client_detects_and_retries_a_concurrent_writer() {
 
 #[test]
 fn client_maps_every_injected_errno() {
-    if !common::fuse_available("client_maps_every_injected_errno") {
-        return;
-    }
+    podmesh_tests::skip_unless_fuse!();
     let data = [1u8; 64];
     type Expect = fn(&TsmError) -> bool;
     let cases: [(&str, Expect); 6] = [
@@ -138,9 +132,7 @@ fn client_maps_every_injected_errno() {
 
 #[test]
 fn busy_while_generating_is_retried_by_the_client() {
-    if !common::fuse_available("busy_while_generating_is_retried_by_the_client") {
-        return;
-    }
+    podmesh_tests::skip_unless_fuse!();
     let m = SimMount::start("snp", &["--report-delay-ms", "300"]);
     let e = m.report_dir().join("slow");
     std::fs::create_dir(&e).unwrap();
@@ -159,9 +151,7 @@ fn busy_while_generating_is_retried_by_the_client() {
 
 #[test]
 fn tdx_round_trip_through_the_client() {
-    if !common::fuse_available("tdx_round_trip_through_the_client") {
-        return;
-    }
+    podmesh_tests::skip_unless_fuse!();
     let m = SimMount::start("tdx", &["--mrconfigid", &"77".repeat(48)]);
     let data = [0x99u8; 64];
     let rep = client(&m).report(&data, None).expect("TDX report");
@@ -174,9 +164,7 @@ fn tdx_round_trip_through_the_client() {
 
 #[test]
 fn tdx_quote_verifies_through_dcap_only_with_the_sim_root() {
-    if !common::fuse_available("tdx_quote_verifies_through_dcap_only_with_the_sim_root") {
-        return;
-    }
+    podmesh_tests::skip_unless_fuse!();
     let m = SimMount::start("tdx", &["--mrtd", &"a1".repeat(48)]);
     let data = [0x3cu8; 64];
     let rep = client(&m).report(&data, None).expect("TDX report");

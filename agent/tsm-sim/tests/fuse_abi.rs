@@ -23,9 +23,7 @@ fn read_text(path: &std::path::Path) -> String {
 
 #[test]
 fn snp_entry_lifecycle_and_kernel_errnos() {
-    if !common::fuse_available("snp_entry_lifecycle_and_kernel_errnos") {
-        return;
-    }
+    podmesh_tests::skip_unless_fuse!();
     let host_data = "ab".repeat(32);
     let mut m = SimMount::start("snp", &["--host-data", &host_data, "--vmpl-floor", "1"]);
     let e = m.report_dir().join("entry0");
@@ -95,9 +93,7 @@ fn snp_entry_lifecycle_and_kernel_errnos() {
 
 #[test]
 fn second_writer_bumps_generation_and_wins() {
-    if !common::fuse_available("second_writer_bumps_generation_and_wins") {
-        return;
-    }
+    podmesh_tests::skip_unless_fuse!();
     let m = SimMount::start("snp", &[]);
     let e = m.report_dir().join("shared");
     fs::create_dir(&e).unwrap();
@@ -114,9 +110,7 @@ fn second_writer_bumps_generation_and_wins() {
 
 #[test]
 fn tdx_entry_has_no_snp_attributes_and_carries_the_td_fields() {
-    if !common::fuse_available("tdx_entry_has_no_snp_attributes_and_carries_the_td_fields") {
-        return;
-    }
+    podmesh_tests::skip_unless_fuse!();
     let mrtd = "11".repeat(48);
     let cfg = "22".repeat(48);
     let rtmr2 = "33".repeat(48);

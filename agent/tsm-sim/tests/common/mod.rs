@@ -3,9 +3,10 @@
 
 #![allow(dead_code)]
 
+use podmesh_tests::harness::Proc;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tsm-sim");
 
@@ -15,21 +16,8 @@ pub fn shared_state() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tsm-sim-test-state")
 }
 
-/// `None` (and a visible SKIP line) when FUSE cannot be mounted here.
-pub fn fuse_available(test: &str) -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP {test}: needs root to mount FUSE");
-        return false;
-    }
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP {test}: /dev/fuse is missing");
-        return false;
-    }
-    true
-}
-
 pub struct SimMount {
-    child: Option<Child>,
+    proc: Option<Proc>,
     _dir: tempfile::TempDir,
     pub root: PathBuf,
     pub state: PathBuf,
@@ -49,8 +37,8 @@ impl SimMount {
         let root = dir.path().join("tsm");
         std::fs::create_dir(&root).expect("mkdir mount point");
         let state = shared_state();
-        let child = Command::new(BIN)
-            .arg("mount")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("mount")
             .arg("--tee")
             .arg(tee)
             .arg("--root")
@@ -58,22 +46,11 @@ impl SimMount {
             .arg("--state")
             .arg(&state)
             .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn tsm-sim");
-        let mut m = SimMount { child: Some(child), _dir: dir, root, state };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(is_mounted(&m.root) && m.root.join("report").is_dir()) {
-            if let Some(c) = m.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!("tsm-sim mount exited early with {status}");
-                }
-            }
-            assert!(Instant::now() < deadline, "tsm-sim did not mount within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        m
+            .env("RUST_LOG", "warn");
+        let mut proc = Proc::spawn("tsm-sim mount", &mut cmd).expect("spawn tsm-sim");
+        proc.wait_ready("the tsm-sim mount", Duration::from_secs(30), || is_mounted(&root) && root.join("report").is_dir())
+            .expect("tsm-sim mounts");
+        SimMount { proc: Some(proc), _dir: dir, root, state }
     }
 
     pub fn report_dir(&self) -> PathBuf {
@@ -82,25 +59,8 @@ impl SimMount {
 
     /// Stops the simulator with SIGTERM and returns whether it exited 0 and unmounted.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut clean = false;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    clean = status.success();
-                    break;
-                }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-            }
-        }
+        let Some(mut proc) = self.proc.take() else { return true };
+        let mut clean = proc.terminate(Duration::from_secs(10)).is_some_and(|st| st.success());
         if is_mounted(&self.root) {
             clean = false;
             let _ = nix::mount::umount2(&self.root, nix::mount::MntFlags::MNT_DETACH);

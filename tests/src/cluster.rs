@@ -1,10 +1,18 @@
-//! Shared by the attest_*.rs end-to-end tests: a coordinator pod, workload pods wired to it,
-//! tsm-sim mounts with chosen launch values, and `podmesh attest` daemons inside the pods.
-//! Everything runs the real binaries from the target dir; namespaces use the prefix `pmat`.
-#![allow(dead_code)]
+//! The attestation cluster of the attest_*.rs end-to-end tests: a coordinator pod, workload pods
+//! wired to it, tsm-sim mounts with chosen launch values, `podmesh attest` daemons inside the pods,
+//! mTLS clients and servers, and a private D-Bus. Everything runs the real binaries from the
+//! target dir ([`bin`]).
+//!
+//! - [`Cluster::new`]`(&t)`: pods `a`, `b` ([`PodPair`]) and the coordinator pod `c`, plus the
+//!   simulated AMD chain; [`Cluster::start_coordinator`], [`Cluster::start_attest`].
+//! - [`TsmSim::mount`]: a configfs-tsm (FUSE) with given host data and measurement.
+//! - [`Manifest::standard`]: pod-a / pod-b policies for [`HOSTDATA_A`] / [`HOSTDATA_B`].
+//! - [`mtls_server`], [`mtls_request`], [`chain_verifies`], [`wait_for_certificate`].
+//! - [`Bus`]: a dbus-daemon with podmesh's policy, for `start_attest_on_bus`.
 
+use crate::harness::{bin, wait_for, Proc, Test};
+use crate::netns::{Pod, PodPair};
 use anyhow::{bail, Context, Result};
-use podmesh_tests::netns::{Pod, PodPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +22,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const PREFIX: &str = "pmat";
 pub const COORD_PORT: u16 = 8443;
 pub const POLICY: &str = "0x30000";
 
@@ -24,92 +31,6 @@ pub const OTHER_MEASUREMENT: &str = "6d6561737572656d656e742d6261640000000000000
 pub const HOSTDATA_A: &str = "aa00000000000000000000000000000000000000000000000000000000000001";
 pub const HOSTDATA_B: &str = "bb00000000000000000000000000000000000000000000000000000000000002";
 pub const HOSTDATA_UNKNOWN: &str = "cc00000000000000000000000000000000000000000000000000000000000003";
-
-/// Directory of the workspace binaries (target/debug), next to this test's deps/ dir.
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
-    path
-}
-
-/// A background process, stopped with SIGTERM (then SIGKILL) on drop.
-pub struct Proc {
-    pub child: std::process::Child,
-    pub log: PathBuf,
-    pub what: String,
-}
-
-impl Proc {
-    pub fn spawn(what: &str, mut cmd: Command, log: &Path) -> Result<Self> {
-        let out = std::fs::File::create(log)?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("spawning {what}"))?;
-        Ok(Self { child, log: log.to_owned(), what: what.to_owned() })
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit status (SIGKILL after `grace`).
-    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// Polls `ready` until it holds (waiting for `what`); fails at once, with the log, when
-    /// the process has exited.
-    pub fn wait_ready(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
-        wait_for(what, timeout, || {
-            if let Some(st) = self.exited() {
-                return Some(Err(anyhow::anyhow!("{} exited ({st}): {}", self.what, self.log_text())));
-            }
-            ready().then_some(Ok(()))
-        })?
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            self.terminate(Duration::from_secs(3));
-        }
-    }
-}
-
-/// Polls `f` until it returns Some, or fails after `timeout` with `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A simulated configfs-tsm (FUSE) with fixed launch values; unmounted on drop.
 pub struct TsmSim {
@@ -124,7 +45,7 @@ impl TsmSim {
         let mut cmd = Command::new(bin("tsm-sim"));
         cmd.arg("mount").arg("--root").arg(&root).args(["--tee", "snp", "--state"]).arg(state);
         cmd.args(["--host-data", host_data, "--measurement", measurement, "--policy", POLICY]).args(extra);
-        let mut proc = Proc::spawn(&format!("tsm-sim {name}"), cmd, &work.join(format!("tsm-sim-{name}.log")))?;
+        let mut proc = Proc::logged(&format!("tsm-sim {name}"), &mut cmd, &work.join(format!("tsm-sim-{name}.log")))?;
         let report = root.join("report");
         proc.wait_ready("the tsm-sim mount", Duration::from_secs(10), || report.is_dir())?;
         Ok(Self { root, proc: Some(proc) })
@@ -185,10 +106,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new() -> Result<Self> {
-        let work = tempfile::Builder::new().prefix("pmat-").tempdir()?;
-        let pods = PodPair::new(PREFIX)?;
-        let c = Pod::new(PREFIX)?;
+    pub fn new(t: &Test) -> Result<Self> {
+        let work = t.tempdir()?;
+        let pods = PodPair::new(t)?;
+        let c = Pod::new(t)?;
         for (pod, net, dev) in [(&pods.a, 1, "to-a"), (&pods.b, 2, "to-b")] {
             let ok = Command::new("ip")
                 .args(["-n", c.name(), "link", "add", dev, "type", "veth", "peer", "name", "eth1", "netns", pod.name()])
@@ -205,6 +126,27 @@ impl Cluster {
         anyhow::ensure!(out.status.success(), "tsm-sim anchor: {}", String::from_utf8_lossy(&out.stderr));
         let coord_state = work.path().join("coordinator");
         Ok(Self { work, pods, c, sim_state, sim_anchor, coord_state })
+    }
+
+    /// [`Cluster::new`] with the coordinator already serving [`Manifest::standard`] (and `extra`
+    /// flags; log tag `1`): the start of most attest tests.
+    pub fn with_coordinator(t: &Test, extra: &[&str]) -> Result<(Self, Proc)> {
+        let cl = Self::new(t)?;
+        let coord = cl.start_coordinator(&Manifest::standard(), extra, "1")?;
+        Ok((cl, coord))
+    }
+
+    /// A tsm-sim mount `name` for a guest launched with `host_data` and `measurement`, signed by
+    /// the cluster's simulated AMD chain.
+    pub fn mount_tsm(&self, name: &str, host_data: &str, measurement: &str, extra: &[&str]) -> Result<TsmSim> {
+        TsmSim::mount(self.work.path(), name, &self.sim_state, host_data, measurement, extra)
+    }
+
+    /// `pod` as at boot: the deny table installed, and its tsm-sim (`name`, [`MEASUREMENT`],
+    /// `host_data`, `extra` flags) mounted.
+    pub fn boot(&self, pod: &Pod, name: &str, host_data: &str, extra: &[&str]) -> Result<TsmSim> {
+        firewall::deny::install(Some(pod.name())).context("installing the deny table")?;
+        self.mount_tsm(name, host_data, MEASUREMENT, extra)
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -228,7 +170,7 @@ impl Cluster {
         cmd.args(["serve", "--listen", &format!("0.0.0.0:{COORD_PORT}"), "--state"]).arg(&self.coord_state);
         cmd.arg("--manifest").arg(&mpath).arg("--sim-anchor").arg(&self.sim_anchor);
         cmd.args(["--san", "10.98.1.1", "--san", "10.98.2.1"]).args(extra);
-        let mut p = Proc::spawn("podmesh-coordinator", cmd, &self.path(&format!("coordinator-{tag}.log")))?;
+        let mut p = Proc::logged("podmesh-coordinator", &mut cmd, &self.path(&format!("coordinator-{tag}.log")))?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.c.wait_for_port(COORD_PORT, Duration::from_millis(200)).is_err() {
             if let Some(st) = p.exited() {
@@ -256,7 +198,7 @@ impl Cluster {
                 cmd.arg("--no-dbus");
             }
         }
-        Proc::spawn(&format!("podmesh attest {tag}"), cmd, &self.path(&format!("attest-{tag}.log")))
+        Proc::logged(&format!("podmesh attest {tag}"), &mut cmd, &self.path(&format!("attest-{tag}.log")))
     }
 
     /// The `podmesh attest` command line without D-Bus, for callers that adjust it.
@@ -445,7 +387,7 @@ impl Bus {
         std::fs::write(&conf, config)?;
         let mut cmd = Command::new("dbus-daemon");
         cmd.arg(format!("--config-file={}", conf.display())).arg("--nofork").arg("--nopidfile");
-        let mut proc = Proc::spawn("dbus-daemon", cmd, &work.join("dbus-daemon.log"))?;
+        let mut proc = Proc::logged("dbus-daemon", &mut cmd, &work.join("dbus-daemon.log"))?;
         proc.wait_ready("the dbus-daemon socket", Duration::from_secs(10), || sock.exists())?;
         Ok(Self { address: format!("unix:path={}", sock.display()), _proc: proc })
     }
