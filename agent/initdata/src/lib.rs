@@ -114,7 +114,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub fn len(self) -> usize {
+    pub fn size(self) -> usize {
         match self {
             Field::SnpHostData => 32,
             Field::TdxMrConfigId => 48,
@@ -207,7 +207,7 @@ impl Initdata {
     /// The value the report field must hold: the digest truncated or zero-padded to `field`.
     pub fn launch_value(&self, field: Field) -> Vec<u8> {
         let mut value = self.digest.clone();
-        value.resize(field.len(), 0);
+        value.resize(field.size(), 0);
         value
     }
 
