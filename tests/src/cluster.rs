@@ -215,7 +215,7 @@ impl Cluster {
         if !extra.iter().any(|a| *a == "--coordinator-fingerprint" || *a == "--tofu") {
             cmd.arg("--coordinator-root-ca").arg(self.root_ca_path());
         }
-        let extra: Vec<&str> = extra.iter().copied().filter(|a| *a != "--tofu").collect();
+        let extra: Vec<&str> = extra.iter().map(|a| if *a == "--tofu" { "--insecure-trust-on-first-use" } else { *a }).collect();
         let extra = extra.as_slice();
         cmd.arg("--tsm-root").arg(tsm).arg("--tls-dir").arg(tls_dir);
         cmd.args(["--kernel-cmdline", "/dev/null", "--backoff-initial", "200ms", "--backoff-max", "1s"]).args(extra);

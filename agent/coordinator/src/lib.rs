@@ -4,9 +4,11 @@
 //! - [`manifest`]: manifest schema and validation.
 //! - [`service`]: the coordinator without transport; [`server`]: HTTPS serving.
 //! - [`state`]: the persisted state directory; [`owner`]: the owner credential.
+//! - [`contrast`]: Contrast's mesh annotations rewritten into Kata initdata (host side).
 
 #![deny(unsafe_code)]
 
+pub mod contrast;
 pub mod manifest;
 pub mod nonce;
 pub mod owner;

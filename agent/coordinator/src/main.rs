@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 mod cmd_client;
 mod cmd_evidence;
+mod cmd_initdata;
 mod cmd_owner_token;
 mod cmd_serve;
 
@@ -28,6 +29,8 @@ enum Command {
     Ca(cmd_client::ClientArgs),
     /// Inspect and verify TEE evidence files offline (prints the verified claims as JSON).
     Evidence(cmd_evidence::Args),
+    /// Attested configuration: initdata digests (HOSTDATA / MRCONFIGID) and Contrast's annotations.
+    Initdata(cmd_initdata::Args),
     /// Generate an owner token: prints the token on stdout, writes its SHA-256 (hex) to --hash-out.
     OwnerToken {
         /// Where to write the hash (pass this file to `serve --owner-token-file`).
@@ -47,6 +50,7 @@ async fn main() -> Result<()> {
         Command::Manifest(cmd) => cmd_client::manifest(cmd).await,
         Command::Ca(args) => cmd_client::ca(args).await,
         Command::Evidence(args) => cmd_evidence::run(args),
+        Command::Initdata(args) => cmd_initdata::run(args),
         Command::OwnerToken { hash_out } => cmd_owner_token::run(&hash_out),
     }
 }

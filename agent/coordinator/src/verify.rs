@@ -349,6 +349,9 @@ fn to_pki_claims(v: &VerifiedClaims, workload: &str) -> Result<AttestationClaims
         measurement: hex_field("measurement", &v.measurement)?,
         runtime_measurements: v.rtmrs.iter().map(|r| hex_field("RTMR", r)).collect::<Result<_, _>>()?,
         host_data: hex_field("host data", &v.policy_key)?,
+        // The manifest is keyed by this value; podmesh guests only run the mesh when it is
+        // the digest of their initdata (see the `initdata` crate).
+        initdata_digest: Some(hex_field("host data", &v.policy_key)?),
         report_data: hex_field("report data", &v.report_data)?,
         tcb,
         policy,

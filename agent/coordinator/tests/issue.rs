@@ -81,6 +81,7 @@ async fn issues_a_mesh_certificate_for_simulated_snp_evidence() {
     assert_eq!(claims.platform, Platform::Snp);
     assert_eq!(claims.measurement, MEASUREMENT);
     assert_eq!(claims.host_data, WEB_HOST_DATA);
+    assert_eq!(claims.initdata_digest.as_deref(), Some(&WEB_HOST_DATA[..]), "the certificate names the initdata digest");
     assert_eq!(claims.policy, 0x30000u64.to_le_bytes());
     assert!(claims.simulated);
     assert_eq!(claims.workload, "web");

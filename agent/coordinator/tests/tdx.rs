@@ -70,6 +70,7 @@ async fn simulated_tdx_quote_gets_a_certificate_and_bad_ones_do_not() {
     assert_eq!(claims.platform, Platform::Tdx);
     assert_eq!(claims.measurement, MRTD);
     assert_eq!(claims.host_data, MRCONFIGID);
+    assert_eq!(claims.initdata_digest.as_deref(), Some(&MRCONFIGID[..]), "the certificate names the initdata digest");
     assert_eq!(claims.runtime_measurements.len(), 4);
     assert_eq!(claims.runtime_measurements[2], RTMR2);
     assert!(claims.simulated);

@@ -61,6 +61,10 @@ pub struct AttestationClaims {
     pub simulated: bool,
     /// Name of the manifest policy entry the host data matched.
     pub workload: String,
+    /// The initdata digest as launched (HOSTDATA / MRCONFIGID); `None` in certificates issued
+    /// before the claim existed.
+    #[serde(default, with = "hex_opt")]
+    pub initdata_digest: Option<Vec<u8>>,
 }
 
 impl AttestationClaims {
@@ -86,6 +90,9 @@ impl AttestationClaims {
             ext(oid::SIMULATED, der::tlv(der::BOOLEAN, &[if self.simulated { 0xff } else { 0 }])),
             ext(oid::WORKLOAD, der::tlv(der::UTF8_STRING, self.workload.as_bytes())),
         ]);
+        if let Some(digest) = &self.initdata_digest {
+            out.push(ext(oid::INITDATA_DIGEST, der::tlv(der::OCTET_STRING, digest)));
+        }
         out
     }
 
@@ -93,7 +100,7 @@ impl AttestationClaims {
     pub fn from_certificate(cert_der: &[u8]) -> Result<Self, ClaimsError> {
         let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
             .map_err(|e| ClaimsError::Certificate(e.to_string()))?;
-        let mut found: [Option<&[u8]>; 10] = [None; 10];
+        let mut found: [Option<&[u8]>; 11] = [None; 11];
         for extension in cert.extensions() {
             let Some(components) = extension.oid.iter() else { continue };
             let components: Vec<u64> = components.collect();
@@ -151,6 +158,7 @@ impl AttestationClaims {
             policy: octets(oid::POLICY)?,
             simulated,
             workload: utf8(oid::WORKLOAD)?,
+            initdata_digest: found[oid::INITDATA_DIGEST as usize].map(|_| octets(oid::INITDATA_DIGEST)).transpose()?,
         })
     }
 }
@@ -173,6 +181,21 @@ mod hex_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
         hex::decode(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+mod hex_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_some(&hex::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?.map(|t| hex::decode(&t).map_err(serde::de::Error::custom)).transpose()
     }
 }
 

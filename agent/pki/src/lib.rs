@@ -34,6 +34,12 @@
 //! | `.7` | policy | OCTET STRING | guest POLICY (8 B, little endian) | TDATTRIBUTES (8 B) |
 //! | `.8` | simulated | BOOLEAN | true when signed by the simulated (test) anchor | same |
 //! | `.9` | workload | UTF8String | name of the manifest policy entry | same |
+//! | `.10` | initdata digest | OCTET STRING | HOST_DATA (32 B) | MRCONFIGID (48 B) |
+//!
+//! `.10` names the host data for what it is in podmesh: the digest of the pod's initdata (the
+//! `initdata` crate; the guest refuses to start its mesh when the two differ), so a peer or a data
+//! owner can tell from the certificate which exact mesh configuration the workload runs. It is
+//! optional when reading, so certificates issued before it existed still parse.
 //!
 //! [`claims::AttestationClaims::from_certificate`] reads them back.
 //!

@@ -12,6 +12,7 @@ pub const TCB: u64 = 6;
 pub const POLICY: u64 = 7;
 pub const SIMULATED: u64 = 8;
 pub const WORKLOAD: u64 = 9;
+pub const INITDATA_DIGEST: u64 = 10;
 
 /// The full OID of one claim, e.g. `claim(MEASUREMENT)`.
 pub fn claim(suffix: u64) -> Vec<u64> {

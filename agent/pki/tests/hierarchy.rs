@@ -43,6 +43,7 @@ fn snp_claims() -> AttestationClaims {
         policy: 0x30000u64.to_le_bytes().to_vec(),
         simulated: true,
         workload: "web".into(),
+        initdata_digest: Some(vec![0x11; 32]),
     }
 }
 
@@ -115,9 +116,14 @@ fn claims_round_trip_through_the_certificate() {
         policy: vec![0; 8],
         simulated: false,
         workload: "db".into(),
+        initdata_digest: Some(vec![6; 48]),
     };
     let leaf = issue(&mesh, &["db"], Some(&tdx));
     assert_eq!(AttestationClaims::from_certificate(&leaf.leaf_der).unwrap(), tdx);
+    // a certificate from before the initdata digest claim still parses, without it
+    let old = AttestationClaims { initdata_digest: None, ..tdx.clone() };
+    let leaf = issue(&mesh, &["db"], Some(&old));
+    assert_eq!(AttestationClaims::from_certificate(&leaf.leaf_der).unwrap(), old);
     // a certificate without claims says which extension is missing
     let plain = issue(&mesh, &["web"], None);
     let err = AttestationClaims::from_certificate(&plain.leaf_der).unwrap_err().to_string();

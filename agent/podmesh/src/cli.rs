@@ -6,7 +6,9 @@
 //! timeout fails every request, a zero interval or backoff busy-loops: none of them is a
 //! useful way to say "off", so `0s` is refused with the same message everywhere.
 
+use crate::initdata_check::{self, InitdataCheckError, Verified};
 use mesh::config::{self, ConfigError, MeshConfig, Resolved, Sources};
+use tsm::TsmClient;
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 /// A duration flag (see the module docs for the rule). `Display` prints what `FromStr` reads,
@@ -100,6 +102,34 @@ pub struct SourceArgs {
     /// Kernel command line to read podmesh.* settings from.
     #[arg(long, value_name = "FILE", default_value = config::PROC_CMDLINE, alias = "kernel-cmdline")]
     pub cmdline: PathBuf,
+    /// CoCo initdata [podmesh.initdata=; default: where kata-agent or the cloud-api-adaptor
+    /// put it]. When present its digest must be the report's HOSTDATA / MRCONFIGID, and the
+    /// mesh and coordinator settings then come only from it and the kernel command line.
+    #[arg(long, value_name = "FILE", env = "PODMESH_INITDATA")]
+    pub initdata: Option<PathBuf>,
+    /// configfs-tsm mount point (the fresh report initdata is checked against)
+    #[arg(long, env = "PODMESH_TSM_ROOT", default_value = tsm::DEFAULT_ROOT, value_name = "DIR")]
+    pub tsm_root: PathBuf,
+}
+
+/// Loading failed: the configuration is invalid, or initdata is present and not confirmed by
+/// the report (then the caller logs [`LoadError::event`] and exits 78; the deny table stays).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Initdata(#[from] InitdataCheckError),
+}
+
+impl LoadError {
+    /// The journal event for this failure.
+    pub fn event(&self) -> &'static str {
+        match self {
+            LoadError::Config(_) => "config_invalid",
+            LoadError::Initdata(_) => "initdata_mismatch",
+        }
+    }
 }
 
 /// Every source read once, and the mesh configuration they give.
@@ -108,16 +138,27 @@ pub struct Loaded {
     pub resolved: Resolved,
     /// `None`: no mesh configured (then `podmesh attest` opens the pod, else the proxy does).
     pub mesh: Option<MeshConfig>,
+    /// Attested mode: the initdata the report confirmed.
+    pub attested: Option<Verified>,
 }
 
 impl SourceArgs {
     /// Reads and parses everything; an invalid mesh configuration is an error (nobody may open
     /// the pod on a configuration nobody understood).
-    pub fn load(&self) -> Result<Loaded, ConfigError> {
-        let sources = Sources::system(self.env_file.as_deref(), Some(&self.cmdline))?;
+    pub fn load(&self) -> Result<Loaded, LoadError> {
+        let mut sources = Sources::system(self.env_file.as_deref(), Some(&self.cmdline))?;
+        let params = sources.cmdline.as_ref().map(|c| config::parse_cmdline(&c.text)).unwrap_or_default();
+        let attested = match initdata_check::locate(self.initdata.as_deref(), &params) {
+            Some(path) => Some(initdata_check::verify(&path, &TsmClient::new(&self.tsm_root), None)?),
+            None => None,
+        };
+        if let Some(v) = &attested {
+            let env = v.initdata.podmesh_env().unwrap_or_default().to_owned();
+            sources.attested = Some(config::Input { path: v.path.clone(), text: env });
+        }
         let resolved = sources.resolve()?;
         let mesh = config::parse(&resolved)?;
-        Ok(Loaded { sources, resolved, mesh })
+        Ok(Loaded { sources, resolved, mesh, attested })
     }
 }
 
@@ -127,6 +168,28 @@ impl Loaded {
         for w in &self.resolved.warnings {
             tracing::warn!(PODMESH_EVENT = "config_warning", "{w}");
         }
+        if let Some(v) = &self.attested {
+            tracing::info!(
+                PODMESH_EVENT = "initdata_verified",
+                PODMESH_INITDATA_DIGEST = %v.digest_hex,
+                "initdata {} matches the report's {} {}: attested configuration",
+                v.path.display(), v.field.name(), v.digest_hex
+            );
+        }
+        let ignored = self.sources.ignored_podmesh_values().unwrap_or_default();
+        for line in self.resolved.ignored.iter().chain(&ignored) {
+            tracing::warn!(PODMESH_EVENT = "unattested_setting_ignored", "{line}");
+        }
+    }
+
+    /// Attested mode: a daemon setting from clap (`--flag` or its environment variable `var`)
+    /// counts only when the environment did not supply it; else it is ignored with a warning.
+    pub fn attested_arg<T>(&self, value: Option<T>, var: &str) -> Option<T> {
+        if self.attested.is_some() && value.is_some() && std::env::var_os(var).is_some() {
+            tracing::warn!(PODMESH_EVENT = "unattested_setting_ignored", "{var} from environment is ignored: not attested (initdata is present)");
+            return None;
+        }
+        value
     }
 
     /// A daemon setting from the env-file or the kernel command line (flags and the process
@@ -189,15 +252,15 @@ mod tests {
         let (env_file, cmdline) = (dir.path().join("podmesh.env"), dir.path().join("cmdline"));
         std::fs::write(&env_file, "PODMESH_COORDINATOR=file:1\nPODMESH_OPEN_WITHOUT_COORDINATOR=off\n").unwrap();
         std::fs::write(&cmdline, "podmesh.coordinator=cmd:2 podmesh.open_without_coordinator podmesh.coordinator_fingerprint=ab\n").unwrap();
-        let loaded = SourceArgs { env_file: Some(env_file.clone()), cmdline: cmdline.clone() }.load().unwrap();
+        let loaded = SourceArgs { env_file: Some(env_file.clone()), cmdline: cmdline.clone(), initdata: None, tsm_root: "/nonexistent".into() }.load().unwrap();
         assert_eq!(loaded.value("coordinator").unwrap().as_deref(), Some("file:1"));
         assert_eq!(loaded.value("coordinator_fingerprint").unwrap().as_deref(), Some("ab"));
         assert!(!loaded.flag("open_without_coordinator").unwrap(), "the env-file's off wins");
-        let loaded = SourceArgs { env_file: None, cmdline }.load().unwrap();
+        let loaded = SourceArgs { env_file: None, cmdline, initdata: None, tsm_root: "/nonexistent".into() }.load().unwrap();
         assert!(loaded.flag("open_without_coordinator").unwrap());
         // A broken env-file is an error naming the file and line, not "unset".
         std::fs::write(&env_file, "garbage\n").unwrap();
-        let e = SourceArgs { env_file: Some(env_file), cmdline: "/dev/null".into() }.load().err().unwrap().to_string();
+        let e = SourceArgs { env_file: Some(env_file), cmdline: "/dev/null".into(), initdata: None, tsm_root: "/nonexistent".into() }.load().err().unwrap().to_string();
         assert!(e.contains("podmesh.env") && e.contains("line 1"), "{e}");
     }
 }

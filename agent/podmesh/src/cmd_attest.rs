@@ -8,7 +8,7 @@ use crate::attest::coordinator::Coordinator;
 use crate::attest::coordinator_tls::{parse_fingerprint, Trust};
 use crate::attest::daemon::{self, DaemonError, Settings};
 use crate::attest::{cert_info, endpoint::Endpoint};
-use crate::cli::{Dur, NetnsArg, SourceArgs, TlsDirArg};
+use crate::cli::{Dur, LoadError, NetnsArg, SourceArgs, TlsDirArg};
 use anyhow::Context;
 use mesh::lifecycle::{EXIT_CONFIG, EXIT_NO_TEE};
 use std::path::PathBuf;
@@ -30,9 +30,6 @@ pub struct Args {
     tls_dir: TlsDirArg,
     #[command(flatten)]
     sources: SourceArgs,
-    /// configfs-tsm mount point
-    #[arg(long, env = "PODMESH_TSM_ROOT", default_value = tsm::DEFAULT_ROOT)]
-    tsm_root: PathBuf,
     /// configfs-tsm privlevel (SNP VMPL 0..3); the kernel default when unset
     #[arg(long, env = "PODMESH_TSM_PRIVLEVEL")]
     tsm_privlevel: Option<u8>,
@@ -58,6 +55,10 @@ pub struct Args {
     /// Exit 0 after the first certificate is written (no renewal)
     #[arg(long)]
     once: bool,
+    /// Without initdata and without a root CA or fingerprint: trust whichever coordinator
+    /// answers first. INSECURE (the host answers first); never honoured in attested mode.
+    #[arg(long, env = "PODMESH_INSECURE_TRUST_ON_FIRST_USE")]
+    insecure_trust_on_first_use: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -66,7 +67,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(Some(s)) => s,
         Ok(None) => return Ok(ExitCode::SUCCESS),
         Err(e) => {
-            tracing::error!(PODMESH_EVENT = "config_invalid", "{e:#}");
+            let event = e.downcast_ref::<LoadError>().map_or("config_invalid", LoadError::event);
+            tracing::error!(PODMESH_EVENT = event, "{e:#}; the deny table stays in place");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
@@ -86,10 +88,12 @@ async fn settings(args: Args) -> anyhow::Result<Option<Settings>> {
     // An invalid mesh configuration is an error: nobody may open the pod.
     let loaded = args.sources.load().context("mesh configuration")?;
     loaded.log_warnings();
+    let attested = loaded.attested.is_some();
     let mesh_configured = loaded.mesh.is_some();
     let open_without_coordinator = args.open_without_coordinator || loaded.flag("open_without_coordinator")?;
     let netns = args.netns.name;
-    let Some(address) = args.coordinator.clone().or(loaded.value("coordinator")?) else {
+    let coordinator = loaded.attested_arg(args.coordinator.clone(), "PODMESH_COORDINATOR");
+    let Some(address) = coordinator.or(loaded.value("coordinator")?) else {
         if open_without_coordinator && !mesh_configured {
             tracing::warn!(PODMESH_EVENT = "no_coordinator", "no coordinator configured and no mesh: opening the pod without a certificate (--open-without-coordinator)");
             mesh::lifecycle::open_pod(netns.as_deref(), "no coordinator and no mesh configured (--open-without-coordinator)")?;
@@ -99,20 +103,40 @@ async fn settings(args: Args) -> anyhow::Result<Option<Settings>> {
         anyhow::bail!("no coordinator configured: set --coordinator, PODMESH_COORDINATOR or podmesh.coordinator= on the kernel command line");
     };
     let endpoint: Endpoint = address.parse()?;
-    let root_ca = args.coordinator_root_ca.clone().or(loaded.value("coordinator_root_ca")?.map(PathBuf::from));
-    let fingerprint = args.coordinator_fingerprint.clone().or(loaded.value("coordinator_fingerprint")?);
-    let trust = match (root_ca, fingerprint) {
-        (Some(_), Some(_)) => anyhow::bail!("set either a coordinator root CA or a coordinator fingerprint, not both"),
+    let root_ca_file = loaded.attested_arg(args.coordinator_root_ca.clone(), "PODMESH_COORDINATOR_ROOT_CA");
+    let root_ca_file = root_ca_file.or(loaded.value("coordinator_root_ca")?.map(PathBuf::from));
+    // The initdata document coordinator-root-ca.pem is attested like the rest of initdata.
+    let initdata_root_ca = loaded.attested.as_ref().and_then(|v| v.initdata.root_ca_pem().map(|pem| (v.path.clone(), pem.to_owned())));
+    let root_ca = match (root_ca_file, initdata_root_ca) {
+        (Some(_), Some((path, _))) => anyhow::bail!("a coordinator root CA is set both in initdata {} and elsewhere: set one", path.display()),
         (Some(path), None) => {
             let pem = std::fs::read(&path).with_context(|| format!("reading coordinator root CA {}", path.display()))?;
-            let mut certs = cert_info::parse_pem_chain(&path.display().to_string(), &pem)?;
+            Some((path.display().to_string(), pem))
+        }
+        (None, Some((path, pem))) => Some((format!("{} in initdata {}", initdata::ROOT_CA_PEM, path.display()), pem.into_bytes())),
+        (None, None) => None,
+    };
+    let fingerprint = loaded.attested_arg(args.coordinator_fingerprint.clone(), "PODMESH_COORDINATOR_FINGERPRINT");
+    let fingerprint = fingerprint.or(loaded.value("coordinator_fingerprint")?);
+    let trust = match (root_ca, fingerprint) {
+        (Some(_), Some(_)) => anyhow::bail!("set either a coordinator root CA or a coordinator fingerprint, not both"),
+        (Some((name, pem)), None) => {
+            let mut certs = cert_info::parse_pem_chain(&name, &pem)?;
             if certs.len() != 1 {
-                anyhow::bail!("coordinator root CA {}: expected one certificate, found {}", path.display(), certs.len());
+                anyhow::bail!("coordinator root CA {name}: expected one certificate, found {}", certs.len());
             }
             Trust::RootCa { pem: String::from_utf8_lossy(&pem).into_owned(), der: certs.remove(0) }
         }
         (None, Some(fp)) => Trust::Fingerprint(parse_fingerprint(&fp)?),
-        (None, None) => Trust::FirstUse,
+        (None, None) if attested => anyhow::bail!(
+            "initdata is present but names no coordinator root CA or fingerprint (nor does the kernel command line): \
+             an attested pod does not trust the first coordinator that answers"
+        ),
+        (None, None) if args.insecure_trust_on_first_use => Trust::FirstUse,
+        (None, None) => anyhow::bail!(
+            "no coordinator root CA or fingerprint: pass one (initdata, kernel command line or flag), \
+             or --insecure-trust-on-first-use to trust whichever coordinator answers first"
+        ),
     };
     if let Some(level) = args.tsm_privlevel {
         anyhow::ensure!(level <= tsm::PRIVLEVEL_MAX, "--tsm-privlevel {level} is above the maximum {}", tsm::PRIVLEVEL_MAX);
@@ -131,7 +155,7 @@ async fn settings(args: Args) -> anyhow::Result<Option<Settings>> {
     Ok(Some(Settings {
         coordinator: Coordinator::new(endpoint, trust, args.request_timeout.0)?,
         tls_dir: args.tls_dir.path,
-        tsm_root: args.tsm_root,
+        tsm_root: args.sources.tsm_root,
         privlevel: args.tsm_privlevel,
         mesh_configured,
         open_without_coordinator,
@@ -160,8 +184,12 @@ mod settings_tests {
         let dir = tempfile::tempdir().unwrap();
         let cmdline_file = dir.path().join("cmdline");
         std::fs::write(&cmdline_file, cmdline).unwrap();
-        let mut full = vec!["attest", "--cmdline", cmdline_file.to_str().unwrap()];
-        full.extend_from_slice(argv);
+        // Trust on first use where no trust is given: what these tests check comes after it.
+        let mut full = vec!["attest", "--cmdline", cmdline_file.to_str().unwrap(), "--tsm-root", "/nonexistent"];
+        if !argv.contains(&"--no-tofu") {
+            full.push("--insecure-trust-on-first-use");
+        }
+        full.extend(argv.iter().filter(|a| **a != "--no-tofu"));
         let cli = Cli::try_parse_from(full).map_err(|e| e.to_string())?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(settings(cli.args)).map_err(|e| format!("{e:#}"))
@@ -195,6 +223,14 @@ mod settings_tests {
         // An invalid mesh configuration stops the daemon too (nobody may open the pod).
         let e = err(&["--coordinator", "h:1"], "podmesh.ingress=web#99999#true");
         assert!(e.contains("mesh configuration"), "{e}");
+    }
+
+    #[test]
+    fn trust_on_first_use_needs_the_insecure_flag() {
+        let e = err(&["--no-tofu", "--coordinator", "h:1"], "");
+        assert!(e.contains("--insecure-trust-on-first-use"), "{e}");
+        let fp = "ab".repeat(32);
+        assert!(resolve(&["--no-tofu", "--coordinator", "h:1"], &format!("podmesh.coordinator_fingerprint={fp}")).is_ok());
     }
 
     #[test]

@@ -31,26 +31,34 @@ certificate's SAN against the host. Ingress UDP: the only UDP ports open to new 
 flows once the proxy is ready (every other non-TCP flow stays dropped). No Contrast setting
 anywhere: mesh disabled (\"enabled\": false).
 
-Exit codes: 0 valid (or mesh disabled), 2 invalid configuration, 1 other error.";
+With initdata (--initdata, PODMESH_INITDATA, podmesh.initdata= or where Kata / the
+cloud-api-adaptor deliver it) the report from --tsm-root must carry its digest (HOSTDATA /
+MRCONFIGID): then \"attested\": true, \"initdata_digest\" is that value, and the settings
+come only from its podmesh.env and the kernel command line (\"ignored\" lists the others).
+
+Exit codes: 0 valid (or mesh disabled), 2 invalid configuration or initdata not confirmed by
+the report (one-line reason), 1 other error.";
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Action::Check(src) = args.action;
     match src.load() {
-        Ok(crate::cli::Loaded { mesh: cfg, resolved, .. }) => {
-            for w in &resolved.warnings {
-                tracing::warn!(PODMESH_EVENT = "config_warning", "{w}");
-            }
+        Ok(loaded) => {
+            loaded.log_warnings();
+            let crate::cli::Loaded { mesh: cfg, resolved, attested, .. } = loaded;
             let out = serde_json::json!({
                 "enabled": cfg.is_some(),
                 "config": cfg,
                 "settings": resolved.settings.iter().flatten().collect::<Vec<_>>(),
                 "warnings": resolved.warnings,
+                "ignored": resolved.ignored,
+                "attested": attested.is_some(),
+                "initdata_digest": attested.as_ref().map(|v| v.digest_hex.clone()),
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            tracing::error!(PODMESH_EVENT = "config_invalid", "invalid mesh configuration: {e}");
+            tracing::error!(PODMESH_EVENT = e.event(), "invalid mesh configuration: {e}");
             Ok(ExitCode::from(EXIT_CONFIG_INVALID))
         }
     }

@@ -91,7 +91,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         crate::sys::enter_netns(ns).with_context(|| format!("--netns {ns}"))?;
         tracing::info!(PODMESH_EVENT = "netns_entered", NETNS = ns.as_str(), "running inside network namespace {ns}");
     }
-    let loaded = args.sources.load().context("mesh configuration")?;
+    let loaded = match args.sources.load() {
+        Ok(l) => l,
+        Err(e) => {
+            // Like attest: a configuration (or initdata) nobody may trust is final, not retried.
+            tracing::error!(PODMESH_EVENT = e.event(), "mesh configuration: {e}; the deny table stays in place");
+            return Ok(ExitCode::from(mesh::lifecycle::EXIT_CONFIG));
+        }
+    };
     loaded.log_warnings();
     let kept = crate::sys::keep_only(crate::sys::PROXY_CAPS).context("dropping capabilities")?;
     tracing::info!(PODMESH_EVENT = "capabilities_dropped", "capabilities kept: {}", kept.join(", "));

@@ -9,6 +9,7 @@ mod cmd_config;
 mod cmd_deny;
 mod cmd_proxy;
 mod cmd_status;
+mod initdata_check;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

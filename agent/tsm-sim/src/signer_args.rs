@@ -86,6 +86,10 @@ pub struct SignerArgs {
     /// TDX: TD ATTRIBUTES (hex u64; bit 0 = debug).
     #[arg(long, value_parser = hex_u64)]
     pub td_attributes: Option<u64>,
+    /// CoCo initdata file: HOSTDATA (snp) / MRCONFIGID (tdx) become its launch value, the digest
+    /// truncated or zero-padded as Kata's runtime sets it (see the `initdata` crate).
+    #[arg(long, conflicts_with_all = ["host_data", "mrconfigid"])]
+    pub initdata: Option<PathBuf>,
 }
 
 /// Fixed-length hex (optional 0x prefix); the error names the expected length.
@@ -158,17 +162,35 @@ impl SignerArgs {
         l
     }
 
+    /// The `--initdata` launch value for `field`, if given.
+    fn initdata_value(&self, field: initdata::Field) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(path) = &self.initdata else { return Ok(None) };
+        let bytes = std::fs::read(path).with_context(|| format!("reading --initdata {}", path.display()))?;
+        let init = initdata::Initdata::parse(&bytes).with_context(|| format!("--initdata {}", path.display()))?;
+        Ok(Some(init.launch_value(field)))
+    }
+
     pub fn provider(&self) -> anyhow::Result<Arc<dyn Provider>> {
         Ok(match self.tee {
             Tee::Snp => {
                 let chain = SimAmdChain::load_or_create(&self.state, self.product)
                     .with_context(|| format!("loading the simulated AMD chain from {}", self.state.display()))?;
-                Arc::new(SnpProvider::new(chain, self.snp_launch(), !self.no_certs, self.vmpl_floor)?)
+                let mut launch = self.snp_launch();
+                if let Some(v) = self.initdata_value(initdata::Field::SnpHostData)? {
+                    launch.host_data.copy_from_slice(&v);
+                }
+                Arc::new(SnpProvider::new(chain, launch, !self.no_certs, self.vmpl_floor)?)
             }
-            Tee::Tdx => Arc::new(
-                TdxProvider::new(&self.state, self.tdx_launch())
-                    .with_context(|| format!("loading the simulated TDX keys from {}", self.state.display()))?,
-            ),
+            Tee::Tdx => {
+                let mut launch = self.tdx_launch();
+                if let Some(v) = self.initdata_value(initdata::Field::TdxMrConfigId)? {
+                    launch.mr_config_id.copy_from_slice(&v);
+                }
+                Arc::new(
+                    TdxProvider::new(&self.state, launch)
+                        .with_context(|| format!("loading the simulated TDX keys from {}", self.state.display()))?,
+                )
+            }
         })
     }
 }

@@ -133,3 +133,34 @@ fn corrupt_state_is_reported_not_replaced() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("ark.der"), "{}", stderr(&o));
 }
+
+#[test]
+fn initdata_sets_hostdata_and_mrconfigid() {
+    // sha384 of the initdata crate's CoCo example (coreutils sha384sum).
+    let digest = "706adce0ad73ecf65a247395e1abbc73cb171e9bb9a564fbfbde169f198d11da3405636af1e890e5b29028e13bde0922";
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../initdata/testdata/coco-example.toml");
+    let state = common::shared_state();
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let data = "00".repeat(64);
+    let args = ["evidence", "--state", state.to_str().unwrap(), "--report-data", &data, "--out", o, "--initdata", file];
+    let r = run(&[&args[..], &["--tee", "snp"]].concat());
+    assert!(r.status.success(), "{}", stderr(&r));
+    let report = std::fs::read(out.path().join("report.bin")).unwrap();
+    assert_eq!(hex::encode(&report[0xC0..0xE0]), digest[..64], "HOSTDATA = first 32 bytes of the digest");
+
+    let tdx_state = tempfile::tempdir().unwrap();
+    let args = ["evidence", "--state", tdx_state.path().to_str().unwrap(), "--report-data", &data, "--out", o, "--initdata", file];
+    let r = run(&[&args[..], &["--tee", "tdx"]].concat());
+    assert!(r.status.success(), "{}", stderr(&r));
+    let quote = tee::tdx::TdxQuote::parse(&std::fs::read(out.path().join("quote.bin")).unwrap()).unwrap();
+    assert_eq!(hex::encode(quote.td.mr_config_id), digest, "MRCONFIGID = the 48-byte digest");
+
+    // Bad initdata and a conflicting --host-data are one-line errors.
+    let bad = out.path().join("bad.toml");
+    std::fs::write(&bad, "version = \"0.1.0\"\nalgorithm = \"md5\"\n[data]\n").unwrap();
+    let r = run(&["evidence", "--tee", "snp", "--state", state.to_str().unwrap(), "--report-data", &data, "--out", o, "--initdata", bad.to_str().unwrap()]);
+    assert!(!r.status.success() && stderr(&r).contains("md5"), "{}", stderr(&r));
+    let r = run(&[&args[..], &["--tee", "snp", "--host-data", &"00".repeat(32)]].concat());
+    assert!(!r.status.success() && stderr(&r).contains("cannot be used with"), "{}", stderr(&r));
+}

@@ -10,8 +10,10 @@
 
 mod errors;
 mod fs;
+mod launch;
 
 pub use errors::TsmError;
+pub use launch::{launch_fields, LaunchError, LaunchFields};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -33,7 +33,16 @@ pub struct Sources {
     pub env_file: Option<Input>,
     /// Kernel command line (`/proc/cmdline` or `--cmdline FILE`).
     pub cmdline: Option<Input>,
+    /// Attested mode: the `podmesh.env` of initdata whose digest the TEE report confirmed
+    /// (`path` names the initdata file). Then the mesh settings and the coordinator settings
+    /// come only from it and from the measured kernel command line; environment and env-file
+    /// values for them are ignored, each with a line in [`Resolved::ignored`].
+    pub attested: Option<Input>,
 }
+
+/// The `podmesh` daemon settings that decide trust: in attested mode only initdata or the
+/// kernel command line may set them.
+pub const ATTESTED_PODMESH_KEYS: [&str; 3] = ["coordinator", "coordinator_root_ca", "coordinator_fingerprint"];
 
 /// One resolved setting: its value and exactly where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,6 +67,9 @@ impl Setting {
 pub struct Resolved {
     pub settings: [Option<Setting>; SETTINGS],
     pub warnings: Vec<String>,
+    /// Attested mode: settings from the environment or an env-file that were ignored, one line
+    /// each naming the setting and its source.
+    pub ignored: Vec<String>,
 }
 
 impl Sources {
@@ -80,19 +92,30 @@ impl Sources {
         }
         let env_file = env_file.map(|p| Input::read("env-file", p)).transpose()?;
         let cmdline = Input::read("kernel command line", cmdline.unwrap_or(Path::new(PROC_CMDLINE)))?;
-        Ok(Self { env, env_file, cmdline: Some(cmdline) })
+        Ok(Self { env, env_file, cmdline: Some(cmdline), attested: None })
+    }
+
+    /// `initdata PATH`: the source name of attested values.
+    fn attested_src(&self) -> Option<String> {
+        self.attested.as_ref().map(|a| format!("initdata {}", a.path.display()))
     }
 
     /// A `podmesh` daemon setting that is not a flag or in the process environment (clap
     /// reads those): `PODMESH_<KEY>` from the env-file, else `podmesh.<key>=` from the kernel
     /// command line, the same precedence as the mesh settings. `key` is lower case
     /// (`coordinator`, `open_without_coordinator`). Returns the value and where it came from.
+    /// In attested mode the keys of [`ATTESTED_PODMESH_KEYS`] come from initdata's
+    /// `podmesh.env` instead of the env-file.
     pub fn podmesh_value(&self, key: &str) -> Result<Option<(String, String)>, ConfigError> {
-        if let Some(f) = &self.env_file {
-            let var = format!("PODMESH_{}", key.to_ascii_uppercase());
+        let var = format!("PODMESH_{}", key.to_ascii_uppercase());
+        let file = match (&self.attested, ATTESTED_PODMESH_KEYS.contains(&key)) {
+            (Some(a), true) => Some((a, format!("initdata {}", a.path.display()))),
+            _ => self.env_file.as_ref().map(|f| (f, format!("env-file {}", f.path.display()))),
+        };
+        if let Some((f, src)) = file {
             let vars = parse_env_file(&f.text, &f.path)?;
             if let Some((_, v)) = vars.into_iter().rev().find(|(k, _)| *k == var) {
-                return Ok(Some((v, format!("{var} in env-file {}", f.path.display()))));
+                return Ok(Some((v, format!("{var} in {src}"))));
             }
         }
         let key = format!("podmesh.{key}");
@@ -101,6 +124,19 @@ impl Sources {
             Some((v, format!("{key}= on kernel command line {}", c.path.display())))
         });
         Ok(from_cmdline)
+    }
+
+    /// Attested mode: the env-file's values for [`ATTESTED_PODMESH_KEYS`] that
+    /// [`Sources::podmesh_value`] ignores, one line each (empty otherwise).
+    pub fn ignored_podmesh_values(&self) -> Result<Vec<String>, ConfigError> {
+        let (Some(_), Some(f)) = (&self.attested, &self.env_file) else { return Ok(Vec::new()) };
+        let vars = parse_env_file(&f.text, &f.path)?;
+        Ok(ATTESTED_PODMESH_KEYS
+            .iter()
+            .map(|k| format!("PODMESH_{}", k.to_ascii_uppercase()))
+            .filter(|var| vars.iter().any(|(k, _)| k == var))
+            .map(|var| format!("{var} from env-file {} is ignored: not attested (initdata is present)", f.path.display()))
+            .collect())
     }
 
     /// Picks each setting from the most specific source: environment > env-file > cmdline.
@@ -113,13 +149,28 @@ impl Sources {
         let cmd_vars = self.cmdline.as_ref().map(|c| parse_cmdline(&c.text)).unwrap_or_default();
         let file_src = self.env_file.as_ref().map(|f| format!("env-file {}", f.path.display()));
         let cmd_src = self.cmdline.as_ref().map(|c| format!("kernel command line {}", c.path.display()));
+        let attested_vars = match &self.attested {
+            Some(a) => parse_env_file(&a.text, &a.path)?,
+            None => Vec::new(),
+        };
+        let attested_src = self.attested_src();
 
         let mut resolved = Resolved::default();
+        let mut ignored = Vec::new();
         for (slot, kind) in resolved.settings.iter_mut().zip(SettingKind::ALL) {
             let mut candidates = Vec::new();
-            candidates.extend(from_vars(kind, &self.env, "environment", &mut warnings));
+            let mut unattested = from_vars(kind, &self.env, "environment", &mut warnings).into_iter().collect::<Vec<_>>();
             if let Some(src) = &file_src {
-                candidates.extend(from_vars(kind, &file_vars, src, &mut warnings));
+                unattested.extend(from_vars(kind, &file_vars, src, &mut warnings));
+            }
+            match &attested_src {
+                Some(src) => {
+                    candidates.extend(from_vars(kind, &attested_vars, src, &mut warnings));
+                    ignored.extend(unattested.into_iter().map(|s| {
+                        format!("{} from {} is ignored: not attested (initdata is present)", s.name, s.source)
+                    }));
+                }
+                None => candidates.extend(unattested),
             }
             if let Some(src) = &cmd_src {
                 candidates.extend(from_cmdline(kind, &cmd_vars, src, &mut warnings));
@@ -143,6 +194,7 @@ impl Sources {
             }
         }
         resolved.warnings = warnings;
+        resolved.ignored = ignored;
         Ok(resolved)
     }
 }

@@ -268,6 +268,7 @@ fn precedence_is_environment_then_env_file_then_cmdline_per_setting() {
         env: vec![("CONTRAST_ADMIN_PORT".into(), "1000".into())],
         env_file: input("/etc/podmesh/podmesh.env", "CONTRAST_ADMIN_PORT=2000\nCONTRAST_EGRESS_PROXY_CONFIG=f#127.0.0.1:80#f:80\n"),
         cmdline: input("/proc/cmdline", "podmesh.admin_port=3000 podmesh.egress=c#127.0.0.1:81#c:81 podmesh.ingress=DISABLED"),
+        attested: None,
     };
     let r = s.resolve().unwrap();
     let [ingress, egress, admin, udp] = &r.settings;
@@ -417,4 +418,42 @@ proptest! {
         let _ = parse_env_file(&text, "/x".as_ref());
         let _ = parse_cmdline(&text);
     }
+}
+
+#[test]
+fn attested_mode_ignores_environment_and_env_file_for_every_setting() {
+    // The host lies twice (environment and env-file credential: port 8080 in plaintext);
+    // the verified initdata says TLS, the measured command line adds the admin port.
+    let s = Sources {
+        env: vec![("CONTRAST_INGRESS_PROXY_CONFIG".into(), "app#8080#true".into())],
+        env_file: input("/run/podmesh/podmesh.env", "EDG_INGRESS_PROXY_CONFIG=app#8080#true\nPODMESH_INGRESS_UDP=dns#53\nPODMESH_COORDINATOR=evil:1\nPODMESH_COORDINATOR_FINGERPRINT=00\n"),
+        cmdline: input("/proc/cmdline", "podmesh.admin_port=9901 podmesh.coordinator_fingerprint=ab"),
+        attested: input("/run/initdata.toml", "CONTRAST_INGRESS_PROXY_CONFIG=app#8080#false\nPODMESH_COORDINATOR=good:8443\n"),
+    };
+    let r = s.resolve().unwrap();
+    let cfg = parse(&r).unwrap().unwrap();
+    assert_eq!(cfg.port_policy(8080), PortPolicy::TlsOnly);
+    assert_eq!(cfg.admin_port, Some(9901));
+    assert!(cfg.ingress_udp.is_empty(), "UDP ports only from attested sources");
+    let ingress = r.settings[0].as_ref().unwrap();
+    assert_eq!(ingress.source, "initdata /run/initdata.toml");
+    assert_eq!(
+        r.ignored,
+        [
+            "CONTRAST_INGRESS_PROXY_CONFIG from environment is ignored: not attested (initdata is present)",
+            "EDG_INGRESS_PROXY_CONFIG from env-file /run/podmesh/podmesh.env is ignored: not attested (initdata is present)",
+            "PODMESH_INGRESS_UDP from env-file /run/podmesh/podmesh.env is ignored: not attested (initdata is present)",
+        ]
+    );
+    // Coordinator settings: initdata, else the command line; never the env-file.
+    assert_eq!(s.podmesh_value("coordinator").unwrap().unwrap().0, "good:8443");
+    assert_eq!(s.podmesh_value("coordinator_fingerprint").unwrap().unwrap().0, "ab");
+    let ignored = s.ignored_podmesh_values().unwrap();
+    assert_eq!(ignored.len(), 2, "{ignored:?}");
+    assert!(ignored[0].starts_with("PODMESH_COORDINATOR from env-file"), "{ignored:?}");
+    // Without initdata the same sources behave as before: the environment wins.
+    let plain = Sources { attested: None, ..s };
+    let cfg = parse(&plain.resolve().unwrap()).unwrap().unwrap();
+    assert_eq!(cfg.port_policy(8080), PortPolicy::Plaintext);
+    assert_eq!(plain.podmesh_value("coordinator").unwrap().unwrap().0, "evil:1");
 }
