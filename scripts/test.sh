@@ -13,6 +13,9 @@ fi
 stage() { printf '\n==> %s\n' "$*" >&2; }
 export CARGO_TERM_COLOR=never RUST_BACKTRACE=1
 
+stage "lint: cargo fmt --check, clippy -D warnings (workspace lints), shellcheck"
+bash scripts/lint.sh
+
 stage "units: systemd-analyze verify and security"
 bash scripts/check-units.sh
 

@@ -26,8 +26,10 @@ pub const COORD_PORT: u16 = 8443;
 pub const POLICY: &str = "0x30000";
 
 /// Launch values (hex) of the simulated SNP guests.
-pub const MEASUREMENT: &str = "6d6561737572656d656e742d6f6b00000000000000000000000000000000000000000000000000000000000000000001";
-pub const OTHER_MEASUREMENT: &str = "6d6561737572656d656e742d626164000000000000000000000000000000000000000000000000000000000000000002";
+pub const MEASUREMENT: &str =
+    "6d6561737572656d656e742d6f6b00000000000000000000000000000000000000000000000000000000000000000001";
+pub const OTHER_MEASUREMENT: &str =
+    "6d6561737572656d656e742d626164000000000000000000000000000000000000000000000000000000000000000002";
 pub const HOSTDATA_A: &str = "aa00000000000000000000000000000000000000000000000000000000000001";
 pub const HOSTDATA_B: &str = "bb00000000000000000000000000000000000000000000000000000000000002";
 pub const HOSTDATA_UNKNOWN: &str = "cc00000000000000000000000000000000000000000000000000000000000003";
@@ -39,7 +41,14 @@ pub struct TsmSim {
 }
 
 impl TsmSim {
-    pub fn mount(work: &Path, name: &str, state: &Path, host_data: &str, measurement: &str, extra: &[&str]) -> Result<Self> {
+    pub fn mount(
+        work: &Path,
+        name: &str,
+        state: &Path,
+        host_data: &str,
+        measurement: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         let root = work.join(format!("tsm-{name}"));
         std::fs::create_dir_all(&root)?;
         let mut cmd = Command::new(bin("tsm-sim"));
@@ -88,7 +97,10 @@ impl Manifest {
     pub fn standard() -> Self {
         Self {
             measurement: MEASUREMENT,
-            policies: vec![(HOSTDATA_A, "pod-a", vec!["pod-a", "10.99.0.1"]), (HOSTDATA_B, "pod-b", vec!["pod-b", "10.99.0.2"])],
+            policies: vec![
+                (HOSTDATA_A, "pod-a", vec!["pod-a", "10.99.0.1"]),
+                (HOSTDATA_B, "pod-b", vec!["pod-b", "10.99.0.2"]),
+            ],
             allow_simulated: true,
         }
     }
@@ -122,7 +134,13 @@ impl Cluster {
         }
         let sim_state = work.path().join("sim-state");
         let sim_anchor = work.path().join("sim-anchor");
-        let out = Command::new(bin("tsm-sim")).arg("anchor").arg("--state").arg(&sim_state).arg("--out").arg(&sim_anchor).output()?;
+        let out = Command::new(bin("tsm-sim"))
+            .arg("anchor")
+            .arg("--state")
+            .arg(&sim_state)
+            .arg("--out")
+            .arg(&sim_anchor)
+            .output()?;
         anyhow::ensure!(out.status.success(), "tsm-sim anchor: {}", String::from_utf8_lossy(&out.stderr));
         let coord_state = work.path().join("coordinator");
         Ok(Self { work, pods, c, sim_state, sim_anchor, coord_state })
@@ -176,19 +194,40 @@ impl Cluster {
             if let Some(st) = p.exited() {
                 bail!("podmesh-coordinator exited ({st}): {}", p.log_text());
             }
-            anyhow::ensure!(Instant::now() < deadline, "podmesh-coordinator not listening after 20 s: {}", p.log_text());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "podmesh-coordinator not listening after 20 s: {}",
+                p.log_text()
+            );
         }
         Ok(p)
     }
 
     /// Starts `podmesh attest` in `pod` (reaching the coordinator over net 1 or 2), without D-Bus.
-    pub fn start_attest(&self, pod: &Pod, net: u8, tsm: &Path, tls_dir: &Path, tag: &str, extra: &[&str]) -> Result<Proc> {
+    pub fn start_attest(
+        &self,
+        pod: &Pod,
+        net: u8,
+        tsm: &Path,
+        tls_dir: &Path,
+        tag: &str,
+        extra: &[&str],
+    ) -> Result<Proc> {
         self.start_attest_on_bus(pod, net, tsm, tls_dir, tag, extra, None)
     }
 
     /// Like [`Cluster::start_attest`], publishing on the bus at `bus_address` when given.
     #[allow(clippy::too_many_arguments)]
-    pub fn start_attest_on_bus(&self, pod: &Pod, net: u8, tsm: &Path, tls_dir: &Path, tag: &str, extra: &[&str], bus_address: Option<&str>) -> Result<Proc> {
+    pub fn start_attest_on_bus(
+        &self,
+        pod: &Pod,
+        net: u8,
+        tsm: &Path,
+        tls_dir: &Path,
+        tag: &str,
+        extra: &[&str],
+        bus_address: Option<&str>,
+    ) -> Result<Proc> {
         let mut cmd = self.attest_command(pod, net, tsm, tls_dir, extra)?;
         match bus_address {
             Some(a) => {
@@ -202,7 +241,14 @@ impl Cluster {
     }
 
     /// The `podmesh attest` command line without D-Bus, for callers that adjust it.
-    pub fn start_attest_command(&self, pod: &Pod, net: u8, tsm: &Path, tls_dir: &Path, extra: &[&str]) -> Result<Command> {
+    pub fn start_attest_command(
+        &self,
+        pod: &Pod,
+        net: u8,
+        tsm: &Path,
+        tls_dir: &Path,
+        extra: &[&str],
+    ) -> Result<Command> {
         let mut cmd = self.attest_command(pod, net, tsm, tls_dir, extra)?;
         cmd.arg("--no-dbus");
         Ok(cmd)
@@ -215,11 +261,22 @@ impl Cluster {
         if !extra.iter().any(|a| *a == "--coordinator-fingerprint" || *a == "--tofu") {
             cmd.arg("--coordinator-root-ca").arg(self.root_ca_path());
         }
-        let extra: Vec<&str> = extra.iter().map(|a| if *a == "--tofu" { "--insecure-trust-on-first-use" } else { *a }).collect();
+        let extra: Vec<&str> =
+            extra.iter().map(|a| if *a == "--tofu" { "--insecure-trust-on-first-use" } else { *a }).collect();
         let extra = extra.as_slice();
         cmd.arg("--tsm-root").arg(tsm).arg("--tls-dir").arg(tls_dir);
         cmd.args(["--kernel-cmdline", "/dev/null", "--backoff-initial", "200ms", "--backoff-max", "1s"]).args(extra);
-        for var in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "PODMESH_COORDINATOR_FINGERPRINT", "JOURNAL_STREAM", "NOTIFY_SOCKET"] {
+        for var in [
+            "CONTRAST_INGRESS_PROXY_CONFIG",
+            "CONTRAST_EGRESS_PROXY_CONFIG",
+            "CONTRAST_ADMIN_PORT",
+            "EDG_INGRESS_PROXY_CONFIG",
+            "EDG_EGRESS_PROXY_CONFIG",
+            "EDG_ADMIN_PORT",
+            "PODMESH_COORDINATOR_FINGERPRINT",
+            "JOURNAL_STREAM",
+            "NOTIFY_SOCKET",
+        ] {
             cmd.env_remove(var);
         }
         Ok(cmd)
@@ -260,10 +317,17 @@ fn roots(pem: &str) -> Arc<rustls::RootCertStore> {
 /// An mTLS echo server in `pod` on `port`, with the tls dir's chain and key, requiring client
 /// certificates that chain to the tls dir's mesh CA (what the mesh proxy does for mTLS ports).
 /// Answers each connection with `hello from <name>\n`, then closes. Returns the thread handle.
-pub fn mtls_server(pod: &Pod, port: u16, tls_dir: &Path, name: &'static str) -> Result<std::thread::JoinHandle<Result<()>>> {
+pub fn mtls_server(
+    pod: &Pod,
+    port: u16,
+    tls_dir: &Path,
+    name: &'static str,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
     let chain = certs(&read(tls_dir, "certChain.pem"));
     let key = PrivateKeyDer::from_pem_slice(read(tls_dir, "key.pem").as_bytes())?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(&read(tls_dir, "mesh-ca.pem")), provider()).build()?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(&read(tls_dir, "mesh-ca.pem")), provider())
+            .build()?;
     let config = Arc::new(
         rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
@@ -291,7 +355,13 @@ pub fn mtls_server(pod: &Pod, port: u16, tls_dir: &Path, name: &'static str) -> 
 
 /// From `pod`, an mTLS request to `addr` (server name `server_name`) trusting `ca_pem`,
 /// presenting the chain and key of `client_dir` when given. Ok(first line) or Err(reason).
-pub fn mtls_request(pod: &Pod, addr: SocketAddr, server_name: &str, ca_pem: &str, client_dir: Option<&Path>) -> Result<String, String> {
+pub fn mtls_request(
+    pod: &Pod,
+    addr: SocketAddr,
+    server_name: &str,
+    ca_pem: &str,
+    client_dir: Option<&Path>,
+) -> Result<String, String> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -322,8 +392,12 @@ pub fn mtls_request(pod: &Pod, addr: SocketAddr, server_name: &str, ca_pem: &str
 /// Whether `chain_pem` (leaf + intermediate) verifies as a client certificate against `anchor_pem`.
 pub fn chain_verifies(chain_pem: &str, anchor_pem: &str) -> Result<(), String> {
     let chain = certs(chain_pem);
-    let v = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(anchor_pem), provider()).build().map_err(|e| e.to_string())?;
-    v.verify_client_cert(&chain[0], &chain[1..], rustls_pki_types::UnixTime::now()).map(|_| ()).map_err(|e| e.to_string())
+    let v = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(anchor_pem), provider())
+        .build()
+        .map_err(|e| e.to_string())?;
+    v.verify_client_cert(&chain[0], &chain[1..], rustls_pki_types::UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 pub fn deny_installed(pod: &Pod) -> bool {
@@ -354,7 +428,8 @@ impl Bus {
         // Unprivileged callers (the policy test) must reach the socket.
         std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755))?;
         let sock = work.join("system_bus_socket");
-        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../units/org.podmesh.Attestation1.conf").canonicalize()?;
+        let policy =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../units/org.podmesh.Attestation1.conf").canonicalize()?;
         // The shape of Debian's system.conf: default deny for owning names and method calls.
         let config = format!(
             r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -402,6 +477,9 @@ impl Bus {
             Command::new("busctl")
         };
         let out = cmd.arg(format!("--address={}", self.address)).args(args).output().expect("busctl");
-        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
     }
 }

@@ -261,7 +261,11 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -273,7 +277,10 @@ mod tests {
     fn names_come_from_the_function_and_tags_fit_an_interface_name() {
         let t = crate::test_here!();
         assert_eq!(t.name(), "names_come_from_the_function_and_tags_fit_an_interface_name");
-        assert_eq!(t.path(), "podmesh_tests::harness::tests::names_come_from_the_function_and_tags_fit_an_interface_name");
+        assert_eq!(
+            t.path(),
+            "podmesh_tests::harness::tests::names_come_from_the_function_and_tags_fit_an_interface_name"
+        );
         assert_eq!(t.tag().len(), 6);
         let async_body = Test::from_type_name("lifecycle::binary_serves::{{closure}}::{{closure}}::here");
         assert_eq!(async_body.path(), "lifecycle::binary_serves");

@@ -53,6 +53,7 @@
 //!
 //! In `agent/*/tests` add `podmesh-tests.workspace = true` to `[dev-dependencies]`.
 
+#![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
 pub mod cluster;
 pub mod harness;
 pub mod netns;

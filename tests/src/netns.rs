@@ -94,7 +94,8 @@ impl PodPair {
     pub fn new(t: &Test) -> Result<Self> {
         let mut a = Pod::new(t)?;
         let mut b = Pod::new(t)?;
-        run(Command::new("ip").args(["-n", &a.name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b.name]))?;
+        run(Command::new("ip")
+            .args(["-n", &a.name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b.name]))?;
         for (pod, v4, v6) in [(&mut a, Self::V4_A, Self::V6_A), (&mut b, Self::V4_B, Self::V6_B)] {
             pod.exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
             pod.exec(&["ip", "-6", "addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"])?;
@@ -188,7 +189,8 @@ impl Pod {
 
     fn wait_for_listening(&self, port: u16, listening: bool, timeout: Duration) -> Result<()> {
         let filter = format!("sport = :{port}");
-        let what = format!("TCP port {port} in netns {} to be {}", self.name, if listening { "listening" } else { "free" });
+        let what =
+            format!("TCP port {port} in netns {} to be {}", self.name, if listening { "listening" } else { "free" });
         wait_for(&what, timeout, || match self.exec(&["ss", "-Hltn", &filter]) {
             Ok(out) => (out.stdout.trim_ascii().is_empty() != listening).then_some(Ok(())),
             Err(e) => Some(Err(e)),

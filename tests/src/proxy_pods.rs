@@ -36,7 +36,8 @@ impl App {
     pub fn start(pod: &Pod, ports: &[u16]) -> Result<Self> {
         let connections = Arc::new(AtomicUsize::new(0));
         for (&port, v6) in ports.iter().flat_map(|p| [(p, false), (p, true)]) {
-            let listener = pod.in_netns(move || bind_one_family(port, v6))?.with_context(|| format!("app bind :{port}"))?;
+            let listener =
+                pod.in_netns(move || bind_one_family(port, v6))?.with_context(|| format!("app bind :{port}"))?;
             let count = connections.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming().flatten() {
@@ -57,8 +58,11 @@ impl App {
 
 fn bind_one_family(port: u16, v6: bool) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
-    let (domain, addr): (Domain, SocketAddr) =
-        if v6 { (Domain::IPV6, SocketAddr::from(([0u16; 8], port))) } else { (Domain::IPV4, SocketAddr::from(([0u8; 4], port))) };
+    let (domain, addr): (Domain, SocketAddr) = if v6 {
+        (Domain::IPV6, SocketAddr::from(([0u16; 8], port)))
+    } else {
+        (Domain::IPV4, SocketAddr::from(([0u8; 4], port)))
+    };
     let s = Socket::new(domain, Type::STREAM, None)?;
     if v6 {
         s.set_only_v6(true)?;
@@ -143,7 +147,11 @@ impl PatternCheck {
 }
 
 /// Sends `total` bytes of the pattern on `s`, half-closes, and returns the app's verdict.
-pub fn send_pattern<S: Read + Write>(s: &mut S, total: u64, half_close: impl FnOnce(&mut S) -> std::io::Result<()>) -> Result<String> {
+pub fn send_pattern<S: Read + Write>(
+    s: &mut S,
+    total: u64,
+    half_close: impl FnOnce(&mut S) -> std::io::Result<()>,
+) -> Result<String> {
     let mut sent = 0u64;
     let mut index = 0u64;
     let mut block = pattern_block(0);
@@ -180,9 +188,17 @@ impl Proxy {
                 .build()
                 .map_err(|e| e.to_string())?;
             let json = serde_json::to_string(&plan).map_err(|e| e.to_string())?;
-            rt.block_on(mesh::proxy::run(plan, opts, json, async move { let _ = stop_rx.await; }, move || {
-                let _ = ready_tx.send(());
-            }))
+            rt.block_on(mesh::proxy::run(
+                plan,
+                opts,
+                json,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                move || {
+                    let _ = ready_tx.send(());
+                },
+            ))
             .map_err(|e| e.to_string())
         })?;
         let mut proxy = Self { stop: Some(stop_tx), thread: Some(thread) };
@@ -263,7 +279,8 @@ pub struct TlsOutcome {
 /// the IP address (our test certificates carry the pods' addresses as SANs).
 pub fn tls_exchange(pod: &Pod, addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<TlsOutcome> {
     pod.in_netns(move || -> Result<TlsOutcome> {
-        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(|| format!("TCP connect to {addr}"))?;
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            .with_context(|| format!("TCP connect to {addr}"))?;
         tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
         let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
         let conn = rustls::ClientConnection::new(config, name)?;

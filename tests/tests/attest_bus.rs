@@ -1,6 +1,7 @@
 //! End to end: `org.podmesh.Attestation1` on a private system bus with podmesh's policy file,
 //! `podmesh status`, and opening the pod without a coordinator when explicitly asked.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use podmesh_tests::cluster::*;
 use podmesh_tests::harness::{bin, wait_for};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,7 +28,8 @@ fn attest_publishes_state_on_the_bus_and_reattests_on_request() {
     // Properties: readable by anyone (policy), matching the files.
     let (ok, expiry) = bus.busctl(true, &["get-property", DEST, PATH, DEST, "CertificateExpiry"]);
     assert!(ok, "nobody may read properties: {expiry}");
-    let expiry: u64 = expiry.trim().strip_prefix("t ").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{expiry}"));
+    let expiry: u64 =
+        expiry.trim().strip_prefix("t ").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{expiry}"));
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     assert!(expiry > now && expiry < now + 2 * 86400, "expiry {expiry}, now {now}");
     let (_, fp) = bus.busctl(false, &["get-property", DEST, PATH, DEST, "MeshCaFingerprint"]);
@@ -83,8 +85,10 @@ fn attest_open_without_coordinator_only_when_asked() {
     let mut att = cl.start_attest(pod, 1, &tsm.root, &dir, "a", &["--open-without-coordinator"]).unwrap();
     wait_for("the deny table to go", Duration::from_secs(15), || (!deny_installed(pod)).then_some(())).unwrap();
     // The log line follows the removal.
-    wait_for("the reason in the log", Duration::from_secs(5), || att.log_text().contains("--open-without-coordinator is set").then_some(()))
-        .unwrap();
+    wait_for("the reason in the log", Duration::from_secs(5), || {
+        att.log_text().contains("--open-without-coordinator is set").then_some(())
+    })
+    .unwrap();
     assert!(att.exited().is_none(), "the daemon keeps running: {}", att.log_text());
     att.terminate(Duration::from_secs(5));
 

@@ -1,6 +1,7 @@
 //! End to end: coordinator + tsm-sim + `podmesh attest` in network namespaces, from an empty
 //! tls dir to an mTLS request between two pods, with no hand-made certificate anywhere.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use podmesh_tests::cluster::*;
 use podmesh_tests::harness::{bin, wait_for, Proc};
 use podmesh_tests::netns::{addr, PodPair};

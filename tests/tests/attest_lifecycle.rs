@@ -2,6 +2,7 @@
 //! recovers by itself), restart (root and mesh CA stay), manifest update (new mesh CA: old and
 //! new workloads reject each other, both verify against the root).
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use podmesh_tests::cluster::*;
 use podmesh_tests::harness::wait_for;
 use podmesh_tests::netns::{addr, PodPair};
@@ -99,16 +100,20 @@ fn attest_coordinator_trust_by_fingerprint_and_on_first_use() {
     let fingerprint = sha256_hex(&root_der);
 
     // The right fingerprint (colon-separated, as openssl prints it): a certificate.
-    let colons: Vec<String> = fingerprint.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_uppercase()).collect();
+    let colons: Vec<String> =
+        fingerprint.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_uppercase()).collect();
     let dir = cl.path("tls-fp");
-    let mut att = cl.start_attest(&cl.pods.a, 1, &tsm.root, &dir, "fp", &["--once", "--coordinator-fingerprint", &colons.join(":")]).unwrap();
+    let mut att = cl
+        .start_attest(&cl.pods.a, 1, &tsm.root, &dir, "fp", &["--once", "--coordinator-fingerprint", &colons.join(":")])
+        .unwrap();
     wait_for_certificate(&mut att, &dir, Duration::from_secs(30)).unwrap();
     assert!(!att.log_text().contains("trusted on first use"));
 
     // A wrong fingerprint: refused on every attempt, no files.
     let dir = cl.path("tls-wrong");
     let wrong = "00".repeat(32);
-    let mut att = cl.start_attest(&cl.pods.a, 1, &tsm.root, &dir, "wrong", &["--coordinator-fingerprint", &wrong]).unwrap();
+    let mut att =
+        cl.start_attest(&cl.pods.a, 1, &tsm.root, &dir, "wrong", &["--coordinator-fingerprint", &wrong]).unwrap();
     wait_for("two refused attempts with a wrong fingerprint", Duration::from_secs(15), || {
         (count(&att.log_text(), "attestation attempt") >= 2).then_some(())
     })

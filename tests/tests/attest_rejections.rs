@@ -1,6 +1,7 @@
 //! End to end: evidence the coordinator must refuse. Each case: the daemon keeps retrying with
 //! the coordinator's reason in its log, no certificate is written, the deny table stays.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use podmesh_tests::cluster::*;
 use podmesh_tests::harness::wait_for;
 use std::time::Duration;
@@ -34,7 +35,10 @@ fn attest_rejected_evidence_leaves_no_certificate_and_the_deny_table() {
     refused(&cl, "wrong-measurement", HOSTDATA_A, OTHER_MEASUREMENT, "measurement_mismatch");
     refused(&cl, "unknown-host-data", HOSTDATA_UNKNOWN, MEASUREMENT, "unknown_host_data");
     let coord_log = coord.log_text();
-    assert!(coord_log.contains("measurement_mismatch") && coord_log.contains("unknown_host_data"), "coordinator log: {coord_log}");
+    assert!(
+        coord_log.contains("measurement_mismatch") && coord_log.contains("unknown_host_data"),
+        "coordinator log: {coord_log}"
+    );
     drop(coord);
 
     // Same state, a manifest without the simulated-TEE opt-in.

@@ -3,6 +3,7 @@
 //! Pod `a` listens; pod `b` is "another pod" on the same veth link. Every test installs the
 //! table inside `a` only (never in the host namespace).
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use firewall::{
     deny,
     nft::{Nft, NftError},
@@ -99,7 +100,8 @@ fn loopback_inside_the_pod_keeps_working() {
     let (pods, listener) = setup(&t);
     deny::install(Some(pods.a.name())).expect("install");
     // Loopback addresses and the pod's own addresses (routed over lo) both stay reachable.
-    let targets: [IpAddr; 4] = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap(), PodPair::V4_A.into(), PodPair::V6_A.into()];
+    let targets: [IpAddr; 4] =
+        ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap(), PodPair::V4_A.into(), PodPair::V6_A.into()];
     for ip in targets {
         let mut client = connect(&pods.a, addr(ip, PORT), LONG).unwrap_or_else(|e| panic!("{ip}: {e:?}"));
         echo_once(&listener, &mut client, None);
@@ -182,7 +184,11 @@ fn missing_nft_and_kernel_without_nf_tables_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("nft");
     let script = dir.path().join("nft.sh");
-    std::fs::write(&script, "#!/bin/sh\necho 'netlink: Error: cannot open netlink socket: Protocol not supported' >&2\nexit 1\n").unwrap();
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'netlink: Error: cannot open netlink socket: Protocol not supported' >&2\nexit 1\n",
+    )
+    .unwrap();
     // Copied into place by a child: had this process opened the executable for writing, a
     // parallel test forking at that moment would hold the fd and exec would fail (ETXTBSY).
     assert!(Command::new("install").arg("-m755").arg(&script).arg(&fake).status().unwrap().success());

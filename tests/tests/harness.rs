@@ -1,8 +1,8 @@
 //! The pod harness itself: connectivity over both families, cleanup on drop and on panic.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use podmesh_tests::netns::{addr, Pod, PodPair};
 use std::{net::TcpListener, path::Path, time::Duration};
-
 
 #[test]
 fn pair_connects_over_ipv4_and_ipv6_and_cleans_up() {

@@ -11,6 +11,7 @@
 //!  host: 192.0.2.1 and 2001:db8::1 via the pod; from the pod (iif h2, table 200) via the sink
 //! ```
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use mesh::proxy::{EgressPlan, IngressPlan, Plan};
 use podmesh_tests::{
     harness::Test,
@@ -62,11 +63,42 @@ impl Net {
             h(&["ip", "-6", "addr", "add", &format!("fd98:{i}::fe/64"), "dev", &dev, "nodad"]);
             h(&["ip", "link", "set", &dev, "up"]);
             for args in [
-                vec!["ip".to_string(), "addr".into(), "add".into(), format!("10.98.{i}.1/24"), "dev".into(), "eth0".into()],
-                vec!["ip".into(), "-6".into(), "addr".into(), "add".into(), format!("fd98:{i}::1/64"), "dev".into(), "eth0".into(), "nodad".into()],
+                vec![
+                    "ip".to_string(),
+                    "addr".into(),
+                    "add".into(),
+                    format!("10.98.{i}.1/24"),
+                    "dev".into(),
+                    "eth0".into(),
+                ],
+                vec![
+                    "ip".into(),
+                    "-6".into(),
+                    "addr".into(),
+                    "add".into(),
+                    format!("fd98:{i}::1/64"),
+                    "dev".into(),
+                    "eth0".into(),
+                    "nodad".into(),
+                ],
                 vec!["ip".into(), "link".into(), "set".into(), "eth0".into(), "up".into()],
-                vec!["ip".into(), "route".into(), "add".into(), "default".into(), "via".into(), format!("10.98.{i}.254")],
-                vec!["ip".into(), "-6".into(), "route".into(), "add".into(), "default".into(), "via".into(), format!("fd98:{i}::fe")],
+                vec![
+                    "ip".into(),
+                    "route".into(),
+                    "add".into(),
+                    "default".into(),
+                    "via".into(),
+                    format!("10.98.{i}.254"),
+                ],
+                vec![
+                    "ip".into(),
+                    "-6".into(),
+                    "route".into(),
+                    "add".into(),
+                    "default".into(),
+                    "via".into(),
+                    format!("fd98:{i}::fe"),
+                ],
             ] {
                 p.exec(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
             }
@@ -150,7 +182,13 @@ struct Mesh {
 }
 
 fn egress(name: &str, listen: &str, host: IpAddr) -> EgressPlan {
-    EgressPlan { name: name.into(), listen: listen.parse().unwrap(), remote_host: host.to_string(), remote_port: MTLS, strict: false }
+    EgressPlan {
+        name: name.into(),
+        listen: listen.parse().unwrap(),
+        remote_host: host.to_string(),
+        remote_port: MTLS,
+        strict: false,
+    }
 }
 
 fn start(t: &Test) -> Mesh {
@@ -172,7 +210,10 @@ fn start(t: &Test) -> Mesh {
     let pod_proxy = Proxy::start(&net.pod, plan, test_options(pod_dir.path())).unwrap();
     let plan = Plan {
         ingress: None,
-        egress: vec![egress("pod-v4", "127.0.0.2:7081", POD_V4.into()), egress("pod-v6", "127.0.0.3:7081", POD_V6.into())],
+        egress: vec![
+            egress("pod-v4", "127.0.0.2:7081", POD_V4.into()),
+            egress("pod-v6", "127.0.0.3:7081", POD_V6.into()),
+        ],
         admin_port: None,
     };
     let peer_proxy = Proxy::start(&net.peer, plan, test_options(peer_dir.path())).unwrap();
@@ -189,7 +230,8 @@ fn host_sends_secret(m: &Mesh, to: SocketAddr, name: IpAddr) -> Result<String, (
             let fail = |e: std::io::Error| (e.kind(), e.to_string());
             let tcp = TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(fail)?;
             tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-            let conn = rustls::ClientConnection::new(config, rustls_pki_types::ServerName::IpAddress(name.into())).unwrap();
+            let conn =
+                rustls::ClientConnection::new(config, rustls_pki_types::ServerName::IpAddress(name.into())).unwrap();
             let mut tls = rustls::StreamOwned::new(conn, tcp);
             tls.write_all(SECRET).map_err(fail)?;
             tls.flush().map_err(fail)?;
@@ -238,7 +280,11 @@ fn metrics(m: &Mesh) -> String {
 /// The genuine paths work through the host's routing: otherwise the attacks prove nothing.
 fn genuine_paths_work(m: &Mesh) {
     for ip in [IpAddr::from(POD_V4), POD_V6.into()] {
-        assert_eq!(host_sends_secret(m, SocketAddr::new(ip, TLS_ONLY), ip).as_deref(), Ok("port=8080"), "#false port via {ip}");
+        assert_eq!(
+            host_sends_secret(m, SocketAddr::new(ip, TLS_ONLY), ip).as_deref(),
+            Ok("port=8080"),
+            "#false port via {ip}"
+        );
     }
     for listen in ["127.0.0.2:7081", "127.0.0.3:7081"] {
         assert_eq!(peer_sends_secret(m, listen).as_deref(), Ok("port=8081"), "peer's egress via {listen}");
@@ -264,8 +310,14 @@ fn foreign_destinations_are_never_proxied_v4_and_v6() {
     }
     m.sink.assert_empty("after the host's attempts");
     assert_eq!(m.app.count(), 4, "nothing else reached the app");
-    let table = String::from_utf8(m.net.pod.exec(&["nft", "list", "chain", "inet", "podmesh_tproxy", "prerouting"]).unwrap().stdout).unwrap();
-    let dropped = table.lines().find(|l| l.contains("fib daddr type != local")).unwrap_or_else(|| panic!("no fib rule:\n{table}"));
+    let table = String::from_utf8(
+        m.net.pod.exec(&["nft", "list", "chain", "inet", "podmesh_tproxy", "prerouting"]).unwrap().stdout,
+    )
+    .unwrap();
+    let dropped = table
+        .lines()
+        .find(|l| l.contains("fib daddr type != local"))
+        .unwrap_or_else(|| panic!("no fib rule:\n{table}"));
     assert!(!dropped.contains("packets 0 "), "the foreign SYNs were dropped by the fib rule: {dropped}");
 }
 
@@ -298,13 +350,25 @@ fn ingress_refuses_a_foreign_destination_even_without_the_fib_rule() {
     let m = start(&t);
     genuine_paths_work(&m);
     // Defence in depth: take the interception table's fib rule away.
-    let chain = String::from_utf8(m.net.pod.exec(&["nft", "-a", "list", "chain", "inet", "podmesh_tproxy", "prerouting"]).unwrap().stdout).unwrap();
-    let handle = chain.lines().find(|l| l.contains("fib daddr type")).and_then(|l| l.rsplit("handle ").next()).unwrap().trim().to_string();
+    let chain = String::from_utf8(
+        m.net.pod.exec(&["nft", "-a", "list", "chain", "inet", "podmesh_tproxy", "prerouting"]).unwrap().stdout,
+    )
+    .unwrap();
+    let handle = chain
+        .lines()
+        .find(|l| l.contains("fib daddr type"))
+        .and_then(|l| l.rsplit("handle ").next())
+        .unwrap()
+        .trim()
+        .to_string();
     m.net.pod.exec(&["nft", "delete", "rule", "inet", "podmesh_tproxy", "prerouting", "handle", &handle]).unwrap();
 
     for (foreign, real) in [(IpAddr::from(FOREIGN_V4), IpAddr::from(POD_V4)), (FOREIGN_V6.into(), POD_V6.into())] {
         let got = host_sends_secret(&m, SocketAddr::new(foreign, TLS_ONLY), real);
-        assert!(matches!(&got, Err((ErrorKind::ConnectionReset, _))), "#false port via foreign {foreign}: want a reset, got {got:?}");
+        assert!(
+            matches!(&got, Err((ErrorKind::ConnectionReset, _))),
+            "#false port via foreign {foreign}: want a reset, got {got:?}"
+        );
     }
     m.net.dnat_peer_to_foreign();
     for listen in ["127.0.0.2:7081", "127.0.0.3:7081"] {
@@ -320,10 +384,15 @@ fn ingress_refuses_a_foreign_destination_even_without_the_fib_rule() {
         ("mtls", "ingress_mtls", "192.0.2.1:8081"),
         ("mtls", "ingress_mtls", "[2001:db8::1]:8081"),
     ] {
-        let line = format!("podmesh_ingress_refused_total{{route=\"{route}\",kind=\"{kind}\",destination=\"{dest}\"}} ");
+        let line =
+            format!("podmesh_ingress_refused_total{{route=\"{route}\",kind=\"{kind}\",destination=\"{dest}\"}} ");
         assert!(metrics.lines().any(|l| l.starts_with(&line)), "no {line} in\n{metrics}");
     }
-    assert!(metrics.contains("podmesh_connection_failures_total{route=\"web\",kind=\"ingress_tls\",reason=\"not_local\"} 2"), "{metrics}");
+    assert!(
+        metrics
+            .contains("podmesh_connection_failures_total{route=\"web\",kind=\"ingress_tls\",reason=\"not_local\"} 2"),
+        "{metrics}"
+    );
     let log = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
     for dest in ["192.0.2.1:8080", "[2001:db8::1]:8080", "192.0.2.1:8081"] {
         assert!(
@@ -368,7 +437,8 @@ fn udp_answers(from: &Pod, to: SocketAddr) -> bool {
 /// Whether a raw IP packet of [`RAW_PROTO`] from `from` reaches a raw socket in `to_pod`.
 fn raw_ip_arrives(from: &Pod, to_pod: &Pod, to: Ipv4Addr) -> bool {
     use socket2::{Domain, Protocol, Socket, Type};
-    let rx = to_pod.in_netns(|| Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(RAW_PROTO)))).unwrap().unwrap();
+    let rx =
+        to_pod.in_netns(|| Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(RAW_PROTO)))).unwrap().unwrap();
     rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let tx = from.in_netns(|| Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(RAW_PROTO)))).unwrap().unwrap();
     tx.send_to(b"raw service", &SocketAddr::new(to.into(), 0).into()).unwrap();
@@ -444,7 +514,12 @@ fn closing_app(pod: &Pod, port: u16) -> Arc<Mutex<Vec<SocketAddr>>> {
 
 /// One mTLS connection from `from`'s `src` to `to`: everything read until the proxy's
 /// close_notify, or the error.
-fn mtls_from_port(from: &Pod, src: SocketAddr, to: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<String, String> {
+fn mtls_from_port(
+    from: &Pod,
+    src: SocketAddr,
+    to: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<String, String> {
     use socket2::{Domain, Socket, Type};
     from.in_netns(move || -> Result<String, String> {
         let s = Socket::new(Domain::for_address(src), Type::STREAM, None).map_err(|e| e.to_string())?;
@@ -453,7 +528,8 @@ fn mtls_from_port(from: &Pod, src: SocketAddr, to: SocketAddr, config: Arc<rustl
         s.connect_timeout(&to.into(), Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
         let tcp: TcpStream = s.into();
         tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let conn = rustls::ClientConnection::new(config, rustls_pki_types::ServerName::IpAddress(to.ip().into())).unwrap();
+        let conn =
+            rustls::ClientConnection::new(config, rustls_pki_types::ServerName::IpAddress(to.ip().into())).unwrap();
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         let mut got = String::new();
         tls.read_to_string(&mut got).map_err(|e| format!("read: {e}"))?;
@@ -482,7 +558,10 @@ fn syn_reusing_a_time_wait_tuple_goes_through_the_proxy_never_to_the_app() {
     let config = client_config(&server.mesh_ca_pem, Some((&client.chain_pem, &client.key_pem))).unwrap();
 
     let mut outcomes = Vec::new();
-    for (a, b, base) in [(IpAddr::from(PodPair::V4_A), IpAddr::from(PodPair::V4_B), 41000), (PodPair::V6_A.into(), PodPair::V6_B.into(), 41010)] {
+    for (a, b, base) in [
+        (IpAddr::from(PodPair::V4_A), IpAddr::from(PodPair::V4_B), 41000),
+        (PodPair::V6_A.into(), PodPair::V6_B.into(), 41010),
+    ] {
         for src_port in base + 1..=base + 3 {
             let (src, to) = (SocketAddr::new(a, src_port), SocketAddr::new(b, app_port));
             for attempt in 0..2 {
@@ -490,7 +569,15 @@ fn syn_reusing_a_time_wait_tuple_goes_through_the_proxy_never_to_the_app() {
                 if attempt == 0 {
                     // Not vacuous: the pod's side of the first connection waits in TIME_WAIT.
                     let filter = format!("sport = :{app_port} and dport = :{src_port}");
-                    let in_time_wait = || !pods.b.exec(&["ss", "-Htan", "state", "time-wait", &filter]).unwrap().stdout.trim_ascii().is_empty();
+                    let in_time_wait = || {
+                        !pods
+                            .b
+                            .exec(&["ss", "-Htan", "state", "time-wait", &filter])
+                            .unwrap()
+                            .stdout
+                            .trim_ascii()
+                            .is_empty()
+                    };
                     let deadline = std::time::Instant::now() + Duration::from_secs(1);
                     while !in_time_wait() {
                         let all = pods.b.exec(&["ss", "-Htanoi"]).unwrap().stdout;
@@ -509,8 +596,12 @@ fn syn_reusing_a_time_wait_tuple_goes_through_the_proxy_never_to_the_app() {
     }
     let bad: Vec<_> = outcomes.iter().filter(|(_, _, got)| got.as_deref() != Ok("port=8080\n")).collect();
     let peers = peers.lock().unwrap().clone();
-    assert!(bad.is_empty(), "connections that did not reach the app through the proxy: {bad:?} (the app saw {peers:?})");
+    assert!(
+        bad.is_empty(),
+        "connections that did not reach the app through the proxy: {bad:?} (the app saw {peers:?})"
+    );
     assert_eq!(peers.len(), 12, "{peers:?}");
-    let bypassed: Vec<_> = peers.iter().filter(|p| [IpAddr::from(PodPair::V4_A), PodPair::V6_A.into()].contains(&p.ip())).collect();
+    let bypassed: Vec<_> =
+        peers.iter().filter(|p| [IpAddr::from(PodPair::V4_A), PodPair::V6_A.into()].contains(&p.ip())).collect();
     assert!(bypassed.is_empty(), "the app saw connections straight from the client, bypassing the proxy: {bypassed:?}");
 }

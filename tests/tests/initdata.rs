@@ -2,6 +2,7 @@
 //! HOSTDATA / MRCONFIGID is its digest, and then the host's environment and env-file cannot
 //! change a port or the coordinator trust. Needs root and FUSE (tsm-sim mounts).
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use podmesh_tests::harness::{bin, Proc};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -96,7 +97,10 @@ fn snp_initdata_matches_and_mismatches() {
     // The host delivers another document (8080 in plaintext) for the same launch: refused.
     let lie = work.path().join("lie.toml");
     std::fs::write(&lie, INITDATA.replace("app#8080#false", "app#8080#true")).unwrap();
-    assert_refused(&check(work.path(), &lie, &root), &["initdata_mismatch", hostdata, &sha384_hex(&lie)[..64], "HOSTDATA"]);
+    assert_refused(
+        &check(work.path(), &lie, &root),
+        &["initdata_mismatch", hostdata, &sha384_hex(&lie)[..64], "HOSTDATA"],
+    );
 
     // attest: initdata names no root CA or fingerprint; the environment's fingerprint is not
     // attested, so it must not count: exit 78 instead of trusting the first answer.
@@ -117,7 +121,15 @@ fn snp_initdata_matches_and_mismatches() {
     assert!(stderr.contains("does not trust the first coordinator"), "{stderr}");
     // Even the insecure flag does not bring trust on first use back in attested mode.
     let out = Command::new(bin("podmesh"))
-        .args(["attest", "--once", "--no-dbus", "--insecure-trust-on-first-use", "--cmdline", "/dev/null", "--initdata"])
+        .args([
+            "attest",
+            "--once",
+            "--no-dbus",
+            "--insecure-trust-on-first-use",
+            "--cmdline",
+            "/dev/null",
+            "--initdata",
+        ])
         .arg(&initdata)
         .arg("--tsm-root")
         .arg(&root)
@@ -158,6 +170,9 @@ fn tdx_initdata_matches_and_mismatches() {
     assert_attested(&check(work.path(), &initdata, &root), &digest);
     unmount(p, &root);
     let (p, root) = mount(work.path(), "other", "tdx", "--mrconfigid", &"00".repeat(48));
-    assert_refused(&check(work.path(), &initdata, &root), &["initdata_mismatch", "MRCONFIGID", &digest, &"00".repeat(48)]);
+    assert_refused(
+        &check(work.path(), &initdata, &root),
+        &["initdata_mismatch", "MRCONFIGID", &digest, &"00".repeat(48)],
+    );
     unmount(p, &root);
 }

@@ -2,6 +2,7 @@
 //! failures keep the deny table, SIGTERM exits 0, `kill -9` fails closed, and stock tools
 //! (openssl s_client, curl, openssl s_server) interoperate with it.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use podmesh_tests::{
     harness::{bin, Proc, Test},
     netns::{Pod, PodPair},
@@ -41,7 +42,20 @@ fn spawn_proxy_with(pod: &Pod, args: &[&str], tls_dir: &Path, env: &[(&str, &str
 
 /// No configuration from the test runner's environment leaks into a podmesh under test.
 fn clean_env(cmd: &mut Command) {
-    for var in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "NOTIFY_SOCKET", "PODMESH_NETNS", "PODMESH_ENV_FILE", "PODMESH_COORDINATOR", "PODMESH_OPEN_WITHOUT_COORDINATOR", "JOURNAL_STREAM"] {
+    for var in [
+        "CONTRAST_INGRESS_PROXY_CONFIG",
+        "CONTRAST_EGRESS_PROXY_CONFIG",
+        "CONTRAST_ADMIN_PORT",
+        "EDG_INGRESS_PROXY_CONFIG",
+        "EDG_EGRESS_PROXY_CONFIG",
+        "EDG_ADMIN_PORT",
+        "NOTIFY_SOCKET",
+        "PODMESH_NETNS",
+        "PODMESH_ENV_FILE",
+        "PODMESH_COORDINATOR",
+        "PODMESH_OPEN_WITHOUT_COORDINATOR",
+        "JOURNAL_STREAM",
+    ] {
         cmd.env_remove(var);
     }
 }
@@ -115,7 +129,12 @@ fn bad_configuration_exits_nonzero_and_keeps_the_deny_table() {
     // Broken TLS material, through the binary: also non-zero, deny stays.
     let broken = s.dir.path().join("broken");
     Identity { key_pem: s.client.key_pem.clone(), ..s.server.clone() }.write_tls_dir(&broken).unwrap();
-    let mut p = spawn_proxy(&s.pods.b, &broken, &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS)], &s.dir.path().join("broken.log"));
+    let mut p = spawn_proxy(
+        &s.pods.b,
+        &broken,
+        &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS)],
+        &s.dir.path().join("broken.log"),
+    );
     assert!(!p.wait_exit(Duration::from_secs(10)).unwrap().success());
     assert!(p.log_text().contains("does not match"), "{}", p.log_text());
     assert!(firewall::deny::is_installed(Some(s.pods.b.name())).unwrap());
@@ -133,9 +152,17 @@ fn sigterm_drains_and_kill_9_fails_closed() {
     sysctl("net.ipv4.ip_local_port_range=10240 65000");
     let mut p = spawn_proxy(&s.pods.b, &tls, &env, &s.dir.path().join("p1.log"));
     p.wait_for_log(READY, Duration::from_secs(20)).unwrap();
-    assert!(p.log_text().contains("ports_ephemeral") && p.log_text().contains("port(s) 15006,15007 lie in"), "{}", p.log_text());
+    assert!(
+        p.log_text().contains("ports_ephemeral") && p.log_text().contains("port(s) 15006,15007 lie in"),
+        "{}",
+        p.log_text()
+    );
     assert!(!firewall::deny::is_installed(Some(s.pods.b.name())).unwrap());
-    assert!(!p.log_text().contains('\x1b'), "a log redirected to a file must carry no ANSI colours: {:?}", p.log_text());
+    assert!(
+        !p.log_text().contains('\x1b'),
+        "a log redirected to a file must carry no ANSI colours: {:?}",
+        p.log_text()
+    );
     assert!(p.log_text().contains("PODMESH_EVENT") || p.log_text().contains("proxy ready"), "{}", p.log_text());
     p.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(p.wait_exit(Duration::from_secs(10)).unwrap().success(), "SIGTERM must exit 0: {}", p.log_text());
@@ -146,7 +173,11 @@ fn sigterm_drains_and_kill_9_fails_closed() {
     p.wait_for_log(READY, Duration::from_secs(20)).unwrap();
     assert!(!p.log_text().contains("ports_ephemeral"), "{}", p.log_text());
     let rules = s.pods.b.exec(&["ip", "rule", "show"]).unwrap();
-    assert_eq!(String::from_utf8_lossy(&rules.stdout).matches("fwmark 0x1 lookup 100").count(), 1, "one rule after a restart");
+    assert_eq!(
+        String::from_utf8_lossy(&rules.stdout).matches("fwmark 0x1 lookup 100").count(),
+        1,
+        "one rule after a restart"
+    );
     p.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
     p.wait_exit(Duration::from_secs(5)).unwrap();
     let before = s.app.count();
@@ -155,7 +186,11 @@ fn sigterm_drains_and_kill_9_fails_closed() {
             let got = read_line(&s.pods.a, SocketAddr::new(ip, port));
             assert!(got.is_err(), "after kill -9, port {port} via {ip} answered {got:?}");
         }
-        assert_eq!(read_line(&s.pods.a, SocketAddr::new(ip, 9090)).as_deref(), Ok("port=9090\n"), "#true stays plaintext");
+        assert_eq!(
+            read_line(&s.pods.a, SocketAddr::new(ip, 9090)).as_deref(),
+            Ok("port=9090\n"),
+            "#true stays plaintext"
+        );
     }
     assert_eq!(s.app.count(), before + 2, "only the #true connections reached the app");
 }
@@ -176,14 +211,26 @@ fn openssl_and_curl_interoperate() {
         (d.join("mesh-ca.pem"), d.join("certChain.pem"), d.join("key.pem"))
     };
     let (ca, chain, key) = files("client-files", &s.client);
-    let mut server = spawn_proxy(&s.pods.b, &s.dir.path().join("server"), &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS)], &s.dir.path().join("srv.log"));
+    let mut server = spawn_proxy(
+        &s.pods.b,
+        &s.dir.path().join("server"),
+        &[("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS)],
+        &s.dir.path().join("srv.log"),
+    );
     server.wait_for_log(READY, Duration::from_secs(20)).unwrap();
 
     // Ingress client: openssl s_client with the mesh certificate (mTLS port).
     let mut sc = s.pods.a.command("openssl");
     sc.args(["s_client", "-connect", "10.99.0.2:8080", "-quiet", "-no_ign_eof", "-verify_return_error"])
-        .arg("-CAfile").arg(&ca).arg("-cert").arg(&chain).arg("-key").arg(&key)
-        .stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        .arg("-CAfile")
+        .arg(&ca)
+        .arg("-cert")
+        .arg(&chain)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = sc.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"ping\n").unwrap();
@@ -191,22 +238,57 @@ fn openssl_and_curl_interoperate() {
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("port=8080\nping\n"), "s_client got {text:?}; stderr {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.starts_with("port=8080\nping\n"),
+        "s_client got {text:?}; stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Ingress client: curl (the app speaks no HTTP, so accept its raw answer as HTTP/0.9).
-    let out = s.pods.a.command("curl")
-        .args(["-sS", "--http0.9", "--max-time", "5", "--cacert"]).arg(&ca)
-        .arg("--cert").arg(&chain).arg("--key").arg(&key)
-        .arg("https://[fd99::2]:8080/").output().unwrap();
+    let out = s
+        .pods
+        .a
+        .command("curl")
+        .args(["-sS", "--http0.9", "--max-time", "5", "--cacert"])
+        .arg(&ca)
+        .arg("--cert")
+        .arg(&chain)
+        .arg("--key")
+        .arg(&key)
+        .arg("https://[fd99::2]:8080/")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("port=8080\nGET / HTTP/1.1"), "curl got {text:?}; stderr {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.starts_with("port=8080\nGET / HTTP/1.1"),
+        "curl got {text:?}; stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // curl without a client certificate is refused on the mTLS port ...
-    let out = s.pods.a.command("curl").args(["-sS", "--http0.9", "--max-time", "5", "--cacert"]).arg(&ca)
-        .arg("https://10.99.0.2:8080/").output().unwrap();
-    assert!(!out.status.success() && out.stdout.is_empty(), "curl without certificate: {:?}", String::from_utf8_lossy(&out.stdout));
+    let out = s
+        .pods
+        .a
+        .command("curl")
+        .args(["-sS", "--http0.9", "--max-time", "5", "--cacert"])
+        .arg(&ca)
+        .arg("https://10.99.0.2:8080/")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && out.stdout.is_empty(),
+        "curl without certificate: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // ... and accepted on the #false port.
-    let out = s.pods.a.command("curl").args(["-sS", "--http0.9", "--max-time", "5", "--cacert"]).arg(&ca)
-        .arg("https://10.99.0.2:8443/").output().unwrap();
+    let out = s
+        .pods
+        .a
+        .command("curl")
+        .args(["-sS", "--http0.9", "--max-time", "5", "--cacert"])
+        .arg(&ca)
+        .arg("https://10.99.0.2:8443/")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("port=8443\n"), "curl on #false: {:?}", out);
     drop(server);
 
@@ -218,27 +300,59 @@ fn openssl_and_curl_interoperate() {
     // One s_server per family (OpenSSL binds IPv6 sockets v6-only).
     let mut servers = Vec::new();
     for (accept, port) in [("10.99.0.2:4443", 4443), ("[fd99::2]:4444", 4444)] {
-        servers.push(s.pods.b.spawn(&[
-            "openssl", "s_server", "-accept", accept, "-www", "-Verify", "1", "-verify_return_error",
-            "-CAfile", sca.to_str().unwrap(), "-cert", schain.to_str().unwrap(), "-cert_chain", schain.to_str().unwrap(),
-            "-key", skey.to_str().unwrap(),
-        ]).unwrap());
+        servers.push(
+            s.pods
+                .b
+                .spawn(&[
+                    "openssl",
+                    "s_server",
+                    "-accept",
+                    accept,
+                    "-www",
+                    "-Verify",
+                    "1",
+                    "-verify_return_error",
+                    "-CAfile",
+                    sca.to_str().unwrap(),
+                    "-cert",
+                    schain.to_str().unwrap(),
+                    "-cert_chain",
+                    schain.to_str().unwrap(),
+                    "-key",
+                    skey.to_str().unwrap(),
+                ])
+                .unwrap(),
+        );
         s.pods.b.wait_for_port(port, Duration::from_secs(5)).unwrap();
     }
     let egress = "srv#127.0.0.2:7443#10.99.0.2:4443##srv6#127.0.0.3:7443#[fd99::2]:4444#strict";
-    let mut client = spawn_proxy(&s.pods.a, &s.dir.path().join("client"), &[("CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED"), ("CONTRAST_EGRESS_PROXY_CONFIG", egress)], &s.dir.path().join("cli.log"));
+    let mut client = spawn_proxy(
+        &s.pods.a,
+        &s.dir.path().join("client"),
+        &[("CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED"), ("CONTRAST_EGRESS_PROXY_CONFIG", egress)],
+        &s.dir.path().join("cli.log"),
+    );
     client.wait_for_log(READY, Duration::from_secs(20)).unwrap();
     for listen in ["127.0.0.2:7443", "127.0.0.3:7443"] {
         let to: SocketAddr = listen.parse().unwrap();
-        let page = s.pods.a.in_netns(move || {
-            let mut c = TcpStream::connect(to).unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-            let mut page = String::new();
-            let _ = c.read_to_string(&mut page);
-            page
-        }).unwrap();
-        assert!(page.starts_with("HTTP/1.0 200 ok"), "s_server via {listen} answered {:?}; proxy log: {}", &page[..page.len().min(200)], client.log_text());
+        let page = s
+            .pods
+            .a
+            .in_netns(move || {
+                let mut c = TcpStream::connect(to).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+                let mut page = String::new();
+                let _ = c.read_to_string(&mut page);
+                page
+            })
+            .unwrap();
+        assert!(
+            page.starts_with("HTTP/1.0 200 ok"),
+            "s_server via {listen} answered {:?}; proxy log: {}",
+            &page[..page.len().min(200)],
+            client.log_text()
+        );
         assert!(page.contains("TLSv1.3"), "{listen}: TLS 1.3 expected");
     }
 }
@@ -267,15 +381,30 @@ fn netns_moves_the_whole_proxy_into_the_pod_and_it_keeps_only_cap_net_admin() {
     let env = [("CONTRAST_INGRESS_PROXY_CONFIG", INGRESS), ("PODMESH_NETNS", pod)];
     let mut p = spawn_proxy_with(&outer, &[], &s.dir.path().join("server"), &env, &s.dir.path().join("netns.log"));
     p.wait_for_log(READY, Duration::from_secs(20)).unwrap();
-    assert!(p.log_text().contains("netns_entered") || p.log_text().contains("running inside network namespace"), "{}", p.log_text());
+    assert!(
+        p.log_text().contains("netns_entered") || p.log_text().contains("running inside network namespace"),
+        "{}",
+        p.log_text()
+    );
     assert!(!firewall::deny::is_installed(Some(pod)).unwrap(), "the pod's deny table is the one removed");
-    assert!(firewall::tproxy::is_installed(Some(pod)).unwrap() && firewall::routes::is_installed(routes, Some(pod)).unwrap());
+    assert!(
+        firewall::tproxy::is_installed(Some(pod)).unwrap()
+            && firewall::routes::is_installed(routes, Some(pod)).unwrap()
+    );
     assert!(!firewall::tproxy::is_installed(Some(outer.name())).unwrap(), "interception in the wrong namespace");
     assert!(!firewall::routes::is_installed(routes, Some(outer.name())).unwrap(), "routes in the wrong namespace");
     // Served from inside the pod: TLS on the #false port, plaintext passthrough.
     assert_eq!(read_line(&s.pods.a, SocketAddr::new(PodPair::V4_B.into(), 9090)).as_deref(), Ok("port=9090\n"));
     let ca = s.dir.path().join("server/mesh-ca.pem");
-    let out = s.pods.a.command("curl").args(["-sS", "--http0.9", "--max-time", "5", "--cacert"]).arg(&ca).arg("https://10.99.0.2:8443/").output().unwrap();
+    let out = s
+        .pods
+        .a
+        .command("curl")
+        .args(["-sS", "--http0.9", "--max-time", "5", "--cacert"])
+        .arg(&ca)
+        .arg("https://10.99.0.2:8443/")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("port=8443\n"), "curl on #false: {out:?}");
 
     let caps = thread_cap_eff(p.id());
@@ -290,14 +419,22 @@ fn netns_moves_the_whole_proxy_into_the_pod_and_it_keeps_only_cap_net_admin() {
 
     p.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(p.wait_exit(Duration::from_secs(10)).unwrap().success(), "SIGTERM must exit 0: {}", p.log_text());
-    assert!(!firewall::routes::is_installed(routes, Some(pod)).unwrap(), "routes removed with the kept capability: {}", p.log_text());
+    assert!(
+        !firewall::routes::is_installed(routes, Some(pod)).unwrap(),
+        "routes removed with the kept capability: {}",
+        p.log_text()
+    );
     assert!(!p.log_text().contains("routes_remove_failed"), "{}", p.log_text());
 }
 
 /// A netns that does not exist: one clear line, exit 1, nothing touched.
 #[test]
 fn a_missing_netns_is_refused_not_ignored() {
-    let out = Command::new(bin("podmesh")).args(["proxy", "--netns", "pm-no-such-ns", "--cmdline", "/dev/null"]).env_remove("JOURNAL_STREAM").output().unwrap();
+    let out = Command::new(bin("podmesh"))
+        .args(["proxy", "--netns", "pm-no-such-ns", "--cmdline", "/dev/null"])
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("pm-no-such-ns") && err.contains("does not exist"), "{err}");
@@ -317,11 +454,19 @@ fn attest_does_not_open_the_pod_when_the_env_file_configures_the_mesh() {
     std::fs::write(&cmdline, "").unwrap();
     let attest = |extra: &[&str], env: &[(&str, &std::ffi::OsStr)]| {
         let mut cmd = Command::new(bin("podmesh"));
-        cmd.args(["attest", "--open-without-coordinator", "--no-dbus", "--netns", pod.name(), "--cmdline"]).arg(&cmdline).args(extra);
+        cmd.args(["attest", "--open-without-coordinator", "--no-dbus", "--netns", pod.name(), "--cmdline"])
+            .arg(&cmdline)
+            .args(extra);
         clean_env(&mut cmd);
         cmd.envs(env.iter().copied()).output().unwrap()
     };
-    let proxy_sees = Command::new(bin("podmesh")).args(["config", "check", "--cmdline"]).arg(&cmdline).env("PODMESH_ENV_FILE", &env_file).env_remove("CONTRAST_INGRESS_PROXY_CONFIG").output().unwrap();
+    let proxy_sees = Command::new(bin("podmesh"))
+        .args(["config", "check", "--cmdline"])
+        .arg(&cmdline)
+        .env("PODMESH_ENV_FILE", &env_file)
+        .env_remove("CONTRAST_INGRESS_PROXY_CONFIG")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&proxy_sees.stdout).contains("\"enabled\": true"), "the loader must see the mesh");
     let flag = ["--env-file", env_file.to_str().unwrap()];
     let var = [("PODMESH_ENV_FILE", env_file.as_os_str())];
@@ -329,7 +474,10 @@ fn attest_does_not_open_the_pod_when_the_env_file_configures_the_mesh() {
         firewall::deny::install(Some(pod.name())).unwrap();
         let out = attest(extra, env);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(firewall::deny::is_installed(Some(pod.name())).unwrap(), "{how}: attest opened the pod although the proxy will intercept: {err}");
+        assert!(
+            firewall::deny::is_installed(Some(pod.name())).unwrap(),
+            "{how}: attest opened the pod although the proxy will intercept: {err}"
+        );
         assert_eq!(out.status.code(), Some(78), "{how}: no coordinator and a mesh is a configuration error: {err}");
         assert!(err.contains("no coordinator configured") && !err.contains("deny_removed"), "{how}: {err}");
     }
@@ -338,5 +486,8 @@ fn attest_does_not_open_the_pod_when_the_env_file_configures_the_mesh() {
     let out = attest(&[], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!firewall::deny::is_installed(Some(pod.name())).unwrap());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("deny_removed") || String::from_utf8_lossy(&out.stderr).contains("deny table removed"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("deny_removed")
+            || String::from_utf8_lossy(&out.stderr).contains("deny table removed")
+    );
 }

@@ -4,6 +4,7 @@
 //! Pod `a` (10.99.0.1) plays the clients and the host; pod `b` (10.99.0.2) runs the proxy
 //! in front of small apps that record how their connections end. Real nft TPROXY, real TLS.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use mesh::proxy::{EgressPlan, IngressPlan, Plan};
 use podmesh_tests::{
     netns::{Pod, PodPair},
@@ -204,7 +205,10 @@ fn egress_truncation_by_the_remote_resets_the_app() {
     };
     let plan = Plan {
         ingress: None,
-        egress: vec![egress("clean", "127.0.0.2:7000", REMOTE_CLEAN), egress("cut", "127.0.0.2:7001", REMOTE_TRUNCATING)],
+        egress: vec![
+            egress("clean", "127.0.0.2:7000", REMOTE_CLEAN),
+            egress("cut", "127.0.0.2:7001", REMOTE_TRUNCATING),
+        ],
         admin_port: Some(ADMIN),
     };
     let _proxy = Proxy::start(&pods.a, plan, test_options(dir.path())).unwrap();
@@ -228,7 +232,11 @@ fn egress_truncation_by_the_remote_resets_the_app() {
 
     // The remote (or the host in between) cuts the stream: the app sees a reset.
     let (_, end) = app_session("127.0.0.2:7001");
-    assert_eq!(end, Err(ErrorKind::ConnectionReset), "a truncated TLS stream from the remote reached the app as {end:?}");
+    assert_eq!(
+        end,
+        Err(ErrorKind::ConnectionReset),
+        "a truncated TLS stream from the remote reached the app as {end:?}"
+    );
     let admin = SocketAddr::new("127.0.0.1".parse().unwrap(), ADMIN);
     assert_eq!(failures(&pods.a, admin, "cut", "truncated"), 1);
     assert_eq!(failures(&pods.a, admin, "clean", "truncated"), 0);
@@ -285,11 +293,8 @@ fn silent_connections_from_one_source_starve_neither_authenticated_clients_nor_e
     };
     // A connection limit below the flood: before the handshake budget, silent connections
     // took connection permits, so this flood alone filled the limit.
-    let opts = mesh::proxy::Options {
-        max_connections: 64,
-        max_handshakes_per_source: PER_SOURCE,
-        ..test_options(dir.path())
-    };
+    let opts =
+        mesh::proxy::Options { max_connections: 64, max_handshakes_per_source: PER_SOURCE, ..test_options(dir.path()) };
     let _proxy = Proxy::start(&pods.b, plan, opts).unwrap();
 
     let target = SocketAddr::new(v4b(), 8080);
@@ -305,7 +310,8 @@ fn silent_connections_from_one_source_starve_neither_authenticated_clients_nor_e
     let egress = read_line_from(&pods.b, "127.0.0.2:7000".parse().unwrap()).unwrap();
     assert_eq!(egress.as_deref(), Ok("hello-from-tls"), "egress through the flooded proxy");
 
-    let closed = flood.iter_mut().filter_map(|s| closed_by_peer(s, Duration::from_millis(100)).then_some(())).count() as u32;
+    let closed =
+        flood.iter_mut().filter_map(|s| closed_by_peer(s, Duration::from_millis(100)).then_some(())).count() as u32;
     assert_eq!(closed, FLOOD - PER_SOURCE, "connections over the per-source cap are closed at once, the rest wait");
     let admin = SocketAddr::new(v4b(), ADMIN);
     assert_eq!(failures(&pods.a, admin, "mtls", "handshake_limit"), u64::from(FLOOD - PER_SOURCE));
@@ -316,7 +322,8 @@ fn silent_connections_from_one_source_starve_neither_authenticated_clients_nor_e
 /// HelloRetryRequest. Parses just enough of TLS 1.3 (RFC 8446 §4.1.3, §4.2.8).
 fn server_hello_group(bytes: &[u8]) -> Result<(u16, bool), String> {
     const HRR_RANDOM: [u8; 8] = [0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11];
-    let take = |at: usize, n: usize| bytes.get(at..at + n).ok_or_else(|| format!("short record ({} bytes)", bytes.len()));
+    let take =
+        |at: usize, n: usize| bytes.get(at..at + n).ok_or_else(|| format!("short record ({} bytes)", bytes.len()));
     let u16_at = |at: usize| take(at, 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     if take(0, 1)?[0] != 0x16 || take(5, 1)?[0] != 0x02 {
         return Err(format!("not a ServerHello record: {:02x?}", take(0, 6)?));
@@ -396,7 +403,9 @@ fn server_hello_parser_reads_the_group_and_rejects_garbage() {
     let mut hello = vec![0x16, 0x03, 0x03, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x03, 0x03];
     hello.extend_from_slice(&[0xab; 32]);
     hello.extend_from_slice(&[0x00, 0x13, 0x01, 0x00]);
-    let exts = [&[0x00, 0x2b, 0x00, 0x02, 0x03, 0x04][..], &[0x00, 0x33, 0x00, 0x06, 0x11, 0xec, 0x00, 0x02, 0xaa, 0xbb]].concat();
+    let exts =
+        [&[0x00, 0x2b, 0x00, 0x02, 0x03, 0x04][..], &[0x00, 0x33, 0x00, 0x06, 0x11, 0xec, 0x00, 0x02, 0xaa, 0xbb]]
+            .concat();
     hello.extend_from_slice(&(exts.len() as u16).to_be_bytes());
     hello.extend_from_slice(&exts);
     assert_eq!(server_hello_group(&hello), Ok((0x11ec, false)));
@@ -430,7 +439,8 @@ fn podmesh_pods_negotiate_hybrid_post_quantum_key_exchange_on_the_wire() {
     let kx = |k| mesh::tls::TlsPolicy { resumption: false, key_exchange: k, ..Default::default() };
     // No resumption: a client remembers the group of its last session and would offer only
     // that share next time (costing a HelloRetryRequest when the server setting changes).
-    let client_opts = mesh::proxy::Options { tls: kx(mesh::tls::KeyExchange::default()), ..test_options(client_dir.path()) };
+    let client_opts =
+        mesh::proxy::Options { tls: kx(mesh::tls::KeyExchange::default()), ..test_options(client_dir.path()) };
     let _client = Proxy::start(&pods.a, client_plan, client_opts).unwrap();
 
     use mesh::tls::KeyExchange::*;
@@ -504,10 +514,17 @@ fn a_zero_handshake_budget_fails_startup_and_keeps_the_deny_table() {
     firewall::deny::install(Some(pod.name())).unwrap();
     let dir = tls_dir(&certs().server);
     for (total, per_source) in [(0, 8), (8, 0)] {
-        let opts = mesh::proxy::Options { max_handshakes: total, max_handshakes_per_source: per_source, ..test_options(dir.path()) };
+        let opts = mesh::proxy::Options {
+            max_handshakes: total,
+            max_handshakes_per_source: per_source,
+            ..test_options(dir.path())
+        };
         let plan = Plan { ingress: Some(IngressPlan::default()), egress: vec![], admin_port: None };
         let err = Proxy::start(&pod, plan, opts).err().expect("a zero handshake budget must not start");
-        assert!(err.to_string().contains("--max-handshakes and --max-handshakes-per-source must be at least 1"), "{err:#}");
+        assert!(
+            err.to_string().contains("--max-handshakes and --max-handshakes-per-source must be at least 1"),
+            "{err:#}"
+        );
         assert!(firewall::deny::is_installed(Some(pod.name())).unwrap());
     }
 }

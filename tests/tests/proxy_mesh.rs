@@ -4,13 +4,14 @@
 //! interception and a plaintext app on several ports. Certificates come from the real `pki`
 //! hierarchy. Every test runs as root and skips visibly otherwise.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
+use mesh::proxy::{EgressPlan, IngressPlan, Plan};
 use podmesh_tests::{
     harness::Test,
     netns::{Pod, PodPair},
     proxy_certs::{write_atomic, Identity, TestMesh},
     proxy_pods::*,
 };
-use mesh::proxy::{EgressPlan, IngressPlan, Plan};
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{IpAddr, Shutdown, SocketAddr, TcpStream},
@@ -43,7 +44,13 @@ fn server_plan() -> Plan {
 }
 
 fn egress(name: &str, listen: &str, host: IpAddr, port: u16, strict: bool) -> EgressPlan {
-    EgressPlan { name: name.into(), listen: listen.parse().unwrap(), remote_host: host.to_string(), remote_port: port, strict }
+    EgressPlan {
+        name: name.into(),
+        listen: listen.parse().unwrap(),
+        remote_host: host.to_string(),
+        remote_port: port,
+        strict,
+    }
 }
 
 fn client_plan() -> Plan {
@@ -194,7 +201,10 @@ fn mtls_port_rejects_clients_without_a_valid_mesh_certificate() {
         }
         let plain = plain_exchange(&m.pods.a, addr(ip, MTLS_APP), b"GET / HTTP/1.0\r\n\r\n").unwrap();
         // The proxy answers a TLS alert at most; the app's greeting must never come back.
-        assert!(!plain.as_deref().unwrap_or_default().starts_with("port="), "plaintext to an mTLS port via {ip} got {plain:?}");
+        assert!(
+            !plain.as_deref().unwrap_or_default().starts_with("port="),
+            "plaintext to an mTLS port via {ip} got {plain:?}"
+        );
         // The valid client works on the same port.
         let good = client_config(ca, Some((&m.client_id.chain_pem, &m.client_id.key_pem))).unwrap();
         let out = tls_exchange(&m.pods.a, addr(ip, MTLS_APP), good).unwrap();
@@ -204,7 +214,8 @@ fn mtls_port_rejects_clients_without_a_valid_mesh_certificate() {
     assert_eq!(m.app.count(), before + 2, "rejected clients must never reach the app");
     let metrics = http_get(&m.pods.a, addr(v4b(), ADMIN), "/metrics");
     let failures = |reason: &str| -> u64 {
-        let key = format!("podmesh_connection_failures_total{{route=\"mtls\",kind=\"ingress_mtls\",reason=\"{reason}\"}} ");
+        let key =
+            format!("podmesh_connection_failures_total{{route=\"mtls\",kind=\"ingress_mtls\",reason=\"{reason}\"}} ");
         metrics.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.parse().ok()).unwrap_or(0)
     };
     assert_eq!(failures("no_client_cert"), 2, "{metrics}");
@@ -278,7 +289,9 @@ fn startup_failures_keep_the_deny_table() {
         if let Some(id) = id {
             id.write_tls_dir(dir.path()).unwrap();
         }
-        let opts = opts.map(|o| mesh::proxy::Options { tls_dir: dir.path().to_path_buf(), ..o }).unwrap_or_else(|| test_options(dir.path()));
+        let opts = opts
+            .map(|o| mesh::proxy::Options { tls_dir: dir.path().to_path_buf(), ..o })
+            .unwrap_or_else(|| test_options(dir.path()));
         let err = Proxy::start(&pod, server_plan(), opts).err().unwrap_or_else(|| panic!("{what}: proxy started"));
         assert!(err.to_string().contains(needle), "{what}: {err:#}");
         assert!(firewall::deny::is_installed(ns).unwrap(), "{what}: deny table must stay");
@@ -288,7 +301,10 @@ fn startup_failures_keep_the_deny_table() {
     let foreign_ca = Identity { mesh_ca_pem: stranger.mesh_ca_pem.clone(), ..good.clone() };
     check("chain not under the mesh CA", Some(&foreign_ca), None, "does not verify");
     check("missing tls dir files", None, None, "mesh-ca.pem");
-    let garbage = Identity { chain_pem: "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".into(), ..good.clone() };
+    let garbage = Identity {
+        chain_pem: "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".into(),
+        ..good.clone()
+    };
     check("corrupt certificate PEM", Some(&garbage), None, "certChain.pem");
     let same_marks = mesh::proxy::Options { upstream_mark: 1, tproxy_mark: 1, ..mesh::proxy::Options::default() };
     check("upstream mark equal to the TPROXY mark", Some(&good), Some(same_marks), "upstream-mark");
@@ -362,12 +378,18 @@ fn certificates_hot_reload_without_dropping_connections() {
     assert_eq!(echo, "still here\n", "the established connection survives the reload");
 
     // Bad material is rejected; the renewed certificate stays in use.
-    write_atomic(&m.server_dir.path().join("key.pem"), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", 0o400).unwrap();
+    write_atomic(
+        &m.server_dir.path().join("key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        0o400,
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(server_leaf(&m.pods.a, target, no_cert.clone()).unwrap(), want);
     let (greeting, echo) = egress_echo(&m.pods.a, "127.0.0.2:7000", b"after bad key");
     assert_eq!((greeting.as_str(), echo.as_slice()), ("port=8080", &b"after bad key"[..]));
-    let mismatched = Identity { key_pem: m.client_id.key_pem.clone(), ..m.ca.issue("gen3", &["10.99.0.2"], DAY).unwrap() };
+    let mismatched =
+        Identity { key_pem: m.client_id.key_pem.clone(), ..m.ca.issue("gen3", &["10.99.0.2"], DAY).unwrap() };
     mismatched.write_tls_dir(m.server_dir.path()).unwrap();
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(server_leaf(&m.pods.a, target, no_cert).unwrap(), want, "a key that does not match is rejected");
@@ -377,7 +399,11 @@ fn certificates_hot_reload_without_dropping_connections() {
 fn handshakes(m: &Mesh, route: &str, kind: &str, handshake: &str) -> u64 {
     let metrics = http_get(&m.pods.a, addr(v4b(), ADMIN), "/metrics");
     let key = format!("podmesh_tls_handshakes_total{{route=\"{route}\",kind=\"{kind}\",handshake=\"{handshake}\"}} ");
-    metrics.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key} in {metrics}"))
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {metrics}"))
 }
 
 #[test]
@@ -426,7 +452,9 @@ fn resumed_session_of_an_expired_client_certificate_is_rejected() {
     assert_eq!(handshakes(&m, "mtls", "ingress_mtls", "resumed"), 1, "the second connection did resume");
     let metrics = http_get(&m.pods.a, addr(v4b(), ADMIN), "/metrics");
     assert!(
-        metrics.contains("podmesh_connection_failures_total{route=\"mtls\",kind=\"ingress_mtls\",reason=\"bad_certificate\"} 1"),
+        metrics.contains(
+            "podmesh_connection_failures_total{route=\"mtls\",kind=\"ingress_mtls\",reason=\"bad_certificate\"} 1"
+        ),
         "{metrics}"
     );
 }
@@ -442,21 +470,38 @@ fn admin_endpoints_report_liveness_readiness_metrics_and_config() {
     assert!(http_get(&m.pods.a, admin, "/nope").starts_with("HTTP/1.1 404"));
 
     // One connection on the TLS-only entry: its own route counts it, bytes included.
-    let out = tls_exchange(&m.pods.a, addr(v4b(), TLS_ONLY_APP), client_config(&m.server_id.mesh_ca_pem, None).unwrap()).unwrap();
+    let out =
+        tls_exchange(&m.pods.a, addr(v4b(), TLS_ONLY_APP), client_config(&m.server_id.mesh_ca_pem, None).unwrap())
+            .unwrap();
     assert_eq!(out.first_line.as_deref(), Ok("port=8443"));
     let metrics = http_get(&m.pods.a, admin, "/metrics");
     let value = |key: &str| metrics.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string());
-    assert_eq!(value("podmesh_connections_total{route=\"web\",kind=\"ingress_tls\"}").as_deref(), Some("1"), "{metrics}");
-    assert_eq!(value("podmesh_connections_proxied_total{route=\"web\",kind=\"ingress_tls\"}").as_deref(), Some("1"), "{metrics}");
-    assert_eq!(value("podmesh_connections_total{route=\"mtls\",kind=\"ingress_mtls\"}").as_deref(), Some("0"), "{metrics}");
-    let down: u64 = value("podmesh_bytes_downstream_total{route=\"web\",kind=\"ingress_tls\"}").and_then(|v| v.parse().ok()).unwrap();
+    assert_eq!(
+        value("podmesh_connections_total{route=\"web\",kind=\"ingress_tls\"}").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("podmesh_connections_proxied_total{route=\"web\",kind=\"ingress_tls\"}").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("podmesh_connections_total{route=\"mtls\",kind=\"ingress_mtls\"}").as_deref(),
+        Some("0"),
+        "{metrics}"
+    );
+    let down: u64 = value("podmesh_bytes_downstream_total{route=\"web\",kind=\"ingress_tls\"}")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
     assert!(down >= "port=8443\n".len() as u64, "{metrics}");
     assert!(metrics.contains("# TYPE podmesh_connection_failures_total counter"));
 
     // /config is JSON describing the running plan.
     let config = http_get(&m.pods.a, admin, "/config");
     let body = config.split_once("\r\n\r\n").map(|(_, b)| b).unwrap();
-    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("/config is not JSON ({e}): {body}"));
+    let json: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("/config is not JSON ({e}): {body}"));
     assert_eq!(json["admin_port"], ADMIN, "{json}");
     assert_eq!(json["ingress"]["plaintext"][0], serde_json::json!(["plain", PLAIN_APP]), "{json}");
 }
@@ -513,7 +558,11 @@ fn egress_rejects_a_resumed_session_whose_server_certificate_expired() {
     start_tls_server(&pods.b, 8080, &short.chain_pem, &short.key_pem).unwrap();
     let dir = tempfile::tempdir().unwrap();
     client_id.write_tls_dir(dir.path()).unwrap();
-    let plan = Plan { ingress: None, egress: vec![egress("short", "127.0.0.2:7000", v4b(), 8080, false)], admin_port: Some(ADMIN) };
+    let plan = Plan {
+        ingress: None,
+        egress: vec![egress("short", "127.0.0.2:7000", v4b(), 8080, false)],
+        admin_port: Some(ADMIN),
+    };
     let _proxy = Proxy::start(&pods.a, plan, test_options(dir.path())).unwrap();
     let listen: SocketAddr = "127.0.0.2:7000".parse().unwrap();
     assert_eq!(read_line_from(&pods.a, listen).unwrap().as_deref(), Ok("hello-from-tls"), "full handshake while valid");
@@ -522,5 +571,8 @@ fn egress_rejects_a_resumed_session_whose_server_certificate_expired() {
     assert!(got.is_err(), "a resumed session must not outlive the server's certificate, got {got:?}");
     let metrics = http_get(&pods.a, addr("127.0.0.1".parse().unwrap(), ADMIN), "/metrics");
     let resumed = "podmesh_tls_handshakes_total{route=\"short\",kind=\"egress\",handshake=\"resumed\"} 1";
-    assert!(metrics.contains(resumed), "the second connection must have resumed (else the test proves nothing): {metrics}");
+    assert!(
+        metrics.contains(resumed),
+        "the second connection must have resumed (else the test proves nothing): {metrics}"
+    );
 }

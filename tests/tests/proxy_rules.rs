@@ -2,6 +2,7 @@
 //! install is idempotent (one table, one rule per family after repeated installs), the
 //! ruleset is what the proxy relies on, and removal leaves nothing behind.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use firewall::{
     routes::{self, RouteSpec},
     tproxy::{self, Spec},
@@ -30,7 +31,8 @@ fn tproxy_table_and_routes_install_idempotently_and_remove_cleanly() {
         tproxy::install(&spec(), ns).unwrap();
         routes::install(r, ns).unwrap();
     }
-    let listing = String::from_utf8(pod.exec(&["nft", "list", "table", "inet", "podmesh_tproxy"]).unwrap().stdout).unwrap();
+    let listing =
+        String::from_utf8(pod.exec(&["nft", "list", "table", "inet", "podmesh_tproxy"]).unwrap().stdout).unwrap();
     for needle in [
         "type filter hook prerouting priority mangle; policy accept;",
         "iifname \"lo\" return",
@@ -54,8 +56,13 @@ fn tproxy_table_and_routes_install_idempotently_and_remove_cleanly() {
     assert_eq!(listing.matches("chain input").count(), 1, "one input chain after three installs:\n{listing}");
     for family in ["-4", "-6"] {
         let rules = String::from_utf8(pod.exec(&["ip", family, "rule", "show"]).unwrap().stdout).unwrap();
-        assert_eq!(rules.matches("fwmark 0x1 lookup 100").count(), 1, "ip {family} rule after three installs:\n{rules}");
-        let table = String::from_utf8(pod.exec(&["ip", family, "route", "show", "table", "100"]).unwrap().stdout).unwrap();
+        assert_eq!(
+            rules.matches("fwmark 0x1 lookup 100").count(),
+            1,
+            "ip {family} rule after three installs:\n{rules}"
+        );
+        let table =
+            String::from_utf8(pod.exec(&["ip", family, "route", "show", "table", "100"]).unwrap().stdout).unwrap();
         assert!(table.contains("local default dev lo"), "ip {family} route table 100:\n{table}");
     }
     assert!(routes::is_installed(r, ns).unwrap());

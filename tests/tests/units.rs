@@ -1,5 +1,6 @@
 //! scripts/check-units.sh really fails on broken units (and passes on ours).
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use std::{path::PathBuf, process::Command};
 
 fn root() -> PathBuf {
@@ -40,7 +41,8 @@ fn unknown_key_in_a_unit_fails() {
 
 #[test]
 fn bad_drop_in_fails() {
-    let (ok, err) = check_copy(|d| append(&d.join("kata-agent.service.d/podmesh.conf"), "Requiress=podmesh-deny.service"));
+    let (ok, err) =
+        check_copy(|d| append(&d.join("kata-agent.service.d/podmesh.conf"), "Requiress=podmesh-deny.service"));
     assert!(!ok && err.contains("podmesh.conf"), "{err}");
 }
 
@@ -54,7 +56,8 @@ fn preset_naming_a_missing_unit_fails() {
 fn deny_unit_not_required_by_kata_agent_fails() {
     let (ok, err) = check_copy(|d| {
         let p = d.join("podmesh-deny.service");
-        let text = std::fs::read_to_string(&p).unwrap().replace("RequiredBy=kata-agent.service", "WantedBy=multi-user.target");
+        let text =
+            std::fs::read_to_string(&p).unwrap().replace("RequiredBy=kata-agent.service", "WantedBy=multi-user.target");
         std::fs::write(&p, text).unwrap();
     });
     assert!(!ok && err.contains("require podmesh-deny.service"), "{err}");
@@ -64,7 +67,8 @@ fn deny_unit_not_required_by_kata_agent_fails() {
 fn peer_pods_drop_in_is_verified_with_our_units() {
     let (ok, err) = check_copy(|_| {});
     assert!(ok && err.contains("with peer-pods drop-ins podmesh-.service.d"), "{err}");
-    let (ok, err) = check_copy(|d| append(&d.join("peer-pods/podmesh-.service.d/50-podns.conf"), "RestrictNamespacez=net"));
+    let (ok, err) =
+        check_copy(|d| append(&d.join("peer-pods/podmesh-.service.d/50-podns.conf"), "RestrictNamespacez=net"));
     assert!(!ok && err.contains("Unknown key") && err.contains("50-podns.conf"), "{err}");
 }
 

@@ -1,13 +1,16 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # sourced: its variables are read by the script that sources it
-# The host side of the podVM tests and the demo: a simulated TEE chain, a manifest that admits
-# the podVM and a second pod by their SNP HOST_DATA, and podmesh-coordinator serving inside the
-# test's network namespace (the guest reaches it through the tap as 10.77.0.1). Source after
-# tests/vm/lib.sh. Sets PMVM_ROOT_CA and PMVM_GUEST_CREDS (run-qemu arguments); writes
-# WORK/guest.env and WORK/tsm-sim.tgz (guest credential). cluster_stop (call it from the
-# caller's EXIT trap) stops what cluster_* started.
+# The host side of the podVM tests and the demo: a simulated TEE chain, podmesh-coordinator
+# serving inside the test's network namespace (the guest reaches it through the tap as
+# 10.77.0.1), a manifest that admits a second pod by its SNP HOST_DATA and, once
+# cluster_initdata has written the podVM's initdata (mesh settings + the coordinator's root CA),
+# the podVM by that document's digest. Source after tests/vm/lib.sh. Sets PMVM_ROOT_CA and
+# PMVM_GUEST_CREDS (run-qemu arguments); writes WORK/guest.env (operational knobs only, the
+# podmesh.env credential) and WORK/tsm-sim.tgz (guest credential). cluster_stop (call it from
+# the caller's EXIT trap) stops what cluster_* started.
 
 # Launch values of the simulated podVM (SNP): a fixed measurement, and HOST_DATA per pod.
+# PMVM_HOSTDATA_VM is what tsm-sim reports when the podVM is launched without --initdata.
 PMVM_MEASUREMENT=$(printf 'podmesh-test-measurement' | sha384sum | cut -c1-96)
 PMVM_HOSTDATA_VM=$(printf 'podmesh-test-podvm' | sha256sum | cut -c1-64)
 PMVM_HOSTDATA_POD2=$(printf 'podmesh-test-pod2' | sha256sum | cut -c1-64)
@@ -46,14 +49,17 @@ cluster_start() {
     "snp": { "products": ["Genoa"], "measurements": ["$PMVM_MEASUREMENT"], "guest_policy": "0x30000" }
   },
   "policies": {
-    "$PMVM_HOSTDATA_VM": { "name": "podvm", "sans": ["podvm", "$PMVM_GUEST_IP"] },
     "$PMVM_HOSTDATA_POD2": { "name": "pod2", "sans": ["pod2"] }
   },
   "allow_simulated_tee": true
 }
 EOF
+    # The owner token: cluster_initdata adds the podVM's policy with `manifest set`.
+    "$PMVM_BIN/podmesh-coordinator" owner-token --hash-out "$work/owner.sha256" >"$work/owner.token" ||
+        pmvm_die "podmesh-coordinator owner-token failed"
     ip netns exec "$ns" "$PMVM_BIN/podmesh-coordinator" serve --listen "0.0.0.0:$PMVM_COORD_PORT" \
         --state "$state" --manifest "$work/manifest.json" --sim-anchor "$sim/anchor" \
+        --owner-token-file "$work/owner.sha256" \
         --san "$PMVM_HOST_IP" --san 127.0.0.1 >"$work/coordinator.log" 2>&1 &
     local coord_pid=$!
     CLUSTER_PIDS+=("$coord_pid")
@@ -66,11 +72,44 @@ EOF
     [ -s "$state/root-ca.pem" ] || pmvm_die "podmesh-coordinator wrote no $state/root-ca.pem in 20 s"
     PMVM_ROOT_CA=$state/root-ca.pem
 
-    # The guest's env-file (credential podmesh.env): fast retries under TCG.
+    # The guest's podmesh.env credential: operational knobs only (the image drops anything else):
+    # fast retries under TCG.
     printf '%s\n' "PODMESH_BACKOFF_MAX=5s" >"$work/guest.env"
     PMVM_GUEST_CREDS=(--credential "pmvm.tsm-sim=$work/tsm-sim.tgz")
     pmvm_log "coordinator up (pid $coord_pid), simulated anchor $sim/anchor"
     CLUSTER_WORK=$work CLUSTER_NS=$ns CLUSTER_SIM=$sim
+}
+
+# cluster_initdata FILE INGRESS: the podVM's initdata (CoCo TOML, sha384): podmesh.env with the
+# ingress and the coordinator's address, and the coordinator's root CA (attested mode refuses
+# trust on first use). Only writes the file; cluster_admit_initdata puts it into the manifest.
+cluster_initdata() {
+    local file=$1 ingress=$2
+    {
+        printf 'version = "0.1.0"\nalgorithm = "sha384"\n[data]\n"podmesh.env" = """\n'
+        printf 'CONTRAST_INGRESS_PROXY_CONFIG=%s\nPODMESH_COORDINATOR=%s\n"""\n' "$ingress" "$PMVM_HOST_IP:$PMVM_COORD_PORT"
+        printf '"coordinator-root-ca.pem" = """\n%s\n"""\n' "$(cat "$PMVM_ROOT_CA")"
+    } >"$file"
+}
+
+# cluster_initdata_hostdata FILE: the HOSTDATA (hex) the podVM launches with for this initdata.
+cluster_initdata_hostdata() {
+    "$PMVM_BIN/podmesh-coordinator" initdata digest "$1" | jq -er .host_data ||
+        pmvm_die "podmesh-coordinator initdata digest $1 failed"
+}
+
+# cluster_admit_initdata FILE: the manifest admits the podVM (name podvm, SANs podvm and its
+# address) by the HOSTDATA of FILE, set on the running coordinator with the owner token.
+cluster_admit_initdata() {
+    local hostdata manifest=$CLUSTER_WORK/manifest.json
+    hostdata=$(cluster_initdata_hostdata "$1")
+    jq --arg hd "$hostdata" --arg ip "$PMVM_GUEST_IP" '.policies[$hd] = { name: "podvm", sans: ["podvm", $ip] }' \
+        "$manifest" >"$manifest.new" && mv "$manifest.new" "$manifest"
+    ip netns exec "$CLUSTER_NS" "$PMVM_BIN/podmesh-coordinator" manifest set \
+        --coordinator "https://127.0.0.1:$PMVM_COORD_PORT" --root-ca "$PMVM_ROOT_CA" \
+        --token-file "$CLUSTER_WORK/owner.token" "$manifest" >"$CLUSTER_WORK/manifest-set.log" 2>&1 ||
+        pmvm_die "manifest set failed: $(tail -n3 "$CLUSTER_WORK/manifest-set.log")"
+    pmvm_log "manifest admits the podVM by its initdata digest (HOSTDATA $hostdata)"
 }
 
 # cluster_client_cert DIR: a mesh certificate for the second pod (the host side of the tap),

@@ -8,17 +8,18 @@
 //!
 //! and the ratio issue/baseline. Bounded by --count; run it via tests/bench/coordinator.sh.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use clap::Parser;
 use common::*;
-use wire::api::CertificateRequest;
-use wire::client::Client;
 use coordinator::server::Limits;
 use coordinator::service::Config;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wire::api::CertificateRequest;
+use wire::client::Client;
 
 #[derive(Parser)]
 #[command(about = "podmesh coordinator issue-rate benchmark (loopback, tsm-sim SNP evidence)")]
@@ -69,7 +70,9 @@ async fn main() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let platform = SimPlatform::new(tmp.path());
     let config = Config { nonce_ttl: Duration::from_secs(600), ..sim_config(&platform) };
-    let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), config, Limits::default()).await;
+    let running =
+        start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), config, Limits::default())
+            .await;
     let client = Arc::new(running.client());
     let guest = Arc::new(platform.guest(MEASUREMENT, WEB_HOST_DATA));
     let workload = Arc::new(Workload::new());
@@ -120,7 +123,10 @@ async fn main() {
 
     running.stop().await;
     let (b, i, f) = (rate(args.count, baseline), rate(args.count, issue), rate(args.count, full));
-    println!("coordinator bench: count={} concurrency={} (loopback TLS, tsm-sim SNP Milan evidence with cert table)", args.count, args.concurrency);
+    println!(
+        "coordinator bench: count={} concurrency={} (loopback TLS, tsm-sim SNP Milan evidence with cert table)",
+        args.count, args.concurrency
+    );
     println!("baseline_nonce_per_sec {b:.1}");
     println!("issue_certs_per_sec {i:.1}");
     println!("full_flow_certs_per_sec {f:.1}");

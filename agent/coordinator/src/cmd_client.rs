@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use wire::client::{Client, ServerTrust};
 use coordinator::manifest::Manifest;
 use std::path::PathBuf;
+use wire::client::{Client, ServerTrust};
 
 #[derive(Args)]
 pub struct ClientArgs {
@@ -40,7 +40,8 @@ pub async fn manifest(cmd: ManifestCommand) -> Result<()> {
     match cmd {
         ManifestCommand::Get(args) => print_json(&client(&args)?.manifest().await?),
         ManifestCommand::Set { client: args, token_file, manifest } => {
-            let token = std::fs::read_to_string(&token_file).with_context(|| format!("reading owner token {}", token_file.display()))?;
+            let token = std::fs::read_to_string(&token_file)
+                .with_context(|| format!("reading owner token {}", token_file.display()))?;
             let body = std::fs::read(&manifest).with_context(|| format!("reading manifest {}", manifest.display()))?;
             Manifest::from_json(&body).with_context(|| format!("manifest {}", manifest.display()))?;
             print_json(&client(&args)?.set_manifest(token.trim(), body).await?)
@@ -55,10 +56,14 @@ pub async fn ca(args: ClientArgs) -> Result<()> {
 
 fn client(args: &ClientArgs) -> Result<Client> {
     let trust = match (&args.root_ca, &args.root_fingerprint) {
-        (Some(path), _) => ServerTrust::RootCaPem(std::fs::read_to_string(path).with_context(|| format!("reading root CA {}", path.display()))?),
+        (Some(path), _) => ServerTrust::RootCaPem(
+            std::fs::read_to_string(path).with_context(|| format!("reading root CA {}", path.display()))?,
+        ),
         (None, Some(hex_fp)) => {
             let bytes = hex::decode(hex_fp.trim()).context("--root-fingerprint is not hex")?;
-            ServerTrust::RootFingerprint(bytes.try_into().map_err(|_| anyhow::anyhow!("--root-fingerprint must be 32 bytes (64 hex digits)"))?)
+            ServerTrust::RootFingerprint(
+                bytes.try_into().map_err(|_| anyhow::anyhow!("--root-fingerprint must be 32 bytes (64 hex digits)"))?,
+            )
         }
         (None, None) => bail!("pass --root-ca FILE or --root-fingerprint HEX to authenticate the coordinator"),
     };

@@ -51,7 +51,8 @@ pub struct VerifyArgs {
 }
 
 fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|e| format!("not an RFC 3339 time ({e}), e.g. 2026-11-24T12:00:00Z"))
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time ({e}), e.g. 2026-11-24T12:00:00Z"))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -80,7 +81,9 @@ pub fn verify_files(args: &VerifyArgs) -> Result<VerifiedClaims> {
         },
         (None, Some(quote), Some(dir)) => Evidence::Tdx {
             quote: maybe_hex(read(quote)?),
-            collateral: Box::new(tee::tdx::load_collateral_dir(dir).with_context(|| format!("TDX collateral {}", dir.display()))?),
+            collateral: Box::new(
+                tee::tdx::load_collateral_dir(dir).with_context(|| format!("TDX collateral {}", dir.display()))?,
+            ),
         },
         _ => bail!("pass either --snp REPORT or --tdx QUOTE --collateral DIR"),
     };
@@ -108,7 +111,8 @@ fn maybe_hex(bytes: Vec<u8>) -> Vec<u8> {
 fn snp_report(path: &Path) -> Result<Vec<u8>> {
     let bytes = maybe_hex(read(path)?);
     if bytes.starts_with(b"HCLA") {
-        let report = tee::snp::SnpReport::parse_azure_hcl(&bytes).with_context(|| format!("Azure HCL report {}", path.display()))?;
+        let report = tee::snp::SnpReport::parse_azure_hcl(&bytes)
+            .with_context(|| format!("Azure HCL report {}", path.display()))?;
         return Ok(report.raw);
     }
     Ok(bytes)
@@ -117,7 +121,8 @@ fn snp_report(path: &Path) -> Result<Vec<u8>> {
 fn certificate_der(path: &Path) -> Result<Vec<u8>> {
     let bytes = read(path)?;
     if bytes.starts_with(b"-----BEGIN") {
-        let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes).map_err(|e| anyhow::anyhow!("{}: not a PEM certificate: {e}", path.display()))?;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate: {e}", path.display()))?;
         return Ok(pem.contents);
     }
     Ok(bytes)
@@ -150,7 +155,17 @@ mod tests {
         let v = vectors();
         let hexr = v.join("snp/virtee-sev/report_milan.hex");
         let vcek = v.join("snp/virtee-sev/vcek_milan.der");
-        let args = parse(&["x", "evidence", "verify", "--snp", hexr.to_str().unwrap(), "--vcek", vcek.to_str().unwrap(), "--at", "2026-11-24T00:00:00Z"]);
+        let args = parse(&[
+            "x",
+            "evidence",
+            "verify",
+            "--snp",
+            hexr.to_str().unwrap(),
+            "--vcek",
+            vcek.to_str().unwrap(),
+            "--at",
+            "2026-11-24T00:00:00Z",
+        ]);
         let claims = verify_files(&args).unwrap();
         assert_eq!(claims.product, "Milan");
         let hcl = v.join("snp/trustee-az-snp-vtpm/hcl-report.bin");
@@ -165,9 +180,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(v.join("tdx/dcap-qvl/tdx_quote_collateral.json"), dir.path().join("collateral.json")).unwrap();
         let quote = v.join("tdx/dcap-qvl/tdx_quote");
-        let ok = parse(&["x", "evidence", "verify", "--tdx", quote.to_str().unwrap(), "--collateral", dir.path().to_str().unwrap(), "--at", "2025-07-01T00:00:00Z"]);
+        let ok = parse(&[
+            "x",
+            "evidence",
+            "verify",
+            "--tdx",
+            quote.to_str().unwrap(),
+            "--collateral",
+            dir.path().to_str().unwrap(),
+            "--at",
+            "2025-07-01T00:00:00Z",
+        ]);
         assert_eq!(verify_files(&ok).unwrap().product, "TDX v4 TD1.0");
-        let late = parse(&["x", "evidence", "verify", "--tdx", quote.to_str().unwrap(), "--collateral", dir.path().to_str().unwrap(), "--at", "2026-11-24T00:00:00Z"]);
+        let late = parse(&[
+            "x",
+            "evidence",
+            "verify",
+            "--tdx",
+            quote.to_str().unwrap(),
+            "--collateral",
+            dir.path().to_str().unwrap(),
+            "--at",
+            "2026-11-24T00:00:00Z",
+        ]);
         let e = verify_files(&late).unwrap_err();
         assert!(format!("{e:#}").contains("not valid at"), "{e:#}");
     }
@@ -175,7 +210,9 @@ mod tests {
     #[test]
     fn bad_arguments_are_rejected() {
         assert!(Cli::try_parse_from(["x", "evidence", "verify"]).is_err());
-        assert!(Cli::try_parse_from(["x", "evidence", "verify", "--snp", "a", "--tdx", "b", "--collateral", "c"]).is_err());
+        assert!(
+            Cli::try_parse_from(["x", "evidence", "verify", "--snp", "a", "--tdx", "b", "--collateral", "c"]).is_err()
+        );
         assert!(Cli::try_parse_from(["x", "evidence", "verify", "--tdx", "b"]).is_err());
         assert!(Cli::try_parse_from(["x", "evidence", "verify", "--snp", "a", "--at", "yesterday"]).is_err());
         let args = parse(&["x", "evidence", "verify", "--snp", "/nonexistent/report.bin"]);

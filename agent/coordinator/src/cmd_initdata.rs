@@ -80,10 +80,12 @@ fn contrast_cmd(a: ContrastArgs) -> Result<serde_json::Value> {
         .transpose()?;
     let algorithm = a.algorithm.as_deref().map(str::parse::<Algorithm>).transpose()?;
     let options = Options { coordinator: a.coordinator, root_ca_pem, root_fingerprint: a.root_fingerprint, algorithm };
-    let rewritten = contrast::rewrite(&manifest, &options).with_context(|| format!("manifest {}", a.manifest.display()))?;
+    let rewritten =
+        contrast::rewrite(&manifest, &options).with_context(|| format!("manifest {}", a.manifest.display()))?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let manifest_out = a.out.join("manifest.yaml");
-    std::fs::write(&manifest_out, &rewritten.manifest).with_context(|| format!("writing {}", manifest_out.display()))?;
+    std::fs::write(&manifest_out, &rewritten.manifest)
+        .with_context(|| format!("writing {}", manifest_out.display()))?;
     let mut workloads = Vec::new();
     let mut policies = serde_json::Map::new();
     for w in &rewritten.workloads {

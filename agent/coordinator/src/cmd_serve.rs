@@ -83,7 +83,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     anchors.vcek_cache = args.vcek_cache.clone();
     let owner = args.owner_token_file.as_deref().map(OwnerToken::from_hash_file).transpose()?;
     if owner.is_none() {
-        tracing::info!(PODMESH_EVENT = "coordinator_manifest_updates_disabled", "no --owner-token-file: PUT /v1/manifest is disabled");
+        tracing::info!(
+            PODMESH_EVENT = "coordinator_manifest_updates_disabled",
+            "no --owner-token-file: PUT /v1/manifest is disabled"
+        );
     }
     if args.cert_lifetime_secs == 0 || args.nonce_ttl_secs == 0 || args.request_timeout_secs == 0 {
         bail!("--cert-lifetime-secs, --nonce-ttl-secs and --request-timeout-secs must be at least 1");
@@ -99,8 +102,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let coordinator = Arc::new(coordinator);
     let sans = if args.sans.is_empty() { default_sans(args.listen) } else { args.sans.clone() };
     let tls = server::tls_config(coordinator.root(), &sans)?;
-    let limits = Limits { body_bytes: args.body_limit, request_timeout: Duration::from_secs(args.request_timeout_secs), ..Limits::default() };
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let limits = Limits {
+        body_bytes: args.body_limit,
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+        ..Limits::default()
+    };
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let fingerprint = hex::encode(Sha256::digest(coordinator.root().cert_der()));
     tracing::info!(
         PODMESH_EVENT = "coordinator_listening",

@@ -112,7 +112,10 @@ impl Options {
         }
         let bad = |c: char| c.is_whitespace() || c.is_control() || c == '"' || c == '\'';
         if self.coordinator.is_empty() || self.coordinator.contains(bad) {
-            return Err(ContrastError::Trust(format!("coordinator address {:?} is empty or has spaces/quotes", self.coordinator)));
+            return Err(ContrastError::Trust(format!(
+                "coordinator address {:?} is empty or has spaces/quotes",
+                self.coordinator
+            )));
         }
         Ok(())
     }
@@ -124,7 +127,8 @@ pub fn rewrite(manifest: &str, options: &Options) -> Result<Rewritten, ContrastE
     let mut documents = Vec::new();
     let mut workloads = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(manifest) {
-        let mut value = <Value as serde::Deserialize>::deserialize(doc).map_err(|e| ContrastError::Yaml(e.to_string()))?;
+        let mut value =
+            <Value as serde::Deserialize>::deserialize(doc).map_err(|e| ContrastError::Yaml(e.to_string()))?;
         if value.is_null() {
             continue;
         }
@@ -172,7 +176,11 @@ fn rewrite_object(obj: &mut Value, options: &Options) -> Result<Option<Workload>
     // Contrast's docs show the annotations on the object and on its pod template; either works,
     // and when both are set they must agree.
     let mut settings = Vec::new();
-    for (key, var) in [(INGRESS, "CONTRAST_INGRESS_PROXY_CONFIG"), (EGRESS, "CONTRAST_EGRESS_PROXY_CONFIG"), (ADMIN_PORT, "CONTRAST_ADMIN_PORT")] {
+    for (key, var) in [
+        (INGRESS, "CONTRAST_INGRESS_PROXY_CONFIG"),
+        (EGRESS, "CONTRAST_EGRESS_PROXY_CONFIG"),
+        (ADMIN_PORT, "CONTRAST_ADMIN_PORT"),
+    ] {
         let on_object = annotation(obj, &[], key, &object)?;
         let on_pod = if pod.is_empty() { None } else { annotation(obj, pod, key, &object)? };
         let value = match (on_object, on_pod) {
@@ -209,7 +217,8 @@ fn rewrite_object(obj: &mut Value, options: &Options) -> Result<Option<Workload>
         docs.insert(initdata::ROOT_CA_PEM.to_owned(), pem.clone());
     }
     let text = initdata::build(algorithm, &docs);
-    let parsed = Initdata::parse_toml(text.as_bytes()).map_err(|e| ContrastError::Config { object: object.clone(), reason: e.to_string() })?;
+    let parsed = Initdata::parse_toml(text.as_bytes())
+        .map_err(|e| ContrastError::Config { object: object.clone(), reason: e.to_string() })?;
 
     let annotations = annotations_mut(obj, pod, &object)?;
     annotations.insert(Value::String(KATA_INITDATA.to_owned()), Value::String(encode_annotation(&text)));
@@ -239,7 +248,9 @@ fn check_env(env: &str) -> Result<(), String> {
 fn annotations_mut<'a>(obj: &'a mut Value, pod: &[&str], object: &str) -> Result<&'a mut Mapping, ContrastError> {
     let mut v = obj;
     for key in pod.iter().copied().chain(["metadata", "annotations"]) {
-        let map = v.as_mapping_mut().ok_or_else(|| ContrastError::Shape { object: object.to_owned(), what: "pod template" })?;
+        let map = v
+            .as_mapping_mut()
+            .ok_or_else(|| ContrastError::Shape { object: object.to_owned(), what: "pod template" })?;
         let entry = map.entry(Value::String(key.to_owned())).or_insert(Value::Mapping(Mapping::new()));
         if entry.is_null() {
             *entry = Value::Mapping(Mapping::new());

@@ -1,6 +1,9 @@
 //! `podmesh-coordinator`: serve the attestation/CA API, or talk to a running coordinator.
 //! One `cmd_*` module per subcommand, as in `podmesh`.
 
+// The package's other dependencies are its library's, where the lint checks them.
+#![allow(unused_crate_dependencies)]
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -12,7 +15,11 @@ mod cmd_owner_token;
 mod cmd_serve;
 
 #[derive(Parser)]
-#[command(name = "podmesh-coordinator", version, about = "podmesh coordinator: verifies TEE evidence against a manifest and issues mesh certificates")]
+#[command(
+    name = "podmesh-coordinator",
+    version,
+    about = "podmesh coordinator: verifies TEE evidence against a manifest and issues mesh certificates"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

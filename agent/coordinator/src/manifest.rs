@@ -185,7 +185,9 @@ impl Manifest {
             match raw.len() {
                 32 if snp.is_some() => {}
                 48 if tdx.is_some() => {}
-                32 | 48 => return Err(field(&at, format!("{}-byte key but no reference values for its platform", raw.len()))),
+                32 | 48 => {
+                    return Err(field(&at, format!("{}-byte key but no reference values for its platform", raw.len())))
+                }
                 n => return Err(field(&at, format!("key is {n} bytes; SNP HOSTDATA is 32, TDX MRCONFIGID is 48"))),
             }
             if entry.name.trim().is_empty() || entry.name.chars().any(char::is_control) {
@@ -250,7 +252,10 @@ fn validate_tdx(doc: &TdxReferenceDoc) -> Result<TdxReference, ManifestError> {
     let mut rtmrs = [None; 4];
     if let Some(list) = &doc.rtmrs {
         if list.len() != 4 {
-            return Err(field("reference_values.tdx.rtmrs", format!("{} entries, expected 4 (null = any)", list.len())));
+            return Err(field(
+                "reference_values.tdx.rtmrs",
+                format!("{} entries, expected 4 (null = any)", list.len()),
+            ));
         }
         for (i, value) in list.iter().enumerate() {
             if let Some(v) = value {
@@ -258,17 +263,15 @@ fn validate_tdx(doc: &TdxReferenceDoc) -> Result<TdxReference, ManifestError> {
             }
         }
     }
-    let attributes = doc.attributes.as_deref().map(|a| hex_array::<8>("reference_values.tdx.attributes", a)).transpose()?;
+    let attributes =
+        doc.attributes.as_deref().map(|a| hex_array::<8>("reference_values.tdx.attributes", a)).transpose()?;
     let xfam = doc.xfam.as_deref().map(|a| hex_array::<8>("reference_values.tdx.xfam", a)).transpose()?;
-    let worst = TDX_TCB_STATUS_ORDER
-        .iter()
-        .position(|s| *s == doc.minimum_tcb_status)
-        .ok_or_else(|| {
-            field(
-                "reference_values.tdx.minimum_tcb_status",
-                format!("{:?} is not one of {}", doc.minimum_tcb_status, TDX_TCB_STATUS_ORDER.join(", ")),
-            )
-        })?;
+    let worst = TDX_TCB_STATUS_ORDER.iter().position(|s| *s == doc.minimum_tcb_status).ok_or_else(|| {
+        field(
+            "reference_values.tdx.minimum_tcb_status",
+            format!("{:?} is not one of {}", doc.minimum_tcb_status, TDX_TCB_STATUS_ORDER.join(", ")),
+        )
+    })?;
     Ok(TdxReference {
         mrtds,
         rtmrs,
@@ -325,13 +328,24 @@ mod tests {
             ("rtmrs", Box::new(|v| v["reference_values"]["tdx"]["rtmrs"] = serde_json::json!([null]))),
             ("key is 3 bytes", Box::new(|v| v["policies"]["abcdef"] = serde_json::json!({"name": "x"}))),
             ("not hex", Box::new(|v| v["policies"]["zz"] = serde_json::json!({"name": "x"}))),
-            ("is used by another entry", Box::new(|v| v["policies"]["33".repeat(32)] = serde_json::json!({"name": "web"}))),
-            ("sans", Box::new(|v| v["policies"]["33".repeat(32)] = serde_json::json!({"name": "x", "sans": ["bad name"]}))),
+            (
+                "is used by another entry",
+                Box::new(|v| v["policies"]["33".repeat(32)] = serde_json::json!({"name": "web"})),
+            ),
+            (
+                "sans",
+                Box::new(|v| v["policies"]["33".repeat(32)] = serde_json::json!({"name": "x", "sans": ["bad name"]})),
+            ),
             ("name", Box::new(|v| v["policies"]["33".repeat(32)] = serde_json::json!({"name": " "}))),
             ("reference_values", Box::new(|v| v["reference_values"] = serde_json::json!({}))),
             ("policies", Box::new(|v| v["policies"] = serde_json::json!({}))),
             ("unknown field", Box::new(|v| v["allow_simulated"] = true.into())),
-            ("no reference values for its platform", Box::new(|v| { v["reference_values"].as_object_mut().unwrap().remove("tdx"); })),
+            (
+                "no reference values for its platform",
+                Box::new(|v| {
+                    v["reference_values"].as_object_mut().unwrap().remove("tdx");
+                }),
+            ),
         ];
         for (want, edit) in cases {
             let err = with(sample(), edit).expect_err(want).to_string();

@@ -1,10 +1,10 @@
 //! Single-use nonces with expiry. Used and expired nonces are remembered for one more
 //! lifetime so a replay is reported as such rather than as unknown.
 
-use wire::api::NONCE_LEN;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use wire::api::NONCE_LEN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NonceError {

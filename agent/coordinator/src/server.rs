@@ -1,7 +1,6 @@
 //! HTTPS transport: rustls termination, axum routing, limits, timeouts, rejection logging,
 //! graceful shutdown.
 
-use wire::api::{self, ErrorBody, Reason};
 use crate::service::Coordinator;
 use crate::verify::Rejection;
 use axum::body::Body;
@@ -20,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use wire::api::{self, ErrorBody, Reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -76,7 +76,9 @@ fn reject(endpoint: &str, peer: &str, rejection: Rejection) -> Response {
         endpoint,
         peer,
         reason = rejection.reason.as_str(),
-        "rejected {endpoint} from {peer}: {}: {}", rejection.reason, rejection.detail
+        "rejected {endpoint} from {peer}: {}: {}",
+        rejection.reason,
+        rejection.detail
     );
     let status = StatusCode::from_u16(rejection.reason.status()).unwrap_or(StatusCode::BAD_REQUEST);
     json_response(status, &ErrorBody { reason: rejection.reason, detail: rejection.detail })
@@ -90,15 +92,18 @@ fn respond<T: serde::Serialize>(endpoint: &str, peer: &str, result: Result<T, Re
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, Rejection> {
-    axum::body::to_bytes(body, limit)
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|e| Rejection::new(Reason::BodyTooLarge, format!("request body unreadable or larger than {limit} bytes: {e}")))
+    axum::body::to_bytes(body, limit).await.map(|b| b.to_vec()).map_err(|e| {
+        Rejection::new(Reason::BodyTooLarge, format!("request body unreadable or larger than {limit} bytes: {e}"))
+    })
 }
 
 /// Runs blocking (CPU-bound) coordinator work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Rejection> + Send + 'static) -> Result<T, Rejection> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(Rejection::new(Reason::Internal, format!("worker failed: {e}"))))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Rejection> + Send + 'static,
+) -> Result<T, Rejection> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Rejection::new(Reason::Internal, format!("worker failed: {e}"))))
 }
 
 async fn nonce(State(app): State<AppState>, req: Request) -> Response {
@@ -154,7 +159,11 @@ async fn with_timeout(State(app): State<AppState>, req: Request, next: axum::mid
     let peer = peer_of(&req);
     match tokio::time::timeout(app.limits.request_timeout, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => reject(&path, &peer, Rejection::new(Reason::Timeout, format!("request not completed within {:?}", app.limits.request_timeout))),
+        Err(_) => reject(
+            &path,
+            &peer,
+            Rejection::new(Reason::Timeout, format!("request not completed within {:?}", app.limits.request_timeout)),
+        ),
     }
 }
 
@@ -186,11 +195,13 @@ pub fn tls_config(root: &RootCa, sans: &[String]) -> Result<Arc<rustls::ServerCo
             claims: None,
         })
         .map_err(|e| ServerError::Certificate(e.to_string()))?;
-    let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).map_err(|e| ServerError::Certificate(e.to_string()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![issued.leaf_der, root.cert_der().clone()], key_der)?;
+    let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
+        .map_err(|e| ServerError::Certificate(e.to_string()))?;
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![issued.leaf_der, root.cert_der().clone()], key_der)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -245,9 +256,16 @@ pub async fn serve(
             }
         });
     }
-    tracing::info!(PODMESH_EVENT = "coordinator_draining", connections = graceful.count(), "stopped accepting; draining connections");
+    tracing::info!(
+        PODMESH_EVENT = "coordinator_draining",
+        connections = graceful.count(),
+        "stopped accepting; draining connections"
+    );
     if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!(PODMESH_EVENT = "coordinator_drain_timeout", "connections still open after {:?}; closing them", limits.drain_timeout);
+        tracing::warn!(
+            PODMESH_EVENT = "coordinator_drain_timeout",
+            "connections still open after {:?}; closing them",
+            limits.drain_timeout
+        );
     }
 }
-

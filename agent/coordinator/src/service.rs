@@ -1,7 +1,6 @@
 //! The coordinator itself, transport-free: nonces, issuing, CA and manifest operations.
 //! The HTTP layer (`server`) only moves bytes in and out and logs.
 
-use wire::api::{CaResponse, CertificateRequest, CertificateResponse, ManifestResponse, NonceResponse, Reason};
 use crate::manifest::Manifest;
 use crate::nonce::{NonceError, NonceStore};
 use crate::owner::OwnerToken;
@@ -11,6 +10,7 @@ use pki::{IssueError, LeafRequest, MeshCa, PublicKeyInput, RootCa};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
+use wire::api::{CaResponse, CertificateRequest, CertificateResponse, ManifestResponse, NonceResponse, Reason};
 
 /// Outstanding nonces at most; more `POST /v1/nonce` calls get `too_many_nonces`.
 pub const MAX_OUTSTANDING_NONCES: usize = 100_000;
@@ -35,7 +35,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { cert_lifetime: pki::leaf::DEFAULT_LIFETIME, nonce_ttl: Duration::from_secs(60), anchors: Anchors::default(), owner: None }
+        Self {
+            cert_lifetime: pki::leaf::DEFAULT_LIFETIME,
+            nonce_ttl: Duration::from_secs(60),
+            anchors: Anchors::default(),
+            owner: None,
+        }
     }
 }
 
@@ -107,8 +112,8 @@ impl Coordinator {
 
     /// `POST /v1/certificate` with the raw body.
     pub fn issue(&self, body: &[u8]) -> Result<CertificateResponse, Rejection> {
-        let request: CertificateRequest =
-            serde_json::from_slice(body).map_err(|e| Rejection::new(Reason::MalformedRequest, format!("certificate request: {e}")))?;
+        let request: CertificateRequest = serde_json::from_slice(body)
+            .map_err(|e| Rejection::new(Reason::MalformedRequest, format!("certificate request: {e}")))?;
         let public_key = match (request.public_key, request.csr) {
             (Some(spki), None) => PublicKeyInput::SpkiDer(spki),
             (None, Some(csr)) => PublicKeyInput::CsrDer(csr),
@@ -196,7 +201,8 @@ impl Coordinator {
             return Err(Rejection::new(Reason::Unauthorized, "missing or wrong owner bearer token"));
         }
         let manifest = Manifest::from_json(body).map_err(|e| Rejection::new(Reason::ManifestInvalid, e.to_string()))?;
-        let verifier = Verifier::new(&manifest, &self.config.anchors).map_err(|e| Rejection::new(Reason::ManifestInvalid, e.to_string()))?;
+        let verifier = Verifier::new(&manifest, &self.config.anchors)
+            .map_err(|e| Rejection::new(Reason::ManifestInvalid, e.to_string()))?;
         let _guard = self.update.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.current();
         if previous.manifest.sha256 == manifest.sha256 {
@@ -208,4 +214,3 @@ impl Coordinator {
         Self::manifest_response(&generation)
     }
 }
-

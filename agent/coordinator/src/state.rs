@@ -29,7 +29,9 @@ pub enum StateError {
     Corrupt { path: PathBuf, why: String },
     #[error("state dir {0} has no manifest yet: pass --manifest FILE")]
     NoManifest(PathBuf),
-    #[error("state dir {0} is in use by another coordinator (its lock file is held); one state dir serves one coordinator")]
+    #[error(
+        "state dir {0} is in use by another coordinator (its lock file is held); one state dir serves one coordinator"
+    )]
     InUse(PathBuf),
 }
 
@@ -77,7 +79,13 @@ impl StateDir {
         use nix::fcntl::{Flock, FlockArg};
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir.join("generations")).map_err(io("create", dir))?;
         let path = dir.join("lock");
-        let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(io("open", &path))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("open", &path))?;
         let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
             nix::errno::Errno::EWOULDBLOCK => StateError::InUse(dir.to_path_buf()),
             e => StateError::Io { action: "lock", path: path.clone(), source: e.into() },
@@ -105,10 +113,10 @@ impl StateDir {
             return Ok(State { root, generation, mesh, manifest });
         }
         let text = read_text(&current)?;
-        let generation: u64 = text
-            .trim()
-            .parse()
-            .map_err(|_| StateError::Corrupt { path: current.clone(), why: format!("{:?} is not a generation number", text.trim()) })?;
+        let generation: u64 = text.trim().parse().map_err(|_| StateError::Corrupt {
+            path: current.clone(),
+            why: format!("{:?} is not a generation number", text.trim()),
+        })?;
         let gdir = self.generation_dir(generation);
         let manifest_path = gdir.join("manifest.json");
         let persisted = Manifest::from_json(read_text(&manifest_path)?.as_bytes())

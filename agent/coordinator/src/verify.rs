@@ -4,13 +4,13 @@
 //! VMPL and debug rules in its policy), simulated-anchor diagnosis, report data binding,
 //! the remaining reference values, then the policy entry for HOSTDATA/MRCONFIGID.
 
-use wire::api::{self, Reason};
 use crate::manifest::{Manifest, Policy};
 use pki::{AttestationClaims, Platform, PublicKeyInput};
 use std::path::{Path, PathBuf};
 use tee::snp::{AmdRoots, Product, SnpError};
 use tee::tdx::{QuoteCollateralV3, TdxError};
 use tee::{TrustConfig, VerifiedClaims, VerifyError};
+use wire::api::{self, Reason};
 
 /// A refusal: the reason code and a one-line explanation for the client and the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,9 @@ impl SimAnchor {
             None
         };
         if amd.is_empty() && intel_root.is_none() {
-            return Err(bad("neither ark.pem (SNP) nor intel_root.der (TDX) found; export it with `tsm-sim anchor`".into()));
+            return Err(bad(
+                "neither ark.pem (SNP) nor intel_root.der (TDX) found; export it with `tsm-sim anchor`".into()
+            ));
         }
         Ok(Self { dir: dir.to_path_buf(), amd, intel_root })
     }
@@ -90,10 +92,10 @@ impl SimAnchor {
         let ask = read("ask.pem")?;
         let (_, parsed) = x509_parser::parse_x509_certificate(&ark).map_err(|e| bad(format!("ark.pem: {e}")))?;
         let subject = parsed.subject().to_string();
-        let product = Product::ALL
-            .into_iter()
-            .find(|p| subject.contains(&format!("ARK-{}", p.name())))
-            .ok_or_else(|| bad(format!("ark.pem subject {subject:?} names no known product (ARK-Milan/Genoa/Turin)")))?;
+        let product =
+            Product::ALL.into_iter().find(|p| subject.contains(&format!("ARK-{}", p.name()))).ok_or_else(|| {
+                bad(format!("ark.pem subject {subject:?} names no known product (ARK-Milan/Genoa/Turin)"))
+            })?;
         Ok(vec![AmdRoots { product, ark, ask, asvk: None }])
     }
 }
@@ -111,7 +113,8 @@ impl Anchors {
     }
 
     pub fn load_tdx_collateral(dir: &Path) -> Result<QuoteCollateralV3, AnchorError> {
-        tee::tdx::load_collateral_dir(dir).map_err(|source| AnchorError::Collateral { path: dir.display().to_string(), source })
+        tee::tdx::load_collateral_dir(dir)
+            .map_err(|source| AnchorError::Collateral { path: dir.display().to_string(), source })
     }
 }
 
@@ -180,7 +183,10 @@ impl Verifier {
             }
             api::Evidence::Tdx { quote } => {
                 let collateral = self.anchors.tdx_collateral.clone().ok_or_else(|| {
-                    Rejection::new(Reason::PlatformNotAllowed, "TDX quote, but the coordinator has no TDX collateral (--tdx-collateral)")
+                    Rejection::new(
+                        Reason::PlatformNotAllowed,
+                        "TDX quote, but the coordinator has no TDX collateral (--tdx-collateral)",
+                    )
                 })?;
                 Ok(tee::Evidence::Tdx { quote: quote.clone(), collateral: Box::new(collateral) })
             }
@@ -189,7 +195,8 @@ impl Verifier {
 
     fn cached_vcek(&self, report: &[u8]) -> Result<Option<Vec<u8>>, Rejection> {
         let Some(dir) = &self.anchors.vcek_cache else { return Ok(None) };
-        let parsed = tee::snp::SnpReport::parse(report).map_err(|e| Rejection::new(Reason::EvidenceInvalid, e.to_string()))?;
+        let parsed =
+            tee::snp::SnpReport::parse(report).map_err(|e| Rejection::new(Reason::EvidenceInvalid, e.to_string()))?;
         let path = dir.join(format!("{}.der", hex::encode(parsed.chip_id())));
         match std::fs::read(&path) {
             Ok(der) => Ok(Some(der)),
@@ -212,7 +219,10 @@ impl Verifier {
             api::Evidence::Tdx { .. } => manifest.tdx.is_some(),
         };
         if !platform_configured {
-            return Err(Rejection::new(Reason::PlatformNotAllowed, "the manifest has no reference values for this platform"));
+            return Err(Rejection::new(
+                Reason::PlatformNotAllowed,
+                "the manifest has no reference values for this platform",
+            ));
         }
         let spki = public_key.spki_der().map_err(|e| Rejection::new(Reason::InvalidPublicKey, e.to_string()))?;
         let tee_evidence = self.evidence(evidence)?;
@@ -243,7 +253,10 @@ impl Verifier {
         check_reference_values(manifest, &verified)?;
         let host_data = verified.policy_key_bytes();
         let policy = manifest.policies.get(&host_data).ok_or_else(|| {
-            Rejection::new(Reason::UnknownHostData, format!("no manifest policy entry for host data {}", verified.policy_key))
+            Rejection::new(
+                Reason::UnknownHostData,
+                format!("no manifest policy entry for host data {}", verified.policy_key),
+            )
         })?;
         let claims = to_pki_claims(&verified, &policy.name)?;
         Ok((claims, policy))
@@ -288,12 +301,18 @@ fn check_reference_values(manifest: &Manifest, v: &VerifiedClaims) -> Result<(),
                 return Err(Rejection::new(Reason::PlatformNotAllowed, "the manifest has no SNP reference values"));
             };
             if !snp.products.is_empty() && !snp.products.iter().any(|p| p.name() == v.product) {
-                return Err(Rejection::new(Reason::ProductNotAllowed, format!("SNP product {} is not in the manifest", v.product)));
+                return Err(Rejection::new(
+                    Reason::ProductNotAllowed,
+                    format!("SNP product {} is not in the manifest", v.product),
+                ));
             }
             if let Some(want) = snp.guest_policy {
                 let got = parse_hex_u64(&v.policy)?;
                 if got != want {
-                    return Err(Rejection::new(Reason::PolicyMismatch, format!("SNP guest policy {got:#x}, manifest requires {want:#x}")));
+                    return Err(Rejection::new(
+                        Reason::PolicyMismatch,
+                        format!("SNP guest policy {got:#x}, manifest requires {want:#x}"),
+                    ));
                 }
             }
         }
@@ -305,19 +324,28 @@ fn check_reference_values(manifest: &Manifest, v: &VerifiedClaims) -> Result<(),
                 if let Some(want) = want {
                     let got = v.rtmrs.get(i).map(String::as_str).unwrap_or("");
                     if got != hex::encode(want) {
-                        return Err(Rejection::new(Reason::RtmrMismatch, format!("RTMR{i} {got} differs from the manifest")));
+                        return Err(Rejection::new(
+                            Reason::RtmrMismatch,
+                            format!("RTMR{i} {got} differs from the manifest"),
+                        ));
                     }
                 }
             }
             if let Some(want) = tdx.attributes {
                 if v.policy != hex::encode(want) {
-                    return Err(Rejection::new(Reason::PolicyMismatch, format!("TDATTRIBUTES {} differ from the manifest {}", v.policy, hex::encode(want))));
+                    return Err(Rejection::new(
+                        Reason::PolicyMismatch,
+                        format!("TDATTRIBUTES {} differ from the manifest {}", v.policy, hex::encode(want)),
+                    ));
                 }
             }
             if let Some(want) = tdx.xfam {
                 let got = v.xfam.as_deref().unwrap_or("");
                 if got != hex::encode(want) {
-                    return Err(Rejection::new(Reason::PolicyMismatch, format!("XFAM {got} differs from the manifest {}", hex::encode(want))));
+                    return Err(Rejection::new(
+                        Reason::PolicyMismatch,
+                        format!("XFAM {got} differs from the manifest {}", hex::encode(want)),
+                    ));
                 }
             }
         }
@@ -327,11 +355,13 @@ fn check_reference_values(manifest: &Manifest, v: &VerifiedClaims) -> Result<(),
 
 fn parse_hex_u64(text: &str) -> Result<u64, Rejection> {
     let digits = text.strip_prefix("0x").unwrap_or(text);
-    u64::from_str_radix(digits, 16).map_err(|_| Rejection::new(Reason::Internal, format!("verifier returned a non-hex value {text:?}")))
+    u64::from_str_radix(digits, 16)
+        .map_err(|_| Rejection::new(Reason::Internal, format!("verifier returned a non-hex value {text:?}")))
 }
 
 fn hex_field(name: &str, text: &str) -> Result<Vec<u8>, Rejection> {
-    hex::decode(text).map_err(|_| Rejection::new(Reason::Internal, format!("verifier returned non-hex {name} {text:?}")))
+    hex::decode(text)
+        .map_err(|_| Rejection::new(Reason::Internal, format!("verifier returned non-hex {name} {text:?}")))
 }
 
 /// The verified claims in the certificate's encoding (see the `pki` crate docs).
@@ -342,7 +372,9 @@ fn to_pki_claims(v: &VerifiedClaims, workload: &str) -> Result<AttestationClaims
             parse_hex_u64(&v.tcb.raw)?.to_le_bytes().to_vec(),
             parse_hex_u64(&v.policy)?.to_le_bytes().to_vec(),
         ),
-        tee::Platform::Tdx => (Platform::Tdx, hex_field("TEE_TCB_SVN", &v.tcb.raw)?, hex_field("TDATTRIBUTES", &v.policy)?),
+        tee::Platform::Tdx => {
+            (Platform::Tdx, hex_field("TEE_TCB_SVN", &v.tcb.raw)?, hex_field("TDATTRIBUTES", &v.policy)?)
+        }
     };
     Ok(AttestationClaims {
         platform,

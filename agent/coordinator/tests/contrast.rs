@@ -1,6 +1,7 @@
 //! `coordinator::contrast`: Contrast's documented example becomes Kata initdata that the guest's
 //! own parsers accept, with the HOSTDATA / MRCONFIGID a manifest keys on.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use base64::Engine;
 use coordinator::contrast::{self, ContrastError, Options, KATA_INITDATA};
 use initdata::{Algorithm, Initdata};
@@ -12,7 +13,12 @@ const EXAMPLE: &str = include_str!("data/contrast-web.yaml");
 const FP: &str = "aa00000000000000000000000000000000000000000000000000000000000000";
 
 fn options() -> Options {
-    Options { coordinator: "coordinator.mesh:8443".into(), root_ca_pem: None, root_fingerprint: Some(FP.into()), algorithm: None }
+    Options {
+        coordinator: "coordinator.mesh:8443".into(),
+        root_ca_pem: None,
+        root_fingerprint: Some(FP.into()),
+        algorithm: None,
+    }
 }
 
 fn docs(yaml: &str) -> Vec<serde_yaml::Value> {
@@ -28,7 +34,8 @@ fn kata_decode(annotation: &str) -> String {
 }
 
 fn guest_config(env: &str) -> config::MeshConfig {
-    let sources = Sources { env_file: Some(Input { path: "podmesh.env".into(), text: env.into() }), ..Default::default() };
+    let sources =
+        Sources { env_file: Some(Input { path: "podmesh.env".into(), text: env.into() }), ..Default::default() };
     config::parse(&sources.resolve().unwrap()).unwrap().unwrap()
 }
 
@@ -117,9 +124,16 @@ fn bad_manifests_and_options_get_clear_errors() {
     // The guest's grammar refuses it, so the host refuses it first.
     let bad = EXAMPLE.replace("web#8080#false##metrics#7890#true\"\n    spec", "web#8080#maybe\"\n    spec");
     let e = err(&bad, &options());
-    assert!(matches!(&e, ContrastError::Config { object, reason } if object == "Deployment/web" && reason.contains("maybe")), "{e}");
+    assert!(
+        matches!(&e, ContrastError::Config { object, reason } if object == "Deployment/web" && reason.contains("maybe")),
+        "{e}"
+    );
     // Object and pod template disagree.
-    let both = EXAMPLE.replacen("  name: web\nspec:", "  name: web\n  annotations:\n    contrast.edgeless.systems/servicemesh-ingress: \"DISABLED\"\nspec:", 1);
+    let both = EXAMPLE.replacen(
+        "  name: web\nspec:",
+        "  name: web\n  annotations:\n    contrast.edgeless.systems/servicemesh-ingress: \"DISABLED\"\nspec:",
+        1,
+    );
     assert!(matches!(err(&both, &options()), ContrastError::Conflict { .. }));
     // No trust anchor: refused (an attested pod never trusts on first use).
     let none = Options { root_fingerprint: None, ..options() };
@@ -135,7 +149,10 @@ fn bad_manifests_and_options_get_clear_errors() {
     let number = "kind: Pod\nmetadata:\n  name: p\n  annotations:\n    contrast.edgeless.systems/servicemesh-admin-interface-port: 9901\n";
     assert!(matches!(err(number, &options()), ContrastError::NotString { .. }));
     assert!(matches!(err(&pod_with_initdata("bm90IGd6aXA=", ""), &options()), ContrastError::ExistingInitdata { .. }));
-    assert!(matches!(err(&pod_with_initdata(&kata_encode("version = 1"), ""), &options()), ContrastError::ExistingInitdata { .. }));
+    assert!(matches!(
+        err(&pod_with_initdata(&kata_encode("version = 1"), ""), &options()),
+        ContrastError::ExistingInitdata { .. }
+    ));
     assert!(matches!(err("kind: Pod\nmetadata: [\n", &options()), ContrastError::Yaml(_)));
     let bomb = kata_encode(&"#".repeat(initdata::MAX_INITDATA_BYTES + 10));
     let e = err(&pod_with_initdata(&bomb, ""), &options());

@@ -1,10 +1,9 @@
 //! Issuing over real TLS on loopback with tsm-sim SNP evidence: happy path and every rejection.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 mod common;
 
 use common::*;
-use wire::api::{CertificateRequest, ErrorBody, Reason};
-use wire::client::ClientError;
 use coordinator::server::Limits;
 use pki::{AttestationClaims, Platform};
 use rustls::client::danger::ServerCertVerifier;
@@ -14,6 +13,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use std::sync::Arc;
 use std::time::Duration;
+use wire::api::{CertificateRequest, ErrorBody, Reason};
+use wire::client::ClientError;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -59,7 +60,13 @@ fn expect_rejection(result: Result<impl std::fmt::Debug, ClientError>, reason: R
 async fn issues_a_mesh_certificate_for_simulated_snp_evidence() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = SimPlatform::new(tmp.path());
-    let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), sim_config(&platform), Limits::default()).await;
+    let running = start(
+        &tmp.path().join("state"),
+        Some(manifest(&manifest_json(true, &MEASUREMENT))),
+        sim_config(&platform),
+        Limits::default(),
+    )
+    .await;
     let client = running.client();
     let guest = platform.guest(MEASUREMENT, WEB_HOST_DATA);
     let workload = Workload::new();
@@ -81,7 +88,11 @@ async fn issues_a_mesh_certificate_for_simulated_snp_evidence() {
     assert_eq!(claims.platform, Platform::Snp);
     assert_eq!(claims.measurement, MEASUREMENT);
     assert_eq!(claims.host_data, WEB_HOST_DATA);
-    assert_eq!(claims.initdata_digest.as_deref(), Some(&WEB_HOST_DATA[..]), "the certificate names the initdata digest");
+    assert_eq!(
+        claims.initdata_digest.as_deref(),
+        Some(&WEB_HOST_DATA[..]),
+        "the certificate names the initdata digest"
+    );
     assert_eq!(claims.policy, 0x30000u64.to_le_bytes());
     assert!(claims.simulated);
     assert_eq!(claims.workload, "web");
@@ -111,7 +122,9 @@ async fn every_bad_attestation_is_rejected_with_its_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = SimPlatform::new(tmp.path());
     let config = coordinator::service::Config { nonce_ttl: Duration::from_secs(2), ..sim_config(&platform) };
-    let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), config, Limits::default()).await;
+    let running =
+        start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), config, Limits::default())
+            .await;
     let client = running.client();
     let good = platform.guest(MEASUREMENT, WEB_HOST_DATA);
     let workload = Workload::new();
@@ -226,19 +239,35 @@ async fn simulated_evidence_needs_the_manifest_opt_in() {
     let workload = Workload::new();
 
     // anchor loaded, manifest does not opt in: recognised and refused
-    let running = start(&tmp.path().join("a"), Some(manifest(&manifest_json(false, &MEASUREMENT))), sim_config(&platform), Limits::default()).await;
+    let running = start(
+        &tmp.path().join("a"),
+        Some(manifest(&manifest_json(false, &MEASUREMENT))),
+        sim_config(&platform),
+        Limits::default(),
+    )
+    .await;
     expect_rejection(attest(&running.client(), &guest, &workload).await, Reason::SimulatedNotAllowed);
     running.stop().await;
 
     // no anchor at all: just untrusted evidence
-    let running = start(&tmp.path().join("b"), Some(manifest(&manifest_json(false, &MEASUREMENT))), Default::default(), Limits::default()).await;
+    let running = start(
+        &tmp.path().join("b"),
+        Some(manifest(&manifest_json(false, &MEASUREMENT))),
+        Default::default(),
+        Limits::default(),
+    )
+    .await;
     expect_rejection(attest(&running.client(), &guest, &workload).await, Reason::EvidenceInvalid);
     running.stop().await;
 
     // opting in without an anchor is a configuration error, caught before anything is written
-    let err = coordinator::service::Coordinator::open(&tmp.path().join("c"), Some(manifest(&manifest_json(true, &MEASUREMENT))), Default::default())
-        .err()
-        .expect("refused");
+    let err = coordinator::service::Coordinator::open(
+        &tmp.path().join("c"),
+        Some(manifest(&manifest_json(true, &MEASUREMENT))),
+        Default::default(),
+    )
+    .err()
+    .expect("refused");
     assert!(err.to_string().contains("--sim-anchor"), "{err}");
     assert!(!tmp.path().join("c").exists());
 }
@@ -248,15 +277,33 @@ async fn malformed_and_oversized_requests_get_json_4xx() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = SimPlatform::new(tmp.path());
     let limits = Limits { body_bytes: 32 * 1024, ..Limits::default() };
-    let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), sim_config(&platform), limits).await;
+    let running = start(
+        &tmp.path().join("state"),
+        Some(manifest(&manifest_json(true, &MEASUREMENT))),
+        sim_config(&platform),
+        limits,
+    )
+    .await;
     let client = running.client();
     let json = [("content-type", "application/json")];
     let cases: Vec<(&str, &str, Vec<u8>, u16, Reason)> = vec![
         ("POST", "/v1/certificate", b"{".to_vec(), 400, Reason::MalformedRequest),
         ("POST", "/v1/certificate", b"".to_vec(), 400, Reason::MalformedRequest),
         ("POST", "/v1/certificate", b"\xff\xfe\x00".to_vec(), 400, Reason::MalformedRequest),
-        ("POST", "/v1/certificate", br#"{"nonce":"%%%","evidence":{"platform":"snp","report":""}}"#.to_vec(), 400, Reason::MalformedRequest),
-        ("POST", "/v1/certificate", br#"{"nonce":"","evidence":{"platform":"sgx"}}"#.to_vec(), 400, Reason::MalformedRequest),
+        (
+            "POST",
+            "/v1/certificate",
+            br#"{"nonce":"%%%","evidence":{"platform":"snp","report":""}}"#.to_vec(),
+            400,
+            Reason::MalformedRequest,
+        ),
+        (
+            "POST",
+            "/v1/certificate",
+            br#"{"nonce":"","evidence":{"platform":"sgx"}}"#.to_vec(),
+            400,
+            Reason::MalformedRequest,
+        ),
         ("POST", "/v1/certificate", vec![b'a'; 40_000], 413, Reason::BodyTooLarge),
         ("PUT", "/v1/manifest", vec![b'{'; 40_000], 413, Reason::BodyTooLarge),
         ("PUT", "/v1/manifest", b"{}".to_vec(), 403, Reason::ManifestUpdateDisabled),
@@ -266,7 +313,8 @@ async fn malformed_and_oversized_requests_get_json_4xx() {
     ];
     for (method, path, body, status, reason) in cases {
         let (got, bytes) = client.raw(method, path, body, &json).await.expect("server answers");
-        let parsed: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {}", String::from_utf8_lossy(&bytes)));
+        let parsed: ErrorBody = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {}", String::from_utf8_lossy(&bytes)));
         assert_eq!((got, parsed.reason), (status, reason), "{method} {path}: {}", parsed.detail);
     }
     // the read-only endpoints work, and the coordinator survived all of the above
@@ -285,7 +333,13 @@ async fn a_stalled_request_times_out_with_408() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = SimPlatform::new(tmp.path());
     let limits = Limits { request_timeout: Duration::from_millis(500), ..Limits::default() };
-    let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), sim_config(&platform), limits).await;
+    let running = start(
+        &tmp.path().join("state"),
+        Some(manifest(&manifest_json(true, &MEASUREMENT))),
+        sim_config(&platform),
+        limits,
+    )
+    .await;
 
     let mut roots = RootCertStore::empty();
     roots.add(wire::pem::certificate("root", &running.root_pem).unwrap()).unwrap();
@@ -301,7 +355,9 @@ async fn a_stalled_request_times_out_with_408() {
         .await
         .unwrap();
     // headers promise a body that never comes
-    tls.write_all(b"POST /v1/certificate HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"nonce\":").await.unwrap();
+    tls.write_all(b"POST /v1/certificate HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"nonce\":")
+        .await
+        .unwrap();
     let mut response = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), async {
         let mut buf = [0u8; 4096];

@@ -1,10 +1,9 @@
 //! Manifest updates (mesh CA rotation), restarts, the state dir, and the binary's CLI + SIGTERM.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 mod common;
 
 use common::*;
-use wire::api::Reason;
-use wire::client::{Client, ClientError, ServerTrust};
 use coordinator::server::Limits;
 use coordinator::service::Config;
 use podmesh_tests::harness::Proc;
@@ -15,6 +14,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wire::api::Reason;
+use wire::client::{Client, ClientError, ServerTrust};
 
 /// Client-auth verification of a chain PEM against one anchor PEM, with or without the intermediate.
 fn chain_ok(anchor_pem: &str, chain_pem: &str, with_intermediate: bool) -> bool {
@@ -22,11 +23,14 @@ fn chain_ok(anchor_pem: &str, chain_pem: &str, with_intermediate: bool) -> bool 
     roots.add(wire::pem::certificate("anchor", anchor_pem).unwrap()).unwrap();
     let chain: Vec<CertificateDer<'static>> = wire::pem::certificates("chain", chain_pem).unwrap();
     let rest = if with_intermediate { &chain[1..] } else { &[][..] };
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .build()
-        .unwrap()
-        .verify_client_cert(&chain[0], rest, UnixTime::now())
-        .is_ok()
+    WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    )
+    .build()
+    .unwrap()
+    .verify_client_cert(&chain[0], rest, UnixTime::now())
+    .is_ok()
 }
 
 fn reject<T: std::fmt::Debug>(r: Result<T, ClientError>, want: Reason) {
@@ -47,7 +51,9 @@ async fn manifest_update_rotates_the_mesh_ca_but_not_the_root() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = SimPlatform::new(tmp.path());
     let (config, token) = owner_config(&platform);
-    let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), config, Limits::default()).await;
+    let running =
+        start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), config, Limits::default())
+            .await;
     let client = running.client();
     let old = attest(&client, &platform.guest(MEASUREMENT, WEB_HOST_DATA), &Workload::new()).await.unwrap();
 
@@ -67,7 +73,10 @@ async fn manifest_update_rotates_the_mesh_ca_but_not_the_root() {
     assert_eq!(client.set_manifest(&token, new_manifest).await.unwrap().generation, 2);
 
     // the old guest's measurement is no longer allowed; the new one is
-    reject(attest(&client, &platform.guest(MEASUREMENT, WEB_HOST_DATA), &Workload::new()).await, Reason::MeasurementMismatch);
+    reject(
+        attest(&client, &platform.guest(MEASUREMENT, WEB_HOST_DATA), &Workload::new()).await,
+        Reason::MeasurementMismatch,
+    );
     let new = attest(&client, &platform.guest(new_measurement, WEB_HOST_DATA), &Workload::new()).await.unwrap();
     assert_eq!(new.mesh_ca_pem, updated.mesh_ca_pem);
     assert_eq!(new.root_ca_pem, old.root_ca_pem, "the root never changes");
@@ -98,7 +107,8 @@ async fn restart_keeps_root_and_mesh_ca() {
 
     let running = start(&state, Some(manifest(&m)), sim_config(&platform), Limits::default()).await;
     let before = running.client().ca().await.unwrap();
-    let issued = attest(&running.client(), &platform.guest(MEASUREMENT, WEB_HOST_DATA), &Workload::new()).await.unwrap();
+    let issued =
+        attest(&running.client(), &platform.guest(MEASUREMENT, WEB_HOST_DATA), &Workload::new()).await.unwrap();
     running.stop().await;
 
     for (file, mode) in [("root-ca.key", 0o400), ("generations/1/mesh-ca.key", 0o400), ("root-ca.pem", 0o644)] {
@@ -111,13 +121,19 @@ async fn restart_keeps_root_and_mesh_ca() {
         let running = start(&state, manifest_arg, sim_config(&platform), Limits::default()).await;
         let after = running.client().ca().await.unwrap();
         assert_eq!(after, before);
-        let again = attest(&running.client(), &platform.guest(MEASUREMENT, WEB_HOST_DATA), &Workload::new()).await.unwrap();
-        assert!(chain_ok(&issued.mesh_ca_pem, &again.cert_chain_pem, false), "pre-restart workloads trust post-restart ones");
+        let again =
+            attest(&running.client(), &platform.guest(MEASUREMENT, WEB_HOST_DATA), &Workload::new()).await.unwrap();
+        assert!(
+            chain_ok(&issued.mesh_ca_pem, &again.cert_chain_pem, false),
+            "pre-restart workloads trust post-restart ones"
+        );
         running.stop().await;
     }
 
     // a changed manifest file at start is a manifest update: new mesh CA, same root
-    let running = start(&state, Some(manifest(&manifest_json(true, &[0xc3; 48]))), sim_config(&platform), Limits::default()).await;
+    let running =
+        start(&state, Some(manifest(&manifest_json(true, &[0xc3; 48]))), sim_config(&platform), Limits::default())
+            .await;
     let rotated = running.client().ca().await.unwrap();
     assert_eq!(rotated.root_ca_pem, before.root_ca_pem);
     assert_ne!(rotated.mesh_ca_pem, before.mesh_ca_pem);
@@ -126,7 +142,9 @@ async fn restart_keeps_root_and_mesh_ca() {
 
     // corrupt state is reported, not papered over
     std::fs::write(state.join("current"), "two\n").unwrap();
-    let err = coordinator::service::Coordinator::open(&state, None, sim_config(&platform)).err().expect("corrupt state refused");
+    let err = coordinator::service::Coordinator::open(&state, None, sim_config(&platform))
+        .err()
+        .expect("corrupt state refused");
     assert!(err.to_string().contains("not a generation number"), "{err}");
     std::fs::write(state.join("current"), "2\n").unwrap();
     std::fs::write(state.join("generations/2/mesh-ca.key"), "garbage").unwrap_or_else(|_| {
@@ -134,10 +152,13 @@ async fn restart_keeps_root_and_mesh_ca() {
         std::fs::remove_file(state.join("generations/2/mesh-ca.key")).unwrap();
         std::fs::write(state.join("generations/2/mesh-ca.key"), "garbage").unwrap();
     });
-    let err = coordinator::service::Coordinator::open(&state, None, sim_config(&platform)).err().expect("bad key refused");
+    let err =
+        coordinator::service::Coordinator::open(&state, None, sim_config(&platform)).err().expect("bad key refused");
     assert!(err.to_string().contains("mesh CA"), "{err}");
     // empty state without a manifest
-    let err = coordinator::service::Coordinator::open(&tmp.path().join("empty"), None, Config::default()).err().expect("needs a manifest");
+    let err = coordinator::service::Coordinator::open(&tmp.path().join("empty"), None, Config::default())
+        .err()
+        .expect("needs a manifest");
     assert!(err.to_string().contains("--manifest"), "{err}");
 }
 
@@ -211,7 +232,11 @@ async fn binary_serves_cli_talks_to_it_and_sigterm_stops_it() {
         .output()
         .unwrap();
     assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
-    let get = Command::new(bin).args(["manifest", "get", "--coordinator", &url, "--root-ca"]).arg(&root_file).output().unwrap();
+    let get = Command::new(bin)
+        .args(["manifest", "get", "--coordinator", &url, "--root-ca"])
+        .arg(&root_file)
+        .output()
+        .unwrap();
     assert!(get.status.success());
     let got: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
     assert_eq!(got["generation"], 2);
@@ -242,7 +267,13 @@ async fn binary_serves_cli_talks_to_it_and_sigterm_stops_it() {
     // bad command lines fail with a message, not a panic
     let out = Command::new(bin).args(["serve", "--listen", "nonsense", "--state", "/tmp/x"]).output().unwrap();
     assert!(!out.status.success());
-    let out = Command::new(bin).args(["serve", "--listen", "127.0.0.1:0", "--state"]).arg(tmp.path().join("s2")).arg("--manifest").arg(&hash_path).output().unwrap();
+    let out = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(tmp.path().join("s2"))
+        .arg("--manifest")
+        .arg(&hash_path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("manifest"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -2,14 +2,15 @@
 //! SEV-SNP report from ../shared/vectors: the signature chain verifies, then the manifest and
 //! the key/nonce binding decide. Skips visibly when the vectors are absent.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 mod common;
 
 use common::*;
-use wire::api::{CertificateRequest, Evidence, Reason};
-use wire::client::ClientError;
 use coordinator::server::Limits;
 use coordinator::service::Config;
 use coordinator::verify::Anchors;
+use wire::api::{CertificateRequest, Evidence, Reason};
+use wire::client::ClientError;
 
 use test_vectors::dir as vectors;
 
@@ -34,7 +35,13 @@ async fn real_snp_report_verifies_up_to_the_key_binding() {
     std::fs::create_dir(&cache).unwrap();
     std::fs::write(cache.join(format!("{}.der", hex::encode(parsed.chip_id()))), vcek).unwrap();
     let config = Config { anchors: Anchors { vcek_cache: Some(cache), ..Anchors::default() }, ..Config::default() };
-    let running = start(&tmp.path().join("state"), Some(manifest(&snp_manifest(measurement, host_data, false))), config, Limits::default()).await;
+    let running = start(
+        &tmp.path().join("state"),
+        Some(manifest(&snp_manifest(measurement, host_data, false))),
+        config,
+        Limits::default(),
+    )
+    .await;
     let client = running.client();
     let workload = Workload::new();
 
@@ -63,13 +70,25 @@ async fn real_snp_report_verifies_up_to_the_key_binding() {
         anchors: Anchors { vcek_cache: Some(tmp.path().join("vcek-cache")), ..Anchors::default() },
         ..Config::default()
     };
-    let running = start(&tmp.path().join("state2"), Some(manifest(&snp_manifest(&[0u8; 48], host_data, false))), config, Limits::default()).await;
+    let running = start(
+        &tmp.path().join("state2"),
+        Some(manifest(&snp_manifest(&[0u8; 48], host_data, false))),
+        config,
+        Limits::default(),
+    )
+    .await;
     let nonce = running.client().nonce().await.unwrap().nonce;
     expect(running.client().certificate(&request(nonce, report.clone())).await, Reason::MeasurementMismatch);
     running.stop().await;
 
     // no certificate table and no cached VCEK: the evidence is incomplete
-    let running = start(&tmp.path().join("state3"), Some(manifest(&snp_manifest(measurement, host_data, false))), Config::default(), Limits::default()).await;
+    let running = start(
+        &tmp.path().join("state3"),
+        Some(manifest(&snp_manifest(measurement, host_data, false))),
+        Config::default(),
+        Limits::default(),
+    )
+    .await;
     let nonce = running.client().nonce().await.unwrap().nonce;
     expect(running.client().certificate(&request(nonce, report)).await, Reason::EvidenceInvalid);
     running.stop().await;

@@ -1,17 +1,18 @@
 //! TDX through the coordinator: quotes from tsm-sim's simulated DCAP PKI, collateral and the
 //! Intel root from the exported sim anchor dir; MRTD, RTMR, attribute checks and MRCONFIGID lookup.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 mod common;
 
 use common::*;
-use wire::api::{CertificateRequest, Evidence, Reason};
-use wire::client::ClientError;
 use coordinator::server::Limits;
 use coordinator::service::Config;
 use coordinator::verify::Anchors;
 use pki::{AttestationClaims, Platform};
 use tsm_sim::signer::{Provider, TdxProvider};
 use tsm_sim::tdx_quote::TdxLaunch;
+use wire::api::{CertificateRequest, Evidence, Reason};
+use wire::client::ClientError;
 
 const MRTD: [u8; 48] = [0x5a; 48];
 const MRCONFIGID: [u8; 48] = [0x33; 48];
@@ -23,10 +24,21 @@ fn launch(mr_td: [u8; 48], rtmr2: [u8; 48]) -> TdxLaunch {
     launch
 }
 
-async fn attest_tdx(client: &wire::client::Client, guest: &TdxProvider, workload: &Workload) -> Result<wire::api::CertificateResponse, ClientError> {
+async fn attest_tdx(
+    client: &wire::client::Client,
+    guest: &TdxProvider,
+    workload: &Workload,
+) -> Result<wire::api::CertificateResponse, ClientError> {
     let nonce = client.nonce().await?.nonce;
     let quote = guest.generate(&wire::api::report_data(&workload.spki, &nonce), 0).expect("simulated quote").outblob;
-    client.certificate(&CertificateRequest { evidence: Evidence::Tdx { quote }, nonce, public_key: Some(workload.spki.clone()), csr: None }).await
+    client
+        .certificate(&CertificateRequest {
+            evidence: Evidence::Tdx { quote },
+            nonce,
+            public_key: Some(workload.spki.clone()),
+            csr: None,
+        })
+        .await
 }
 
 fn expect(r: Result<wire::api::CertificateResponse, ClientError>, want: Reason) {
@@ -79,7 +91,9 @@ async fn simulated_tdx_quote_gets_a_certificate_and_bad_ones_do_not() {
     expect(attest_tdx(&client, &wrong_mrtd, &workload).await, Reason::MeasurementMismatch);
     let wrong_rtmr = TdxProvider::new(&sim_state, launch(MRTD, [0x02; 48])).unwrap();
     expect(attest_tdx(&client, &wrong_rtmr, &workload).await, Reason::RtmrMismatch);
-    let debug = TdxProvider::new(&sim_state, TdxLaunch { td_attributes: defaults.td_attributes | 1, ..launch(MRTD, RTMR2) }).unwrap();
+    let debug =
+        TdxProvider::new(&sim_state, TdxLaunch { td_attributes: defaults.td_attributes | 1, ..launch(MRTD, RTMR2) })
+            .unwrap();
     // dcap-qvl itself refuses debug TDs while verifying the quote
     match attest_tdx(&client, &debug, &workload).await {
         Err(ClientError::Rejected { reason, detail, .. }) => {
@@ -88,14 +102,22 @@ async fn simulated_tdx_quote_gets_a_certificate_and_bad_ones_do_not() {
         }
         other => panic!("debug TD accepted: {other:?}"),
     }
-    let other_config = TdxProvider::new(&sim_state, TdxLaunch { mr_config_id: [0x77; 48], ..launch(MRTD, RTMR2) }).unwrap();
+    let other_config =
+        TdxProvider::new(&sim_state, TdxLaunch { mr_config_id: [0x77; 48], ..launch(MRTD, RTMR2) }).unwrap();
     expect(attest_tdx(&client, &other_config, &workload).await, Reason::UnknownHostData);
     // tampered quote: flip a bit of MRTD inside the signed body
     let nonce = client.nonce().await.unwrap().nonce;
     let mut quote = good.generate(&wire::api::report_data(&workload.spki, &nonce), 0).unwrap().outblob;
     quote[48 + 136] ^= 1;
     expect(
-        client.certificate(&CertificateRequest { evidence: Evidence::Tdx { quote }, nonce, public_key: Some(workload.spki.clone()), csr: None }).await,
+        client
+            .certificate(&CertificateRequest {
+                evidence: Evidence::Tdx { quote },
+                nonce,
+                public_key: Some(workload.spki.clone()),
+                csr: None,
+            })
+            .await,
         Reason::EvidenceInvalid,
     );
     running.stop().await;

@@ -6,8 +6,8 @@
 //!   until the mesh proxy is ready.
 //! - [`tproxy`]: the interception table `inet podmesh_tproxy` of the mesh proxy.
 //! - [`routes`]: the fwmark policy routes that deliver TPROXY'd packets locally.
-#![deny(unsafe_code)]
 
+#![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
 pub mod deny;
 pub mod nft;
 pub mod routes;

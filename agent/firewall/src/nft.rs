@@ -116,9 +116,10 @@ impl Nft {
     /// Whether table `family name` exists.
     pub fn table_exists(&self, family: NfFamily, name: &str) -> Result<bool, NftError> {
         let tables = self.list(&["-j", "list", "tables"], "listing tables")?;
-        Ok(tables.objects.iter().any(|o| {
-            matches!(o, NfObject::ListObject(NfListObject::Table(t)) if t.family == family && t.name == name)
-        }))
+        Ok(tables
+            .objects
+            .iter()
+            .any(|o| matches!(o, NfObject::ListObject(NfListObject::Table(t)) if t.family == family && t.name == name)))
     }
 
     /// Lists table `family name` with its chains and rules, or `None` when absent.
@@ -324,7 +325,11 @@ fn is_executable(path: &Path) -> bool {
 
 /// nft errors span several lines (message, offending input, caret line): keep one line.
 fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.chars().all(|c| c == '^' || c == ' ')).collect::<Vec<_>>().join(" | ")
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 #[cfg(test)]

@@ -108,10 +108,7 @@ fn count_rules(spec: RouteSpec, family: Family, netns: Option<&str>) -> Result<u
     let out = ip(netns, family, &["rule", "show"])?;
     let want_mark = format!("fwmark {:#x} ", spec.mark);
     let want_table = format!("lookup {}", spec.table);
-    Ok(out
-        .lines()
-        .filter(|l| l.contains(&want_mark) && l.trim_end().ends_with(&want_table))
-        .count())
+    Ok(out.lines().filter(|l| l.contains(&want_mark) && l.trim_end().ends_with(&want_table)).count())
 }
 
 /// Deletes every copy of the rule; returns how many there were.
@@ -130,7 +127,8 @@ fn ip(netns: Option<&str>, family: Family, args: &[&str]) -> Result<String, Rout
         cmd.args(["-n", ns]);
     }
     cmd.arg(family.flag()).args(args);
-    let command = format!("ip {}{} {}", netns.map(|n| format!("-n {n} ")).unwrap_or_default(), family.flag(), args.join(" "));
+    let command =
+        format!("ip {}{} {}", netns.map(|n| format!("-n {n} ")).unwrap_or_default(), family.flag(), args.join(" "));
     let out = cmd.output().map_err(|source| RoutesError::Spawn { command: command.clone(), source })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().replace('\n', " | ");

@@ -113,7 +113,10 @@ impl Spec {
             return bad("the TPROXY mark must be non-zero".into());
         }
         if self.mtls_port == 0 || self.tls_port == 0 || self.mtls_port == self.tls_port {
-            return bad(format!("listener ports must be distinct and non-zero (mTLS {}, TLS {})", self.mtls_port, self.tls_port));
+            return bad(format!(
+                "listener ports must be distinct and non-zero (mTLS {}, TLS {})",
+                self.mtls_port, self.tls_port
+            ));
         }
         let own = [self.mtls_port, self.tls_port];
         for p in self.passthrough_ports.iter().chain(&self.tls_only_ports) {
@@ -184,9 +187,7 @@ type Rules = Vec<(Vec<Statement<'static>>, Option<&'static str>)>;
 fn rules(spec: &Spec) -> Rules {
     let ret = || Statement::Return(None);
     let tcp = || eq(meta(MetaKey::L4proto), Expression::String("tcp".into()));
-    let mark = || {
-        Statement::Mangle(Mangle { key: meta(MetaKey::Mark), value: Expression::Number(spec.mark) })
-    };
+    let mark = || Statement::Mangle(Mangle { key: meta(MetaKey::Mark), value: Expression::Number(spec.mark) });
     let reject = || vec![counter(), Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None)))];
     let mut out: Rules = vec![
         (vec![eq(meta(MetaKey::Iifname), Expression::String("lo".into())), ret()], None),
@@ -270,7 +271,9 @@ fn input_rules(spec: &Spec) -> Rules {
     let types = |proto: &'static str, names: &[&'static str]| {
         eq(
             payload(proto, "type"),
-            Expression::Named(NamedExpression::Set(names.iter().map(|t| SetItem::Element(Expression::String((*t).into()))).collect())),
+            Expression::Named(NamedExpression::Set(
+                names.iter().map(|t| SetItem::Element(Expression::String((*t).into()))).collect(),
+            )),
         )
     };
     let mut out: Rules = vec![
@@ -280,7 +283,10 @@ fn input_rules(spec: &Spec) -> Rules {
             vec![
                 Statement::Match(Match {
                     left: Expression::Named(NamedExpression::CT(CT { key: "state".into(), family: None, dir: None })),
-                    right: Expression::List(vec![Expression::String("established".into()), Expression::String("related".into())]),
+                    right: Expression::List(vec![
+                        Expression::String("established".into()),
+                        Expression::String("related".into()),
+                    ]),
                     op: Operator::IN,
                 }),
                 accept(),
@@ -288,7 +294,11 @@ fn input_rules(spec: &Spec) -> Rules {
             None,
         ),
         (
-            vec![l4("icmp"), types("icmp", &["destination-unreachable", "time-exceeded", "parameter-problem"]), accept()],
+            vec![
+                l4("icmp"),
+                types("icmp", &["destination-unreachable", "time-exceeded", "parameter-problem"]),
+                accept(),
+            ],
             Some("podmesh: ICMP errors"),
         ),
         (
@@ -323,7 +333,10 @@ fn counter() -> Statement<'static> {
 }
 
 fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField { protocol: protocol.into(), field: field.into() })))
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+        protocol: protocol.into(),
+        field: field.into(),
+    })))
 }
 
 /// `tcp flags & (syn | ack)`: compared with `syn`, it tells a connection's first segment.
@@ -356,7 +369,9 @@ fn ports_in(protocol: &'static str, ports: &[u16]) -> Statement<'static> {
     ports.dedup();
     eq(
         payload(protocol, "dport"),
-        Expression::Named(NamedExpression::Set(ports.into_iter().map(|p| SetItem::Element(Expression::Number(p.into()))).collect())),
+        Expression::Named(NamedExpression::Set(
+            ports.into_iter().map(|p| SetItem::Element(Expression::Number(p.into()))).collect(),
+        )),
     )
 }
 
@@ -410,7 +425,10 @@ mod tests {
     fn input_chain_ends_in_a_drop_and_opens_udp_only_when_listed() {
         let r = input_rules(&spec());
         assert!(matches!(r.last().unwrap().0.last(), Some(Statement::Drop(_))));
-        let json = serde_json::to_string(&input_rules(&Spec { udp_ports: vec![], ..spec() }).into_iter().map(|(s, _)| s).collect::<Vec<_>>()).unwrap();
+        let json = serde_json::to_string(
+            &input_rules(&Spec { udp_ports: vec![], ..spec() }).into_iter().map(|(s, _)| s).collect::<Vec<_>>(),
+        )
+        .unwrap();
         assert!(!json.contains("udp"), "{json}");
     }
 

@@ -28,6 +28,7 @@
 //!
 //! The delivery channel is untrusted: only the comparison with the report makes a document count.
 
+#![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use std::collections::BTreeMap;
 

@@ -113,7 +113,11 @@ fn huge_input_is_refused_before_parsing() {
     );
     assert_eq!(
         err(huge_doc.as_bytes()),
-        InitdataError::DocumentTooLarge { name: PODMESH_ENV.into(), size: MAX_PODMESH_DOCUMENT_BYTES + 1, max: MAX_PODMESH_DOCUMENT_BYTES }
+        InitdataError::DocumentTooLarge {
+            name: PODMESH_ENV.into(),
+            size: MAX_PODMESH_DOCUMENT_BYTES + 1,
+            max: MAX_PODMESH_DOCUMENT_BYTES
+        }
     );
     // The same size in another document is fine (CoCo's policy.rego is large).
     Initdata::parse(huge_doc.replace("podmesh.env", "policy.rego").as_bytes()).unwrap();
@@ -122,7 +126,11 @@ fn huge_input_is_refused_before_parsing() {
     let huge = vec![b'A'; MAX_INITDATA_BYTES * 2];
     assert!(matches!(err(&huge), InitdataError::TooLarge { .. }));
     // Deep nesting is a TOML error, not a stack overflow.
-    let deep = format!("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\nx = {}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let deep = format!(
+        "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\nx = {}1{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
     assert!(matches!(err(deep.as_bytes()), InitdataError::Toml(_)));
 }
 

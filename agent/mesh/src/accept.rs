@@ -43,7 +43,9 @@ where
         let Some((route, handler)) = admit(stream) else { continue };
         let ticket = match gate {
             Gate::Connection => shared.limits.try_admit().map(Ticket::Connection).ok_or(Failure::Limit),
-            Gate::Handshake => shared.limits.try_handshake(peer.ip()).map(Ticket::Handshake).ok_or(Failure::HandshakeLimit),
+            Gate::Handshake => {
+                shared.limits.try_handshake(peer.ip()).map(Ticket::Handshake).ok_or(Failure::HandshakeLimit)
+            }
         };
         let ticket = match ticket {
             Ok(t) => t,

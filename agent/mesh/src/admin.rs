@@ -38,7 +38,8 @@ pub fn respond(head: &[u8], state: &AdminState) -> Response {
     let Ok(head) = std::str::from_utf8(head) else { return text(400, "request head is not UTF-8\n") };
     let line = head.lines().next().unwrap_or_default();
     let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return text(400, "malformed request line\n");
     };
     if !version.starts_with("HTTP/1.") {
@@ -176,7 +177,9 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(l, Arc::new(state()), async { let _ = rx.await; }));
+        let server = tokio::spawn(serve(l, Arc::new(state()), async {
+            let _ = rx.await;
+        }));
         let mut c = TcpStream::connect(addr).await.unwrap();
         c.write_all(b"GET /live HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
         let mut resp = String::new();

@@ -66,7 +66,11 @@ pub async fn connect_upstream(dest: SocketAddr, shared: &Shared) -> std::io::Res
 }
 
 /// `socket.connect(dest)` within the connect timeout.
-pub async fn connect(socket: tokio::net::TcpSocket, dest: SocketAddr, shared: &Shared) -> std::io::Result<tokio::net::TcpStream> {
+pub async fn connect(
+    socket: tokio::net::TcpSocket,
+    dest: SocketAddr,
+    shared: &Shared,
+) -> std::io::Result<tokio::net::TcpStream> {
     match tokio::time::timeout(shared.timeouts.connect, socket.connect(dest)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
@@ -91,13 +95,18 @@ pub fn local_upstream(dest: SocketAddr, shared: &Shared) -> Result<tokio::net::T
     }
 }
 
-
 /// Ends a proxied connection whose copy failed. The plaintext socket is reset (SO_LINGER 0)
 /// whatever the cause, so the app never reads an orderly end that the TLS peer did not send
 /// (the TLS side is dropped without close_notify, so its peer learns the same). A failure
 /// of the TLS stream itself (ended without close_notify, reset, bad record) is a truncation:
 /// counted and logged with the peer's identity, which `peer` describes.
-pub fn copy_failed(e: &CopyError, tls_side: Side, plain: &tokio::net::TcpStream, route: &Route, peer: impl FnOnce() -> String) {
+pub fn copy_failed(
+    e: &CopyError,
+    tls_side: Side,
+    plain: &tokio::net::TcpStream,
+    route: &Route,
+    peer: impl FnOnce() -> String,
+) {
     if let Err(err) = crate::sockopt::reset_on_close(plain) {
         tracing::warn!("cannot set SO_LINGER 0 on a plaintext socket of route {}: {err}", route.name);
     }

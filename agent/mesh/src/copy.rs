@@ -193,7 +193,12 @@ impl CopyError {
 /// Copies `a` ⇄ `b` until both directions ended (each end shuts the other side's write
 /// half, so half-closed connections keep working), an error occurs (naming the stream it
 /// occurred on), or no byte moved for `idle`.
-pub async fn bidirectional<A, B>(a: &mut A, b: &mut B, idle: Duration, counters: Counters<'_>) -> Result<Transferred, CopyError>
+pub async fn bidirectional<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Duration,
+    counters: Counters<'_>,
+) -> Result<Transferred, CopyError>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -206,12 +211,16 @@ where
     poll_fn(|cx| {
         let mut active = false;
         if !ab.done {
-            if let Poll::Ready(Err(f)) = ab.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b), counters.a_to_b, &mut active) {
+            if let Poll::Ready(Err(f)) =
+                ab.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b), counters.a_to_b, &mut active)
+            {
                 return Poll::Ready(Err(f.on(Side::A, Side::B)));
             }
         }
         if !ba.done {
-            if let Poll::Ready(Err(f)) = ba.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a), counters.b_to_a, &mut active) {
+            if let Poll::Ready(Err(f)) =
+                ba.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a), counters.b_to_a, &mut active)
+            {
                 return Poll::Ready(Err(f.on(Side::B, Side::A)));
             }
         }
@@ -319,7 +328,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
@@ -351,7 +364,8 @@ mod tests {
         let (mut proxy_b, server) = tokio::io::duplex(1 << 16);
         let (c1, c2) = counters();
         let task = tokio::spawn(async move {
-            bidirectional(&mut proxy_a, &mut proxy_b, Duration::from_secs(5), Counters { a_to_b: &c1, b_to_a: &c2 }).await
+            bidirectional(&mut proxy_a, &mut proxy_b, Duration::from_secs(5), Counters { a_to_b: &c1, b_to_a: &c2 })
+                .await
         });
         let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let reader = tokio::spawn(async move {
@@ -417,7 +431,10 @@ mod tests {
             let err = r.unwrap_err();
             let want = if tls_is_a { Side::A } else { Side::B };
             assert_eq!(err.side(), Some(want), "{err}");
-            assert!(matches!(&err, CopyError::Stream { source, .. } if source.kind() == io::ErrorKind::UnexpectedEof), "{err}");
+            assert!(
+                matches!(&err, CopyError::Stream { source, .. } if source.kind() == io::ErrorKind::UnexpectedEof),
+                "{err}"
+            );
         }
     }
 
@@ -427,9 +444,14 @@ mod tests {
         let (mut proxy_b, _server) = tokio::io::duplex(1024);
         let (c1, c2) = counters();
         let started = std::time::Instant::now();
-        let err = bidirectional(&mut proxy_a, &mut proxy_b, Duration::from_millis(300), Counters { a_to_b: &c1, b_to_a: &c2 })
-            .await
-            .unwrap_err();
+        let err = bidirectional(
+            &mut proxy_a,
+            &mut proxy_b,
+            Duration::from_millis(300),
+            Counters { a_to_b: &c1, b_to_a: &c2 },
+        )
+        .await
+        .unwrap_err();
         assert!(started.elapsed() >= Duration::from_millis(300));
         assert!(matches!(err, CopyError::Idle(_)), "{err}");
     }
@@ -440,7 +462,8 @@ mod tests {
         let (mut proxy_b, mut server) = tokio::io::duplex(1024);
         let (c1, c2) = counters();
         let task = tokio::spawn(async move {
-            bidirectional(&mut proxy_a, &mut proxy_b, Duration::from_millis(500), Counters { a_to_b: &c1, b_to_a: &c2 }).await
+            bidirectional(&mut proxy_a, &mut proxy_b, Duration::from_millis(500), Counters { a_to_b: &c1, b_to_a: &c2 })
+                .await
         });
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(300)).await;

@@ -78,7 +78,12 @@ async fn handle(mut app: TcpStream, target: &Target, shared: &Shared, active: &A
     let counters = copy::Counters { a_to_b: &route.bytes_up, b_to_a: &route.bytes_down };
     if let Err(e) = copy::bidirectional(&mut app, &mut tls, shared.timeouts.idle, counters).await {
         conn::copy_failed(&e, copy::Side::B, &app, route, || {
-            format!("{} at {}:{}", crate::tls::peer_identity(tls.get_ref().1.peer_certificates()), target.host, target.port)
+            format!(
+                "{} at {}:{}",
+                crate::tls::peer_identity(tls.get_ref().1.peer_certificates()),
+                target.host,
+                target.port
+            )
         });
     }
 }

@@ -41,7 +41,8 @@ impl Registered {
     pub fn new(services: &[Service]) -> Result<Self, String> {
         let register = |s: &Service| {
             let fd = s.listener.try_clone().map_err(|e| format!("duplicating the {} socket: {e}", s.what))?;
-            let l = TcpListener::from_std(fd).map_err(|e| format!("registering the {} with the runtime: {e}", s.what))?;
+            let l =
+                TcpListener::from_std(fd).map_err(|e| format!("registering the {} with the runtime: {e}", s.what))?;
             Ok((l, s.serve.clone()))
         };
         services.iter().map(register).collect::<Result<_, String>>().map(Self)

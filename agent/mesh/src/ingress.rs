@@ -55,7 +55,9 @@ pub async fn serve(listener: TcpListener, kind: Arc<Listener>, shared: Arc<Share
         // listen on 0.0.0.0 only, so connect upstream over real IPv4. (Real IPv6 keeps its
         // scope id: a link-local destination needs it.)
         let orig = match orig {
-            SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => SocketAddr::new(orig.ip().to_canonical(), orig.port()),
+            SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => {
+                SocketAddr::new(orig.ip().to_canonical(), orig.port())
+            }
             other => other,
         };
         if shared.own_ports.contains(&orig.port()) {
@@ -69,12 +71,21 @@ pub async fn serve(listener: TcpListener, kind: Arc<Listener>, shared: Arc<Share
             return None;
         };
         let (kind, shared) = (kind.clone(), shared.clone());
-        Some((route, move |active: Active, ticket: Ticket| async move { handle(stream, orig, &kind, &shared, &active, ticket).await }))
+        Some((route, move |active: Active, ticket: Ticket| async move {
+            handle(stream, orig, &kind, &shared, &active, ticket).await
+        }))
     })
     .await
 }
 
-async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &Shared, active: &Active, ticket: Ticket) {
+async fn handle(
+    stream: TcpStream,
+    orig: SocketAddr,
+    kind: &Listener,
+    shared: &Shared,
+    active: &Active,
+    ticket: Ticket,
+) {
     let route = active.route();
     let _ = sockopt::tune_accepted(&stream);
     // Before any TLS work: a destination that is not ours is never served.
@@ -89,18 +100,19 @@ async fn handle(stream: TcpStream, orig: SocketAddr, kind: &Listener, shared: &S
         Listener::TlsOnly { .. } => current.tls_server.clone(),
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let mut tls = match tokio::time::timeout(shared.timeouts.handshake, acceptor.accept(copy::ReadAhead::new(stream))).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            route.fail(Failure::of_handshake(&e));
-            tracing::debug!("ingress handshake for {orig} failed: {e}");
-            return;
-        }
-        Err(_) => {
-            route.fail(Failure::HandshakeTimeout);
-            return;
-        }
-    };
+    let mut tls =
+        match tokio::time::timeout(shared.timeouts.handshake, acceptor.accept(copy::ReadAhead::new(stream))).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                route.fail(Failure::of_handshake(&e));
+                tracing::debug!("ingress handshake for {orig} failed: {e}");
+                return;
+            }
+            Err(_) => {
+                route.fail(Failure::HandshakeTimeout);
+                return;
+            }
+        };
     let resumed = route.count_handshake(tls.get_ref().1.handshake_kind());
     if resumed && matches!(kind, Listener::Mtls { .. }) {
         // A resumed session presents no certificate: check the one it was issued to.

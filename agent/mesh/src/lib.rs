@@ -16,8 +16,8 @@
 //! - [`local`]: whether an original destination is one of the pod's own addresses.
 //! - [`readiness`], [`limits`], [`metrics`], [`admin`]: tokens, connection limit, handshake budget and drain,
 //!   counters, the admin HTTP endpoints.
-#![deny(unsafe_code)]
 
+#![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
 pub mod accept;
 pub mod admin;
 pub mod config;

@@ -2,8 +2,6 @@
 //! in-process proxy of the tests: the shutdown signal, the sd-notify messages, the exit codes,
 //! and opening the pod (the only `deny::remove` outside `podmesh deny remove`).
 
-use std::future::Future;
-
 /// `podmesh attest`: no TEE to attest with (EX_UNAVAILABLE); the unit does not restart on it.
 pub const EXIT_NO_TEE: u8 = 69;
 /// `podmesh attest`: invalid configuration (EX_CONFIG); the unit does not restart on it.
@@ -37,11 +35,9 @@ impl Shutdown {
     }
 
     /// Resolves on the first signal, after telling systemd that we are stopping.
-    pub fn stopping(mut self) -> impl Future<Output = ()> {
-        async move {
-            self.recv().await;
-            notify_stopping();
-        }
+    pub async fn stopping(mut self) {
+        self.recv().await;
+        notify_stopping();
     }
 }
 

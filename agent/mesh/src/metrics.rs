@@ -185,7 +185,10 @@ pub fn render(routes: &[std::sync::Arc<Route>]) -> String {
         }
     }
     let name = "podmesh_tls_handshakes_total";
-    let _ = writeln!(out, "# HELP {name} Completed TLS handshakes, full or resumed from a session ticket.\n# TYPE {name} counter");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Completed TLS handshakes, full or resumed from a session ticket.\n# TYPE {name} counter"
+    );
     for r in routes {
         for (handshake, n) in [("full", &r.handshakes_full), ("resumed", &r.handshakes_resumed)] {
             let _ = writeln!(
@@ -216,7 +219,8 @@ pub fn render(routes: &[std::sync::Arc<Route>]) -> String {
     for r in routes {
         for (dest, n) in r.refused.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let dest = dest.map_or_else(|| "other".to_string(), |d| d.to_string());
-            let _ = writeln!(out, "{name}{{route=\"{}\",kind=\"{}\",destination=\"{dest}\"}} {n}", escape(&r.name), r.kind);
+            let _ =
+                writeln!(out, "{name}{{route=\"{}\",kind=\"{}\",destination=\"{dest}\"}} {n}", escape(&r.name), r.kind);
         }
     }
     out
@@ -252,7 +256,12 @@ mod tests {
             r.refuse(SocketAddr::from(([198, 51, 100, 1], port)));
         }
         let text = render(std::slice::from_ref(&r));
-        assert!(text.contains("podmesh_ingress_refused_total{route=\"mtls\",kind=\"ingress_mtls\",destination=\"192.0.2.1:8080\"} 2"), "{text}");
+        assert!(
+            text.contains(
+                "podmesh_ingress_refused_total{route=\"mtls\",kind=\"ingress_mtls\",destination=\"192.0.2.1:8080\"} 2"
+            ),
+            "{text}"
+        );
         assert!(text.contains("destination=\"[2001:db8::1]:8080\"} 1"), "{text}");
         assert!(text.contains("destination=\"other\"} 86"), "{text}");
         assert_eq!(text.matches("podmesh_ingress_refused_total{").count(), MAX_REFUSED + 1, "{text}");

@@ -288,7 +288,8 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
         .flat_map(|i| &i.tls_only)
         .map(|(name, port)| (*port, Arc::new(Route::new(name.clone(), "ingress_tls"))))
         .collect();
-    let egress_routes: Vec<Arc<Route>> = plan.egress.iter().map(|e| Arc::new(Route::new(e.name.clone(), "egress"))).collect();
+    let egress_routes: Vec<Arc<Route>> =
+        plan.egress.iter().map(|e| Arc::new(Route::new(e.name.clone(), "egress"))).collect();
     let mut all_routes = Vec::new();
     if plan.ingress.is_some() {
         all_routes.push(mtls_route.clone());
@@ -318,7 +319,12 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
     .await
     .map_err(|e| ProxyError::Task(e.to_string()))?;
     let configs = configs.map_err(|source| ProxyError::Tls { dir: opts.tls_dir.clone(), source })?;
-    tracing::info!(PODMESH_EVENT = "tls_loaded", "TLS material from {} verified against the mesh CA ({})", opts.tls_dir.display(), configs.summary);
+    tracing::info!(
+        PODMESH_EVENT = "tls_loaded",
+        "TLS material from {} verified against the mesh CA ({})",
+        opts.tls_dir.display(),
+        configs.summary
+    );
     let (reloader, tls_watch) = Reloader::new(opts.tls_dir.clone(), seen, opts.tls.clone(), configs);
     drop(tls_token);
 
@@ -350,7 +356,11 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
     if plan.ingress.is_some() {
         services.push(ingress_service(opts.mtls_port, "mTLS", ingress::Listener::Mtls { route: mtls_route.clone() })?);
         if !tls_routes.is_empty() {
-            services.push(ingress_service(opts.tls_port, "TLS", ingress::Listener::TlsOnly { routes: tls_routes.clone() })?);
+            services.push(ingress_service(
+                opts.tls_port,
+                "TLS",
+                ingress::Listener::TlsOnly { routes: tls_routes.clone() },
+            )?);
         }
     }
     for (entry, route) in plan.egress.iter().zip(&egress_routes) {
@@ -396,7 +406,13 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
         })
         .await
         .map_err(|e| ProxyError::Task(e.to_string()))??;
-        tracing::info!(PODMESH_EVENT = "tproxy_installed", "interception table inet {} and policy routes (mark {:#x}, table {}) installed", firewall::tproxy::TABLE, opts.tproxy_mark, opts.route_table);
+        tracing::info!(
+            PODMESH_EVENT = "tproxy_installed",
+            "interception table inet {} and policy routes (mark {:#x}, table {}) installed",
+            firewall::tproxy::TABLE,
+            opts.tproxy_mark,
+            opts.route_table
+        );
         drop(rules_token);
     }
 
@@ -412,7 +428,8 @@ impl Running {
     pub async fn open_pod(&self) -> Result<bool, ProxyError> {
         let ns = self.opts.netns.clone();
         tokio::task::spawn_blocking(move || {
-            crate::lifecycle::open_pod(ns.as_deref(), "the mesh proxy intercepts every inbound connection").map_err(ProxyError::from)
+            crate::lifecycle::open_pod(ns.as_deref(), "the mesh proxy intercepts every inbound connection")
+                .map_err(ProxyError::from)
         })
         .await
         .map_err(|e| ProxyError::Task(e.to_string()))?
@@ -426,7 +443,12 @@ impl Running {
             "proxy ready: ingress {}, {} egress entr{}, deny table {}",
             match &plan.ingress {
                 None => "disabled".to_string(),
-                Some(i) => format!("intercepted (mTLS :{}, {} TLS-only, {} plaintext port(s))", opts.mtls_port, i.tls_only.len(), i.plaintext.len()),
+                Some(i) => format!(
+                    "intercepted (mTLS :{}, {} TLS-only, {} plaintext port(s))",
+                    opts.mtls_port,
+                    i.tls_only.len(),
+                    i.plaintext.len()
+                ),
             },
             plan.egress.len(),
             if plan.egress.len() == 1 { "y" } else { "ies" },
@@ -441,7 +463,12 @@ impl Running {
     /// the policy routes. The interception table stays (fail closed).
     pub async fn drain(mut self) {
         let opts = &self.opts;
-        tracing::info!(PODMESH_EVENT = "proxy_draining", "shutdown requested: not accepting, draining {} connection(s) for up to {:?}", self.limits.active(), opts.drain_timeout);
+        tracing::info!(
+            PODMESH_EVENT = "proxy_draining",
+            "shutdown requested: not accepting, draining {} connection(s) for up to {:?}",
+            self.limits.active(),
+            opts.drain_timeout
+        );
         let left = self.limits.drain(opts.drain_timeout).await;
         self.tasks.abort_all();
         self.threads.stop().await;
@@ -456,13 +483,19 @@ impl Running {
                 Err(e) => tracing::warn!(PODMESH_EVENT = "routes_remove_failed", "{e}"),
             }
         }
-        tracing::info!(PODMESH_EVENT = "proxy_stopped", "proxy stopped ({left} connection(s) cut at the drain deadline)");
+        tracing::info!(
+            PODMESH_EVENT = "proxy_stopped",
+            "proxy stopped ({left} connection(s) cut at the drain deadline)"
+        );
     }
 }
 
 /// Most event-loop threads `--worker-threads` may ask for.
 pub const MAX_THREADS: usize = 256;
 
-fn bind(r: Result<std::net::TcpListener, sockopt::SockoptError>, what: &str) -> Result<std::net::TcpListener, ProxyError> {
+fn bind(
+    r: Result<std::net::TcpListener, sockopt::SockoptError>,
+    what: &str,
+) -> Result<std::net::TcpListener, ProxyError> {
     r.map_err(|source| ProxyError::Listen { what: what.to_string(), source })
 }

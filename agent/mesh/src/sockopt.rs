@@ -19,7 +19,9 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 pub enum SockoptError {
     #[error("cannot create a TCP socket for {addr}: {source}")]
     Create { addr: SocketAddr, source: io::Error },
-    #[error("cannot set {option} on the socket for {addr}: {source} (transparent sockets and SO_MARK need CAP_NET_ADMIN)")]
+    #[error(
+        "cannot set {option} on the socket for {addr}: {source} (transparent sockets and SO_MARK need CAP_NET_ADMIN)"
+    )]
     Set { option: &'static str, addr: SocketAddr, source: io::Error },
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
@@ -71,9 +73,11 @@ pub fn upstream_socket(dest: SocketAddr, mark: u32) -> Result<tokio::net::TcpSoc
     let socket = if dest.is_ipv6() { tokio::net::TcpSocket::new_v6() } else { tokio::net::TcpSocket::new_v4() }
         .map_err(|source| SockoptError::Create { addr: dest, source })?;
     if mark != 0 {
-        SockRef::from(&socket)
-            .set_mark(mark)
-            .map_err(|source| SockoptError::Set { option: "SO_MARK", addr: dest, source })?;
+        SockRef::from(&socket).set_mark(mark).map_err(|source| SockoptError::Set {
+            option: "SO_MARK",
+            addr: dest,
+            source,
+        })?;
     }
     socket.set_nodelay(true).map_err(|source| SockoptError::Set { option: "TCP_NODELAY", addr: dest, source })?;
     Ok(socket)

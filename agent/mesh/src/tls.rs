@@ -198,12 +198,12 @@ fn provider_with(tls13: Option<&[String]>, kx: KeyExchange) -> Arc<CryptoProvide
         cipher_suites: [
             tls13_suites,
             vec![
-            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
             ],
         ]
         .concat(),
@@ -304,7 +304,8 @@ impl TlsConfigs {
         let server_verifier = strict_verifier.clone();
 
         // The peers run exactly these verifiers: check our own chain with them now.
-        let (leaf, intermediates) = m.chain.split_first().ok_or(TlsError::NoCertificate { path: chain_path.clone() })?;
+        let (leaf, intermediates) =
+            m.chain.split_first().ok_or(TlsError::NoCertificate { path: chain_path.clone() })?;
         let untrusted = |role, e: rustls::Error| TlsError::Untrusted {
             chain: chain_path.clone(),
             ca: ca_path.clone(),
@@ -312,10 +313,8 @@ impl TlsConfigs {
             reason: e.to_string(),
         };
         client_verifier.verify_client_cert(leaf, intermediates, now).map_err(|e| untrusted("client", e))?;
-        let any_name = ServerName::try_from("podmesh.invalid").map_err(|e| TlsError::Config {
-            what: "validation",
-            reason: e.to_string(),
-        })?;
+        let any_name = ServerName::try_from("podmesh.invalid")
+            .map_err(|e| TlsError::Config { what: "validation", reason: e.to_string() })?;
         lenient_verifier
             .verify_server_cert(leaf, intermediates, &any_name, &[], now)
             .map_err(|e| untrusted("server", e))?;
@@ -324,7 +323,8 @@ impl TlsConfigs {
         let r = policy.resumption;
         let (p, v) = (&provider, versions);
         let mtls_server = server_config(p, v, client_verifier.clone(), certified.clone(), r, "mTLS server")?;
-        let tls_server = server_config(p, v, WebPkiClientVerifier::no_client_auth(), certified.clone(), r, "TLS server")?;
+        let tls_server =
+            server_config(p, v, WebPkiClientVerifier::no_client_auth(), certified.clone(), r, "TLS server")?;
         let client = client_config(p, v, lenient_verifier, &m, r, "egress client")?;
         let client_strict = client_config(p, v, strict_verifier, &m, r, "strict egress client")?;
 
@@ -341,12 +341,20 @@ impl TlsConfigs {
 
     /// The egress counterpart of [`Self::recheck_client`]: re-verifies the server chain
     /// remembered by a resumed session (and, when `strict`, its name).
-    pub fn recheck_server(&self, chain: &[CertificateDer<'_>], name: &ServerName<'_>, strict: bool, now: UnixTime) -> Result<(), rustls::Error> {
+    pub fn recheck_server(
+        &self,
+        chain: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        strict: bool,
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
         let (leaf, intermediates) = chain.split_first().ok_or(rustls::Error::NoCertificatesPresented)?;
         if strict {
             self.server_verifier.verify_server_cert(leaf, intermediates, name, &[], now).map(|_| ())
         } else {
-            AnyNameVerifier(self.server_verifier.clone()).verify_server_cert(leaf, intermediates, name, &[], now).map(|_| ())
+            AnyNameVerifier(self.server_verifier.clone())
+                .verify_server_cert(leaf, intermediates, name, &[], now)
+                .map(|_| ())
         }
     }
 
@@ -509,7 +517,8 @@ pub fn peer_identity(chain: Option<&[CertificateDer<'_>]>) -> String {
                 GeneralName::URI(u) => u.to_string(),
                 GeneralName::IPAddress(b) => match <[u8; 4]>::try_from(*b) {
                     Ok(v4) => std::net::Ipv4Addr::from(v4).to_string(),
-                    Err(_) => <[u8; 16]>::try_from(*b).map_or_else(|_| "?".into(), |v6| std::net::Ipv6Addr::from(v6).to_string()),
+                    Err(_) => <[u8; 16]>::try_from(*b)
+                        .map_or_else(|_| "?".into(), |v6| std::net::Ipv6Addr::from(v6).to_string()),
                 },
                 other => other.to_string(),
             })
@@ -536,7 +545,13 @@ mod tests {
             parse_tls13_ciphers("TLS13_AES_256_GCM_SHA384, tls_aes_128_gcm_sha256").unwrap(),
             ["TLS13_AES_256_GCM_SHA384", "TLS13_AES_128_GCM_SHA256"]
         );
-        for bad in ["", "TLS13_AES_256_GCM_SHA384,", "AES256", "TLS13_AES_128_GCM_SHA256,TLS_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"] {
+        for bad in [
+            "",
+            "TLS13_AES_256_GCM_SHA384,",
+            "AES256",
+            "TLS13_AES_128_GCM_SHA256,TLS_AES_128_GCM_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        ] {
             let e = parse_tls13_ciphers(bad).expect_err(bad).to_string();
             assert!(e.contains("TLS 1.3 cipher list") && !e.contains('\n'), "{e}");
         }

@@ -1,14 +1,11 @@
 //! Root CA and the intermediate/mesh CA pair (see the crate docs for the hierarchy).
 
 use crate::leaf::{self, IssueError, IssuedCertificate, LeafRequest};
-use wire::pem;
-use rcgen::{
-    BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P384_SHA384,
-};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P384_SHA384};
 use rustls_pki_types::CertificateDer;
 use std::time::Duration;
 use time::OffsetDateTime;
+use wire::pem;
 
 /// Root CA validity. It never rotates, so it outlives any deployment.
 pub const ROOT_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
@@ -69,8 +66,7 @@ fn ca_params(common_name: &str, lifetime: Duration, path_len: Option<u8>) -> Cer
         Some(n) => BasicConstraints::Constrained(n),
         None => BasicConstraints::Unconstrained,
     });
-    params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params.not_before = now - BACKDATE;
     params.not_after = now + lifetime;
     params.serial_number = Some(leaf::random_serial());
@@ -90,8 +86,8 @@ fn load_key(key_pem: &str, what: &'static str) -> Result<KeyPair, CaError> {
 fn load_cert(cert_pem: &str, key: &KeyPair, what: &'static str) -> Result<CertificateDer<'static>, CaError> {
     use rcgen::PublicKeyData;
     let cert = pem::certificate(what, cert_pem).map_err(|e| CaError::CertLoad { what, why: e.to_string() })?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&cert)
-        .map_err(|e| CaError::CertLoad { what, why: e.to_string() })?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(&cert).map_err(|e| CaError::CertLoad { what, why: e.to_string() })?;
     if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
         return Err(CaError::KeyMismatch { what });
     }
@@ -101,7 +97,11 @@ fn load_cert(cert_pem: &str, key: &KeyPair, what: &'static str) -> Result<Certif
     Ok(cert)
 }
 
-fn issuer_of<'a>(cert: &CertificateDer<'_>, key: &'a KeyPair, what: &'static str) -> Result<Issuer<'static, &'a KeyPair>, CaError> {
+fn issuer_of<'a>(
+    cert: &CertificateDer<'_>,
+    key: &'a KeyPair,
+    what: &'static str,
+) -> Result<Issuer<'static, &'a KeyPair>, CaError> {
     Issuer::from_ca_cert_der(cert, key).map_err(|e| CaError::CertLoad { what, why: e.to_string() })
 }
 
@@ -155,14 +155,11 @@ impl MeshCa {
         let name = format!("podmesh mesh CA {}", hex::encode(tag));
         let params = ca_params(&name, MESH_CA_LIFETIME, Some(0));
         let root_issuer = root.issuer()?;
-        let intermediate = params
-            .signed_by(&key, &root_issuer)
-            .map_err(|source| CaError::Sign { what: "intermediate CA", source })?;
+        let intermediate =
+            params.signed_by(&key, &root_issuer).map_err(|source| CaError::Sign { what: "intermediate CA", source })?;
         let mut mesh_params = params;
         mesh_params.serial_number = Some(leaf::random_serial());
-        let mesh = mesh_params
-            .self_signed(&key)
-            .map_err(|source| CaError::Sign { what: "mesh CA", source })?;
+        let mesh = mesh_params.self_signed(&key).map_err(|source| CaError::Sign { what: "mesh CA", source })?;
         Ok(Self {
             key,
             intermediate_pem: intermediate.pem(),

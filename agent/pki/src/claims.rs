@@ -75,11 +75,8 @@ impl AttestationClaims {
             ext(oid::MEASUREMENT, der::tlv(der::OCTET_STRING, &self.measurement)),
         ];
         if !self.runtime_measurements.is_empty() {
-            let items: Vec<u8> = self
-                .runtime_measurements
-                .iter()
-                .flat_map(|m| der::tlv(der::OCTET_STRING, m))
-                .collect();
+            let items: Vec<u8> =
+                self.runtime_measurements.iter().flat_map(|m| der::tlv(der::OCTET_STRING, m)).collect();
             out.push(ext(oid::RUNTIME_MEASUREMENTS, der::tlv(der::SEQUENCE, &items)));
         }
         out.extend([
@@ -98,8 +95,8 @@ impl AttestationClaims {
 
     /// Reads the claims back from a DER certificate (e.g. a peer's mesh certificate).
     pub fn from_certificate(cert_der: &[u8]) -> Result<Self, ClaimsError> {
-        let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-            .map_err(|e| ClaimsError::Certificate(e.to_string()))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(cert_der).map_err(|e| ClaimsError::Certificate(e.to_string()))?;
         let mut found: [Option<&[u8]>; 11] = [None; 11];
         for extension in cert.extensions() {
             let Some(components) = extension.oid.iter() else { continue };

@@ -2,8 +2,8 @@
 
 use crate::claims::AttestationClaims;
 use rcgen::{
-    CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SigningKey, SubjectPublicKeyInfo,
+    CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer,
+    KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SigningKey, SubjectPublicKeyInfo,
     PKCS_ECDSA_P256_SHA256,
 };
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, DnsName};
@@ -98,7 +98,11 @@ impl SubjectAltNames {
             } else if let Some((scheme, rest)) = name.split_once(':') {
                 let scheme_ok = scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
                     && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-                if !scheme_ok || rest.is_empty() || !name.is_ascii() || name.chars().any(|c| c.is_ascii_whitespace() || c.is_ascii_control()) {
+                if !scheme_ok
+                    || rest.is_empty()
+                    || !name.is_ascii()
+                    || name.chars().any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+                {
                     return Err(bad("neither an IP address, a URI, nor a DNS name"));
                 }
                 out.uris.push(name.to_owned());

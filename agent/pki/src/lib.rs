@@ -49,8 +49,7 @@
 //! [`RootCa::generate`], [`MeshCa::generate`], a key from [`leaf::new_workload_key`] and
 //! [`MeshCa::issue`] (chain = leaf + intermediate, trust anchor = [`MeshCa::mesh_ca_pem`]).
 
-#![deny(unsafe_code)]
-
+#![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
 pub mod ca;
 pub mod claims;
 mod der;

@@ -1,7 +1,10 @@
 //! The CA hierarchy against rustls' real WebPKI verifiers.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use pki::leaf::{new_workload_key, spki_of, DEFAULT_LIFETIME};
-use pki::{AttestationClaims, CaError, IssueError, LeafRequest, MeshCa, Platform, PublicKeyInput, RootCa, SubjectAltNames};
+use pki::{
+    AttestationClaims, CaError, IssueError, LeafRequest, MeshCa, Platform, PublicKeyInput, RootCa, SubjectAltNames,
+};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -21,12 +24,21 @@ fn roots(anchor: &CertificateDer<'static>) -> Arc<RootCertStore> {
 }
 
 /// Client-auth verification of `leaf` (+ `intermediates`) against the single trust anchor.
-fn client_ok(anchor: &CertificateDer<'static>, leaf: &CertificateDer<'static>, intermediates: &[CertificateDer<'static>]) -> bool {
+fn client_ok(
+    anchor: &CertificateDer<'static>,
+    leaf: &CertificateDer<'static>,
+    intermediates: &[CertificateDer<'static>],
+) -> bool {
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(anchor), provider()).build().unwrap();
     verifier.verify_client_cert(leaf, intermediates, UnixTime::now()).is_ok()
 }
 
-fn server_ok(anchor: &CertificateDer<'static>, leaf: &CertificateDer<'static>, intermediates: &[CertificateDer<'static>], name: &str) -> bool {
+fn server_ok(
+    anchor: &CertificateDer<'static>,
+    leaf: &CertificateDer<'static>,
+    intermediates: &[CertificateDer<'static>],
+    name: &str,
+) -> bool {
     let verifier = WebPkiServerVerifier::builder_with_provider(roots(anchor), provider()).build().unwrap();
     let name = ServerName::try_from(name.to_owned()).unwrap();
     verifier.verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now()).is_ok()
@@ -172,12 +184,19 @@ fn csr_input_uses_the_csr_key_and_rejects_tampering() {
     let root = RootCa::generate().unwrap();
     let mesh = MeshCa::generate(&root).unwrap();
     let key = new_workload_key().unwrap();
-    let csr = rcgen::CertificateParams::new(vec!["ignored.example".to_owned()]).unwrap().serialize_request(&key).unwrap();
+    let csr =
+        rcgen::CertificateParams::new(vec!["ignored.example".to_owned()]).unwrap().serialize_request(&key).unwrap();
     let input = PublicKeyInput::CsrDer(csr.der().to_vec());
     assert_eq!(input.spki_der().unwrap(), spki_of(&key));
     let sans = SubjectAltNames::parse(&["web"]).unwrap();
     let leaf = mesh
-        .issue(&LeafRequest { public_key: &input, common_name: "web", sans: &sans, lifetime: Duration::from_secs(60), claims: None })
+        .issue(&LeafRequest {
+            public_key: &input,
+            common_name: "web",
+            sans: &sans,
+            lifetime: Duration::from_secs(60),
+            claims: None,
+        })
         .unwrap();
     let (_, cert) = x509_parser::parse_x509_certificate(&leaf.leaf_der).unwrap();
     assert_eq!(cert.public_key().raw, spki_of(&key).as_slice());
@@ -200,7 +219,10 @@ fn bad_inputs_fail_with_clear_errors() {
         mesh.issue(&LeafRequest { public_key: &input, common_name: "x", sans: &sans, lifetime, claims: None })
     };
     assert!(matches!(attempt(PublicKeyInput::SpkiDer(vec![]), DEFAULT_LIFETIME), Err(IssueError::PublicKey(_))));
-    assert!(matches!(attempt(PublicKeyInput::SpkiDer(b"garbage".to_vec()), DEFAULT_LIFETIME), Err(IssueError::PublicKey(_))));
+    assert!(matches!(
+        attempt(PublicKeyInput::SpkiDer(b"garbage".to_vec()), DEFAULT_LIFETIME),
+        Err(IssueError::PublicKey(_))
+    ));
     let mut trailing = spki_of(&new_workload_key().unwrap());
     trailing.push(0);
     assert!(attempt(PublicKeyInput::SpkiDer(trailing), DEFAULT_LIFETIME).is_err());
@@ -235,7 +257,13 @@ fn coordinator_server_certificate_is_under_the_root() {
     let input = PublicKeyInput::SpkiDer(spki_of(&key));
     let sans = SubjectAltNames::parse(&["coordinator", "127.0.0.1"]).unwrap();
     let cert = root
-        .issue_server(&LeafRequest { public_key: &input, common_name: "podmesh coordinator", sans: &sans, lifetime: DEFAULT_LIFETIME, claims: None })
+        .issue_server(&LeafRequest {
+            public_key: &input,
+            common_name: "podmesh coordinator",
+            sans: &sans,
+            lifetime: DEFAULT_LIFETIME,
+            claims: None,
+        })
         .unwrap();
     assert!(server_ok(root.cert_der(), &cert.leaf_der, &[], "127.0.0.1"));
     assert!(server_ok(root.cert_der(), &cert.leaf_der, &[], "coordinator"));

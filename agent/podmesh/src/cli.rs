@@ -8,8 +8,8 @@
 
 use crate::initdata_check::{self, InitdataCheckError, Verified};
 use mesh::config::{self, ConfigError, MeshConfig, Resolved, Sources};
-use tsm::TsmClient;
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
+use tsm::TsmClient;
 
 /// A duration flag (see the module docs for the rule). `Display` prints what `FromStr` reads,
 /// so clap defaults come from the same constants as the library's `Default`s.
@@ -186,7 +186,10 @@ impl Loaded {
     /// counts only when the environment did not supply it; else it is ignored with a warning.
     pub fn attested_arg<T>(&self, value: Option<T>, var: &str) -> Option<T> {
         if self.attested.is_some() && value.is_some() && std::env::var_os(var).is_some() {
-            tracing::warn!(PODMESH_EVENT = "unattested_setting_ignored", "{var} from environment is ignored: not attested (initdata is present)");
+            tracing::warn!(
+                PODMESH_EVENT = "unattested_setting_ignored",
+                "{var} from environment is ignored: not attested (initdata is present)"
+            );
             return None;
         }
         value
@@ -229,7 +232,14 @@ mod tests {
 
     #[test]
     fn durations_print_what_they_parse() {
-        for d in [Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(90), Duration::from_secs(120), Duration::from_secs(7200), Duration::from_millis(1500)] {
+        for d in [
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+            Duration::from_secs(90),
+            Duration::from_secs(120),
+            Duration::from_secs(7200),
+            Duration::from_millis(1500),
+        ] {
             assert_eq!(dur(&Dur(d).to_string()), Ok(d), "{}", Dur(d));
         }
         assert_eq!(Dur(Duration::from_secs(3600)).to_string(), "1h");
@@ -251,16 +261,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (env_file, cmdline) = (dir.path().join("podmesh.env"), dir.path().join("cmdline"));
         std::fs::write(&env_file, "PODMESH_COORDINATOR=file:1\nPODMESH_OPEN_WITHOUT_COORDINATOR=off\n").unwrap();
-        std::fs::write(&cmdline, "podmesh.coordinator=cmd:2 podmesh.open_without_coordinator podmesh.coordinator_fingerprint=ab\n").unwrap();
-        let loaded = SourceArgs { env_file: Some(env_file.clone()), cmdline: cmdline.clone(), initdata: None, tsm_root: "/nonexistent".into() }.load().unwrap();
+        std::fs::write(
+            &cmdline,
+            "podmesh.coordinator=cmd:2 podmesh.open_without_coordinator podmesh.coordinator_fingerprint=ab\n",
+        )
+        .unwrap();
+        let loaded = SourceArgs {
+            env_file: Some(env_file.clone()),
+            cmdline: cmdline.clone(),
+            initdata: None,
+            tsm_root: "/nonexistent".into(),
+        }
+        .load()
+        .unwrap();
         assert_eq!(loaded.value("coordinator").unwrap().as_deref(), Some("file:1"));
         assert_eq!(loaded.value("coordinator_fingerprint").unwrap().as_deref(), Some("ab"));
         assert!(!loaded.flag("open_without_coordinator").unwrap(), "the env-file's off wins");
-        let loaded = SourceArgs { env_file: None, cmdline, initdata: None, tsm_root: "/nonexistent".into() }.load().unwrap();
+        let loaded =
+            SourceArgs { env_file: None, cmdline, initdata: None, tsm_root: "/nonexistent".into() }.load().unwrap();
         assert!(loaded.flag("open_without_coordinator").unwrap());
         // A broken env-file is an error naming the file and line, not "unset".
         std::fs::write(&env_file, "garbage\n").unwrap();
-        let e = SourceArgs { env_file: Some(env_file), cmdline: "/dev/null".into(), initdata: None, tsm_root: "/nonexistent".into() }.load().err().unwrap().to_string();
+        let e = SourceArgs {
+            env_file: Some(env_file),
+            cmdline: "/dev/null".into(),
+            initdata: None,
+            tsm_root: "/nonexistent".into(),
+        }
+        .load()
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("podmesh.env") && e.contains("line 1"), "{e}");
     }
 }

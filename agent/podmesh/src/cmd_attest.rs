@@ -62,7 +62,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     let settings = match runtime.block_on(settings(args)) {
         Ok(Some(s)) => s,
         Ok(None) => return Ok(ExitCode::SUCCESS),
@@ -96,7 +97,10 @@ async fn settings(args: Args) -> anyhow::Result<Option<Settings>> {
     let Some(address) = coordinator.or(loaded.value("coordinator")?) else {
         if open_without_coordinator && !mesh_configured {
             tracing::warn!(PODMESH_EVENT = "no_coordinator", "no coordinator configured and no mesh: opening the pod without a certificate (--open-without-coordinator)");
-            mesh::lifecycle::open_pod(netns.as_deref(), "no coordinator and no mesh configured (--open-without-coordinator)")?;
+            mesh::lifecycle::open_pod(
+                netns.as_deref(),
+                "no coordinator and no mesh configured (--open-without-coordinator)",
+            )?;
             mesh::lifecycle::notify_ready(None, None);
             return Ok(None);
         }
@@ -106,14 +110,20 @@ async fn settings(args: Args) -> anyhow::Result<Option<Settings>> {
     let root_ca_file = loaded.attested_arg(args.coordinator_root_ca.clone(), "PODMESH_COORDINATOR_ROOT_CA");
     let root_ca_file = root_ca_file.or(loaded.value("coordinator_root_ca")?.map(PathBuf::from));
     // The initdata document coordinator-root-ca.pem is attested like the rest of initdata.
-    let initdata_root_ca = loaded.attested.as_ref().and_then(|v| v.initdata.root_ca_pem().map(|pem| (v.path.clone(), pem.to_owned())));
+    let initdata_root_ca =
+        loaded.attested.as_ref().and_then(|v| v.initdata.root_ca_pem().map(|pem| (v.path.clone(), pem.to_owned())));
     let root_ca = match (root_ca_file, initdata_root_ca) {
-        (Some(_), Some((path, _))) => anyhow::bail!("a coordinator root CA is set both in initdata {} and elsewhere: set one", path.display()),
+        (Some(_), Some((path, _))) => {
+            anyhow::bail!("a coordinator root CA is set both in initdata {} and elsewhere: set one", path.display())
+        }
         (Some(path), None) => {
-            let pem = std::fs::read(&path).with_context(|| format!("reading coordinator root CA {}", path.display()))?;
+            let pem =
+                std::fs::read(&path).with_context(|| format!("reading coordinator root CA {}", path.display()))?;
             Some((path.display().to_string(), pem))
         }
-        (None, Some((path, pem))) => Some((format!("{} in initdata {}", initdata::ROOT_CA_PEM, path.display()), pem.into_bytes())),
+        (None, Some((path, pem))) => {
+            Some((format!("{} in initdata {}", initdata::ROOT_CA_PEM, path.display()), pem.into_bytes()))
+        }
         (None, None) => None,
     };
     let fingerprint = loaded.attested_arg(args.coordinator_fingerprint.clone(), "PODMESH_COORDINATOR_FINGERPRINT");
@@ -139,7 +149,11 @@ async fn settings(args: Args) -> anyhow::Result<Option<Settings>> {
         ),
     };
     if let Some(level) = args.tsm_privlevel {
-        anyhow::ensure!(level <= tsm::PRIVLEVEL_MAX, "--tsm-privlevel {level} is above the maximum {}", tsm::PRIVLEVEL_MAX);
+        anyhow::ensure!(
+            level <= tsm::PRIVLEVEL_MAX,
+            "--tsm-privlevel {level} is above the maximum {}",
+            tsm::PRIVLEVEL_MAX
+        );
     }
     tracing::info!(
         PODMESH_EVENT = "attest_starting",
@@ -150,7 +164,11 @@ async fn settings(args: Args) -> anyhow::Result<Option<Settings>> {
             Trust::FirstUse => "TRUST ON FIRST USE",
         },
         args.tls_dir.path.display(),
-        if mesh_configured { "configured: the proxy opens the pod" } else { "not configured: this daemon opens the pod" },
+        if mesh_configured {
+            "configured: the proxy opens the pod"
+        } else {
+            "not configured: this daemon opens the pod"
+        },
     );
     Ok(Some(Settings {
         coordinator: Coordinator::new(endpoint, trust, args.request_timeout.0)?,
@@ -218,7 +236,10 @@ mod settings_tests {
         assert!(e.contains("root.pem") && e.contains("no certificate"), "{e}");
         // Both trust options (one from the kernel command line) is ambiguous.
         let fp = "ab".repeat(32);
-        let e = err(&["--coordinator", "h:1", "--coordinator-root-ca", garbage.to_str().unwrap()], &format!("podmesh.coordinator_fingerprint={fp}"));
+        let e = err(
+            &["--coordinator", "h:1", "--coordinator-root-ca", garbage.to_str().unwrap()],
+            &format!("podmesh.coordinator_fingerprint={fp}"),
+        );
         assert!(e.contains("not both"), "{e}");
         // An invalid mesh configuration stops the daemon too (nobody may open the pod).
         let e = err(&["--coordinator", "h:1"], "podmesh.ingress=web#99999#true");
@@ -230,15 +251,21 @@ mod settings_tests {
         let e = err(&["--no-tofu", "--coordinator", "h:1"], "");
         assert!(e.contains("--insecure-trust-on-first-use"), "{e}");
         let fp = "ab".repeat(32);
-        assert!(resolve(&["--no-tofu", "--coordinator", "h:1"], &format!("podmesh.coordinator_fingerprint={fp}")).is_ok());
+        assert!(
+            resolve(&["--no-tofu", "--coordinator", "h:1"], &format!("podmesh.coordinator_fingerprint={fp}")).is_ok()
+        );
     }
 
     #[test]
     fn the_kernel_command_line_is_the_last_source() {
         let fp = "ab".repeat(32);
-        let s = resolve(&[], &format!("quiet podmesh.coordinator=10.0.0.1:1313 podmesh.coordinator_fingerprint={fp}")).unwrap().unwrap();
+        let s = resolve(&[], &format!("quiet podmesh.coordinator=10.0.0.1:1313 podmesh.coordinator_fingerprint={fp}"))
+            .unwrap()
+            .unwrap();
         assert!(!s.mesh_configured && !s.open_without_coordinator);
-        let s = resolve(&["--coordinator", "c:1"], "podmesh.coordinator=ignored:2 podmesh.open_without_coordinator").unwrap().unwrap();
+        let s = resolve(&["--coordinator", "c:1"], "podmesh.coordinator=ignored:2 podmesh.open_without_coordinator")
+            .unwrap()
+            .unwrap();
         assert!(s.open_without_coordinator);
         let s = resolve(&["--coordinator", "c:1"], "podmesh.ingress=web#8080#true").unwrap().unwrap();
         assert!(s.mesh_configured);
@@ -248,7 +275,8 @@ mod settings_tests {
     fn the_env_file_configures_the_mesh_and_the_daemon_like_for_the_proxy() {
         let dir = tempfile::tempdir().unwrap();
         let env_file = dir.path().join("podmesh.env");
-        std::fs::write(&env_file, "CONTRAST_INGRESS_PROXY_CONFIG=web#8080#false\nPODMESH_COORDINATOR=file:1\n").unwrap();
+        std::fs::write(&env_file, "CONTRAST_INGRESS_PROXY_CONFIG=web#8080#false\nPODMESH_COORDINATOR=file:1\n")
+            .unwrap();
         let s = resolve(&["--env-file", env_file.to_str().unwrap()], "podmesh.coordinator=cmd:2").unwrap().unwrap();
         assert!(s.mesh_configured, "the proxy would intercept: attest must leave the pod to it");
         // The env-file's coordinator wins over the kernel command line's (a bad one shows it).

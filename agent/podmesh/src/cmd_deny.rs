@@ -2,8 +2,8 @@
 
 use crate::cli::NetnsArg;
 use anyhow::Context;
-use mesh::lifecycle::EXIT_DENY_ABSENT;
 use clap::Subcommand;
+use mesh::lifecycle::EXIT_DENY_ABSENT;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -35,13 +35,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.action {
         Action::Install => {
             firewall::deny::install(netns).context("podmesh deny install")?;
-            tracing::info!(PODMESH_EVENT = "deny_installed", NETNS = netns.unwrap_or(""), "installed {table}{where_}: new inbound connections are dropped");
+            tracing::info!(
+                PODMESH_EVENT = "deny_installed",
+                NETNS = netns.unwrap_or(""),
+                "installed {table}{where_}: new inbound connections are dropped"
+            );
         }
         Action::Remove => {
             if firewall::deny::remove(netns).context("podmesh deny remove")? {
-                tracing::info!(PODMESH_EVENT = "deny_removed", NETNS = netns.unwrap_or(""), "removed {table}{where_}: inbound connections are allowed");
+                tracing::info!(
+                    PODMESH_EVENT = "deny_removed",
+                    NETNS = netns.unwrap_or(""),
+                    "removed {table}{where_}: inbound connections are allowed"
+                );
             } else {
-                tracing::info!(PODMESH_EVENT = "deny_absent", NETNS = netns.unwrap_or(""), "{table} was not installed{where_}: nothing to remove");
+                tracing::info!(
+                    PODMESH_EVENT = "deny_absent",
+                    NETNS = netns.unwrap_or(""),
+                    "{table} was not installed{where_}: nothing to remove"
+                );
             }
         }
         Action::Status => {

@@ -105,12 +105,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let threads = args.worker_threads.unwrap_or_else(default_threads);
     // Startup, admin, reload and the first event loop run on this thread; `proxy::run`
     // starts the other event loops (see mesh::event_loops for why not work stealing).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     let Some(config) = loaded.mesh else {
-        tracing::info!(PODMESH_EVENT = "proxy_disabled", "no mesh configured: nothing to proxy, idling (podmesh attest opens the pod)");
+        tracing::info!(
+            PODMESH_EVENT = "proxy_disabled",
+            "no mesh configured: nothing to proxy, idling (podmesh attest opens the pod)"
+        );
         mesh::lifecycle::notify_ready(None, None);
         runtime.block_on(async {
             mesh::lifecycle::shutdown_signal().context("installing the SIGTERM/SIGINT handlers")?.stopping().await;
@@ -148,7 +149,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config_json = serde_json::json!({ "config": config, "options": opts }).to_string();
     runtime.block_on(async move {
         let stopping = mesh::lifecycle::shutdown_signal().context("installing the SIGTERM/SIGINT handlers")?.stopping();
-        mesh::proxy::run(plan, opts, config_json, stopping, || mesh::lifecycle::notify_ready(None, None)).await.context("podmesh proxy")
+        mesh::proxy::run(plan, opts, config_json, stopping, || mesh::lifecycle::notify_ready(None, None))
+            .await
+            .context("podmesh proxy")
     })?;
     Ok(ExitCode::SUCCESS)
 }

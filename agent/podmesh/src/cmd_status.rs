@@ -3,9 +3,9 @@
 
 use crate::attest::bus::Attestation1Proxy;
 use crate::attest::cert_info::{parse_pem_chain, CertInfo};
-use mesh::tls_dir::{CERT_CHAIN_FILE, KEY_FILE, MESH_CA_FILE, ROOT_CA_FILE};
 use crate::cli::{NetnsArg, TlsDirArg};
 use crate::sys::{cap_names, Cap, PROXY_CAPS};
+use mesh::tls_dir::{CERT_CHAIN_FILE, KEY_FILE, MESH_CA_FILE, ROOT_CA_FILE};
 use serde::Serialize;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -125,7 +125,12 @@ fn proxies(proc: &Path) -> Vec<ProxyCaps> {
             mask |= std::fs::read_to_string(task.path().join("status")).ok().and_then(|s| cap_eff(&s)).unwrap_or(0);
         }
         let expected = PROXY_CAPS.iter().fold(0u64, |m, c| m | (1 << c.bit));
-        found.push(ProxyCaps { pid, expected: PROXY_CAPS, effective: cap_names(mask), unexpected: cap_names(mask & !expected) });
+        found.push(ProxyCaps {
+            pid,
+            expected: PROXY_CAPS,
+            effective: cap_names(mask),
+            unexpected: cap_names(mask & !expected),
+        });
     }
     found.sort_by_key(|p| p.pid);
     found
@@ -185,7 +190,8 @@ fn print_text(s: &Status) {
     match &s.certificate {
         Some(c) => {
             let left = c.not_after - now;
-            let validity = if left > 0 { format!("expires in {}", human(left)) } else { format!("EXPIRED {} ago", human(-left)) };
+            let validity =
+                if left > 0 { format!("expires in {}", human(left)) } else { format!("EXPIRED {} ago", human(-left)) };
             println!("certificate:  {} [{}], {validity} (notAfter {})", c.subject, c.sans.join(", "), c.not_after);
         }
         None => println!("certificate:  none"),
@@ -216,7 +222,11 @@ fn print_text(s: &Status) {
         println!("proxy:        not running");
     }
     for p in &s.proxies {
-        println!("proxy:        pid {}, effective capabilities: {}", p.pid, if p.effective.is_empty() { "none".into() } else { p.effective.join(", ") });
+        println!(
+            "proxy:        pid {}, effective capabilities: {}",
+            p.pid,
+            if p.effective.is_empty() { "none".into() } else { p.effective.join(", ") }
+        );
         for c in p.expected {
             println!("  {}: {}", c.name, c.reason);
         }
@@ -244,7 +254,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = first_certificate(&dir.path().join(CERT_CHAIN_FILE)).unwrap_err();
         assert!(missing.contains("certChain.pem") && missing.contains("No such file"), "{missing}");
-        for (bytes, want) in [(&b""[..], "no certificate"), (b"\xff\xfe garbage", "no certificate"), (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "not a valid X.509")] {
+        for (bytes, want) in [
+            (&b""[..], "no certificate"),
+            (b"\xff\xfe garbage", "no certificate"),
+            (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "not a valid X.509"),
+        ] {
             std::fs::write(dir.path().join(MESH_CA_FILE), bytes).unwrap();
             let e = first_certificate(&dir.path().join(MESH_CA_FILE)).unwrap_err();
             assert!(e.contains("mesh-ca.pem") && e.contains(want), "{e}");
@@ -264,7 +278,8 @@ mod tests {
             for (i, eff) in tasks.iter().enumerate() {
                 let t = dir.join("task").join(i.to_string());
                 std::fs::create_dir(&t).unwrap();
-                std::fs::write(t.join("status"), format!("Name:\tpodmesh\nCapPrm:\tffffffff\nCapEff:\t{eff}\n")).unwrap();
+                std::fs::write(t.join("status"), format!("Name:\tpodmesh\nCapPrm:\tffffffff\nCapEff:\t{eff}\n"))
+                    .unwrap();
             }
         };
         fake("10", b"/usr/bin/podmesh\0proxy\0--netns\0podns\0", &["0000000000001000", "0000000000001000"]);
@@ -274,7 +289,10 @@ mod tests {
         std::fs::create_dir(proc.path().join("self")).unwrap();
         let found = proxies(proc.path());
         assert_eq!(found.iter().map(|p| p.pid).collect::<Vec<_>>(), [10, 11]);
-        assert_eq!((found[0].effective.clone(), found[0].unexpected.is_empty()), (vec!["CAP_NET_ADMIN".to_string()], true));
+        assert_eq!(
+            (found[0].effective.clone(), found[0].unexpected.is_empty()),
+            (vec!["CAP_NET_ADMIN".to_string()], true)
+        );
         assert_eq!(found[1].unexpected, ["CAP_NET_RAW"], "a thread that kept more shows up");
         assert_eq!(cap_eff("CapEff:\tzz\n"), None);
     }

@@ -51,7 +51,9 @@ pub fn read(path: &Path) -> Result<Initdata, InitdataCheckError> {
     let read_err = |reason: String| InitdataCheckError::Read { path: path.to_path_buf(), reason };
     let file = std::fs::File::open(path).map_err(|e| read_err(e.to_string()))?;
     let mut bytes = Vec::new();
-    file.take(initdata::MAX_INITDATA_BYTES as u64 * 3 / 2 + 1).read_to_end(&mut bytes).map_err(|e| read_err(e.to_string()))?;
+    file.take(initdata::MAX_INITDATA_BYTES as u64 * 3 / 2 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| read_err(e.to_string()))?;
     Initdata::parse(&bytes).map_err(|source| InitdataCheckError::Invalid { path: path.to_path_buf(), source })
 }
 
@@ -61,7 +63,8 @@ pub fn verify(path: &Path, tsm: &TsmClient, privlevel: Option<u8>) -> Result<Ver
     let mut nonce = [0u8; INBLOB_LEN];
     rand::fill(&mut nonce);
     let no_report = |reason: String| InitdataCheckError::NoReport { path: path.to_path_buf(), reason };
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| no_report(format!("/proc/self/mountinfo: {e}")))?;
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| no_report(format!("/proc/self/mountinfo: {e}")))?;
     let root = tsm.root().canonicalize().map_err(|e| no_report(format!("TSM root {}: {e}", tsm.root().display())))?;
     tsm_filesystem_ok(&mountinfo, &root).map_err(no_report)?;
     let report = tsm.report(&nonce, privlevel).map_err(|e| no_report(e.to_string()))?;
@@ -99,7 +102,10 @@ fn tsm_filesystem_ok(mountinfo: &str, root: &Path) -> Result<(), String> {
     match fstype {
         (t, _) if t == "configfs" => Ok(()),
         (t, s) if (t == "fuse" || t == "fuse.tsm") && s == "tsm-sim" => Ok(()),
-        (other, _) => Err(format!("TSM root {} is on a {other:?} file system, not configfs: its reports cannot be trusted", root.display())),
+        (other, _) => Err(format!(
+            "TSM root {} is on a {other:?} file system, not configfs: its reports cannot be trusted",
+            root.display()
+        )),
     }
 }
 
@@ -154,8 +160,10 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let mut mrconfigid = [0u8; 48];
         mrconfigid.copy_from_slice(&init.launch_value(Field::TdxMrConfigId));
-        let tdx = TdxProvider::new(state.path(), TdxLaunch { mr_config_id: mrconfigid, ..TdxLaunch::default() }).unwrap();
-        let (field, value) = report_field(Provider::TdxGuest, &tdx.generate(&nonce, 0).unwrap().outblob, &nonce).unwrap();
+        let tdx =
+            TdxProvider::new(state.path(), TdxLaunch { mr_config_id: mrconfigid, ..TdxLaunch::default() }).unwrap();
+        let (field, value) =
+            report_field(Provider::TdxGuest, &tdx.generate(&nonce, 0).unwrap().outblob, &nonce).unwrap();
         assert_eq!(field, Field::TdxMrConfigId);
         assert!(init.matches(field, &value));
         assert!(report_field(Provider::TdxGuest, b"garbage", &nonce).is_err());

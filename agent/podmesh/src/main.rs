@@ -1,15 +1,16 @@
 //! `podmesh`: the guest binary. One subcommand per systemd unit, plus inspection tools.
 
+#![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
 mod attest;
 mod cli;
-mod logging;
-mod sys;
 mod cmd_attest;
 mod cmd_config;
 mod cmd_deny;
 mod cmd_proxy;
 mod cmd_status;
 mod initdata_check;
+mod logging;
+mod sys;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

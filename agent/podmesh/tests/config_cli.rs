@@ -1,5 +1,6 @@
 //! `podmesh config check`: JSON on success, one error line and exit 2 on bad input.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_podmesh");
@@ -7,7 +8,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_podmesh");
 fn check(env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut c = Command::new(BIN);
     c.args(["config", "check"]).args(args).env_remove("JOURNAL_STREAM");
-    for k in ["CONTRAST_INGRESS_PROXY_CONFIG", "CONTRAST_EGRESS_PROXY_CONFIG", "CONTRAST_ADMIN_PORT", "EDG_INGRESS_PROXY_CONFIG", "EDG_EGRESS_PROXY_CONFIG", "EDG_ADMIN_PORT", "PODMESH_INGRESS_UDP"] {
+    for k in [
+        "CONTRAST_INGRESS_PROXY_CONFIG",
+        "CONTRAST_EGRESS_PROXY_CONFIG",
+        "CONTRAST_ADMIN_PORT",
+        "EDG_INGRESS_PROXY_CONFIG",
+        "EDG_EGRESS_PROXY_CONFIG",
+        "EDG_ADMIN_PORT",
+        "PODMESH_INGRESS_UDP",
+    ] {
         c.env_remove(k);
     }
     c.envs(env.iter().copied()).output().expect("run podmesh")
@@ -20,7 +29,10 @@ fn valid_config_from_env_file_and_cmdline_prints_json() {
     std::fs::write(&env_file, "CONTRAST_EGRESS_PROXY_CONFIG=db#127.0.0.2:5432#db.ns:5432#strict\n").unwrap();
     let cmdline = dir.path().join("cmdline");
     std::fs::write(&cmdline, "quiet podmesh.ingress=web#80#true podmesh.admin_port=9901\n").unwrap();
-    let o = check(&[("EDG_ADMIN_PORT", "9902")], &["--env-file", env_file.to_str().unwrap(), "--cmdline", cmdline.to_str().unwrap()]);
+    let o = check(
+        &[("EDG_ADMIN_PORT", "9902")],
+        &["--env-file", env_file.to_str().unwrap(), "--cmdline", cmdline.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["enabled"], true);
@@ -38,12 +50,18 @@ fn ingress_udp_is_in_the_json_and_its_errors_name_the_source() {
     let o = check(&[], &["--cmdline", cmdline.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(json["config"]["ingress_udp"], serde_json::json!([{"name": "dns", "port": 53}, {"name": "syslog", "port": 514}]));
+    assert_eq!(
+        json["config"]["ingress_udp"],
+        serde_json::json!([{"name": "dns", "port": 53}, {"name": "syslog", "port": 514}])
+    );
     assert!(json["settings"].as_array().unwrap().iter().any(|s| s["name"] == "podmesh.ingress_udp"), "{json}");
     let o = check(&[("PODMESH_INGRESS_UDP", "dns#53##dns2#53")], &["--cmdline", cmdline.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("PODMESH_INGRESS_UDP (environment): entries \"dns#53\" and \"dns2#53\": duplicate port"), "{err}");
+    assert!(
+        err.contains("PODMESH_INGRESS_UDP (environment): entries \"dns#53\" and \"dns2#53\": duplicate port"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -59,7 +77,10 @@ fn invalid_config_exits_2_with_one_line_naming_entry_and_field() {
     let o = check(&[("CONTRAST_INGRESS_PROXY_CONFIG", "web#80#true##api#99999#false")], &["--cmdline", "/dev/null"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("CONTRAST_INGRESS_PROXY_CONFIG (environment): entry \"api#99999#false\": field port"), "{err}");
+    assert!(
+        err.contains("CONTRAST_INGRESS_PROXY_CONFIG (environment): entry \"api#99999#false\": field port"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(o.stdout.is_empty());
     let o = check(&[], &["--env-file", "/nonexistent/podmesh.env", "--cmdline", "/dev/null"]);

@@ -1,5 +1,6 @@
 //! `podmesh deny` end to end: exit codes and journald event names, inside a throwaway netns.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_podmesh");

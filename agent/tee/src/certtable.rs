@@ -273,6 +273,8 @@ mod tests {
         let mut b = good;
         b[0..16].copy_from_slice(&[0u8; 16]);
         assert_eq!(CertTable::parse(&b), Err(CertTableError::NilGuid));
-        assert!(CertTable { entries: vec![CertEntry { kind: CertKind::Other([0; 16]), data: vec![1] }] }.encode().is_err());
+        assert!(CertTable { entries: vec![CertEntry { kind: CertKind::Other([0; 16]), data: vec![1] }] }
+            .encode()
+            .is_err());
     }
 }

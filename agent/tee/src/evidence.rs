@@ -68,7 +68,10 @@ impl TrustConfig {
     /// Replaces ALL trust anchors with simulated ones (tsm-sim). Real evidence then no longer
     /// verifies, and simulated evidence never verifies under `production()`.
     pub fn with_simulated_anchors(mut self, amd_roots: Vec<AmdRoots>, intel_root_der: Option<Vec<u8>>) -> Self {
-        tracing::warn!(PODMESH_EVENT = "simulated_trust_anchors", "SIMULATED TEE trust anchors configured: evidence is NOT from real hardware");
+        tracing::warn!(
+            PODMESH_EVENT = "simulated_trust_anchors",
+            "SIMULATED TEE trust anchors configured: evidence is NOT from real hardware"
+        );
         self.amd_roots = amd_roots;
         self.intel_root = intel_root_der;
         self.simulated = true;
@@ -150,14 +153,19 @@ impl VerifiedClaims {
 }
 
 /// Verifies evidence at `now` (certificate and collateral validity are judged at that time).
-pub fn verify(evidence: &Evidence, trust: &TrustConfig, now: time::OffsetDateTime) -> Result<VerifiedClaims, VerifyError> {
+pub fn verify(
+    evidence: &Evidence,
+    trust: &TrustConfig,
+    now: time::OffsetDateTime,
+) -> Result<VerifiedClaims, VerifyError> {
     if trust.simulated {
         tracing::warn!(PODMESH_EVENT = "simulated_evidence", platform = ?evidence.platform(), "verifying with SIMULATED trust anchors: claims are marked simulated and prove nothing about real hardware");
     }
     match evidence {
         Evidence::Snp { report, vek, cert_table } => {
             let parsed = SnpReport::parse(report)?;
-            let v = snp::verify(&parsed, vek.as_deref(), cert_table.as_deref(), &trust.amd_roots, &trust.snp_policy, now)?;
+            let v =
+                snp::verify(&parsed, vek.as_deref(), cert_table.as_deref(), &trust.amd_roots, &trust.snp_policy, now)?;
             Ok(snp_claims(&v, trust.simulated))
         }
         Evidence::Tdx { quote, collateral } => {
@@ -205,7 +213,11 @@ fn tdx_claims(v: &tdx::VerifiedTdx, simulated: bool) -> VerifiedClaims {
         rtmrs: td.rtmr.iter().map(hex::encode).collect(),
         policy_key: hex::encode(td.mr_config_id),
         report_data: hex::encode(td.report_data),
-        tcb: Tcb { raw: hex::encode(td.tee_tcb_svn), human: v.tcb_status.clone(), advisory_ids: v.advisory_ids.clone() },
+        tcb: Tcb {
+            raw: hex::encode(td.tee_tcb_svn),
+            human: v.tcb_status.clone(),
+            advisory_ids: v.advisory_ids.clone(),
+        },
         policy: hex::encode(td.td_attributes),
         xfam: Some(hex::encode(td.xfam)),
         vmpl: None,

@@ -118,7 +118,12 @@ impl TdxQuote {
         }
         let sig_len_at = body_at + body_len;
         need(bytes, sig_len_at + 4, "TD report body")?;
-        let sig_len = u32::from_le_bytes([bytes[sig_len_at], bytes[sig_len_at + 1], bytes[sig_len_at + 2], bytes[sig_len_at + 3]]) as usize;
+        let sig_len = u32::from_le_bytes([
+            bytes[sig_len_at],
+            bytes[sig_len_at + 1],
+            bytes[sig_len_at + 2],
+            bytes[sig_len_at + 3],
+        ]) as usize;
         let total = sig_len_at + 4 + sig_len;
         need(bytes, total, "signature data")?;
 
@@ -136,11 +141,8 @@ impl TdxQuote {
         let mr_owner_config = take::<48>(b, &mut at);
         let rtmr = [take::<48>(b, &mut at), take::<48>(b, &mut at), take::<48>(b, &mut at), take::<48>(b, &mut at)];
         let report_data = take::<64>(b, &mut at);
-        let (tee_tcb_svn2, mr_service_td) = if body_type == 3 {
-            (Some(take::<16>(b, &mut at)), Some(take::<48>(b, &mut at)))
-        } else {
-            (None, None)
-        };
+        let (tee_tcb_svn2, mr_service_td) =
+            if body_type == 3 { (Some(take::<16>(b, &mut at)), Some(take::<48>(b, &mut at))) } else { (None, None) };
         Ok(TdxQuote {
             raw: bytes[..total].to_vec(),
             version,
@@ -217,7 +219,11 @@ pub fn load_collateral_dir(dir: &Path) -> Result<QuoteCollateralV3, TdxError> {
     let qe = read_text("qe_identity.json", &dir.join("qe_identity.json"))?;
     let tcb_chain = read_text("tcb_info_issuer_chain.pem", &dir.join("tcb_info_issuer_chain.pem"))?;
     let qe_chain_path = dir.join("qe_identity_issuer_chain.pem");
-    let qe_chain = if qe_chain_path.exists() { read_text("qe_identity_issuer_chain.pem", &qe_chain_path)? } else { tcb_chain.clone() };
+    let qe_chain = if qe_chain_path.exists() {
+        read_text("qe_identity_issuer_chain.pem", &qe_chain_path)?
+    } else {
+        tcb_chain.clone()
+    };
     collateral_from_pcs(
         &tcb,
         &qe,
@@ -237,7 +243,8 @@ fn read_bytes(piece: &'static str, path: &Path) -> Result<Vec<u8>, TdxError> {
 }
 
 fn read_text(piece: &'static str, path: &Path) -> Result<String, TdxError> {
-    String::from_utf8(read_bytes(piece, path)?).map_err(|_| TdxError::BadCollateral { piece, reason: "not UTF-8".into() })
+    String::from_utf8(read_bytes(piece, path)?)
+        .map_err(|_| TdxError::BadCollateral { piece, reason: "not UTF-8".into() })
 }
 
 /// dcap-qvl's collateral JSON (as in its `sample/*_collateral.json`).
@@ -245,9 +252,14 @@ pub fn collateral_from_dcap_json(text: &str) -> Result<QuoteCollateralV3, TdxErr
     let bad = |piece: &'static str, reason: String| TdxError::BadCollateral { piece, reason };
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad("collateral.json", e.to_string()))?;
     let s = |k: &'static str| -> Result<String, TdxError> {
-        v.get(k).and_then(|x| x.as_str()).map(str::to_string).ok_or(TdxError::MissingCollateral { piece: k, path: "collateral.json".into() })
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+            .ok_or(TdxError::MissingCollateral { piece: k, path: "collateral.json".into() })
     };
-    let h = |k: &'static str| -> Result<Vec<u8>, TdxError> { hex::decode(s(k)?.trim_start_matches("0x")).map_err(|e| bad(k, e.to_string())) };
+    let h = |k: &'static str| -> Result<Vec<u8>, TdxError> {
+        hex::decode(s(k)?.trim_start_matches("0x")).map_err(|e| bad(k, e.to_string()))
+    };
     Ok(QuoteCollateralV3 {
         pck_crl_issuer_chain: s("pck_crl_issuer_chain")?,
         root_ca_crl: h("root_ca_crl")?,
@@ -274,7 +286,8 @@ pub fn collateral_from_pcs(
     root_ca_crl: Vec<u8>,
 ) -> Result<QuoteCollateralV3, TdxError> {
     let (tcb_info, tcb_info_signature) = signed_object("tcb_info.json", tcb_info_response, "tcbInfo")?;
-    let (qe_identity, qe_identity_signature) = signed_object("qe_identity.json", qe_identity_response, "enclaveIdentity")?;
+    let (qe_identity, qe_identity_signature) =
+        signed_object("qe_identity.json", qe_identity_response, "enclaveIdentity")?;
     Ok(QuoteCollateralV3 {
         pck_crl_issuer_chain,
         root_ca_crl,
@@ -324,10 +337,15 @@ fn check_collateral_window(c: &QuoteCollateralV3, now: time::OffsetDateTime) -> 
     use time::format_description::well_known::Rfc3339;
     let fmt = |t: time::OffsetDateTime| crate::evidence::rfc3339(t);
     for (piece, json) in [("TCB info", &c.tcb_info), ("QE identity", &c.qe_identity)] {
-        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| TdxError::BadCollateral { piece, reason: e.to_string() })?;
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| TdxError::BadCollateral { piece, reason: e.to_string() })?;
         let date = |k: &str| -> Result<time::OffsetDateTime, TdxError> {
-            let s = v.get(k).and_then(|x| x.as_str()).ok_or_else(|| TdxError::BadCollateral { piece, reason: format!("no {k}") })?;
-            time::OffsetDateTime::parse(s, &Rfc3339).map_err(|e| TdxError::BadCollateral { piece, reason: format!("{k}: {e}") })
+            let s = v
+                .get(k)
+                .and_then(|x| x.as_str())
+                .ok_or_else(|| TdxError::BadCollateral { piece, reason: format!("no {k}") })?;
+            time::OffsetDateTime::parse(s, &Rfc3339)
+                .map_err(|e| TdxError::BadCollateral { piece, reason: format!("{k}: {e}") })
         };
         let (from, until) = (date("issueDate")?, date("nextUpdate")?);
         if now < from || now > until {
@@ -371,7 +389,10 @@ pub fn verify(
     .allow_service_td(true);
     let report = verifier.verify(&quote.raw, collateral, secs).map_err(|e| classify(format!("{e:#}")))?;
     if !policy.accepted_tcb_statuses.iter().any(|s| s == &report.status) {
-        return Err(TdxError::TcbStatusNotAccepted { status: report.status, accepted: policy.accepted_tcb_statuses.join(", ") });
+        return Err(TdxError::TcbStatusNotAccepted {
+            status: report.status,
+            accepted: policy.accepted_tcb_statuses.join(", "),
+        });
     }
     let td = &quote.td;
     if quote.debug() && !policy.allow_debug {
@@ -382,7 +403,10 @@ pub fn verify(
     }
     if let Some(expected) = &policy.mr_config_id {
         if expected != &td.mr_config_id {
-            return Err(TdxError::MrConfigIdMismatch { found: hex::encode(td.mr_config_id), expected: hex::encode(expected) });
+            return Err(TdxError::MrConfigIdMismatch {
+                found: hex::encode(td.mr_config_id),
+                expected: hex::encode(expected),
+            });
         }
     }
     if let Some(expected) = &policy.report_data {

@@ -1,6 +1,7 @@
 //! Property tests: the parsers never panic on arbitrary or mutated input (the fuzz targets in
 //! /fuzz run the same calls for longer).
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 mod common;
 
 use proptest::prelude::*;

@@ -1,5 +1,6 @@
 //! SEV-SNP verification on real reports from public projects (see vectors/README.md).
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 mod common;
 
 use common::*;
@@ -22,18 +23,73 @@ fn permissive() -> TrustConfig {
 }
 
 fn cases(v: &std::path::Path) -> Vec<Case> {
-    let hex_report = hex::decode(String::from_utf8(read(v, "snp/virtee-sev/report_milan.hex")).unwrap().trim()).unwrap();
+    let hex_report =
+        hex::decode(String::from_utf8(read(v, "snp/virtee-sev/report_milan.hex")).unwrap().trim()).unwrap();
     let hcl = SnpReport::parse_azure_hcl(&read(v, "snp/trustee-az-snp-vtpm/hcl-report.bin")).unwrap();
     vec![
-        Case { name: "go-sev-guest Milan v2", report: read(v, "snp/go-sev-guest/attestation.bin"), vek: read(v, "snp/go-sev-guest/vcek.testcer"), product: "Milan", at: today() },
-        Case { name: "virtee Milan hex", report: hex_report, vek: read(v, "snp/virtee-sev/vcek_milan.der"), product: "Milan", at: today() },
-        Case { name: "trustee Milan", report: read(v, "snp/trustee/test-report.bin"), vek: read(v, "snp/trustee/test-vcek.der"), product: "Milan", at: today() },
-        Case { name: "trustee Milan VLEK v3 (inside VLEK validity)", report: read(v, "snp/trustee/test-vlek-report.bin"), vek: read(v, "snp/trustee/test-vlek.der"), product: "Milan", at: at("2025-06-01T00:00:00Z") },
-        Case { name: "ms-sidecar Milan", report: read(v, "snp/ms-sidecar/snp_report.bin"), vek: pem_first_der(&read(v, "snp/ms-sidecar/uvm_host_amd_certificate.pem")), product: "Milan", at: today() },
-        Case { name: "Azure HCL-embedded Milan", report: hcl.raw.clone(), vek: pem_first_der(&read(v, "snp/trustee-az-snp-vtpm/vcek.pem")), product: "Milan", at: today() },
-        Case { name: "Azure Genoa v3", report: read(v, "snp/trustee-az-snp-vtpm/extracted/genoa_report_from_evidence-genoa.bin"), vek: pem_first_der(&read(v, "snp/trustee-az-snp-vtpm/vcek-genoa.pem")), product: "Genoa", at: today() },
-        Case { name: "oak Genoa v5", report: read(v, "snp/oak/genoa_report.bin"), vek: read(v, "snp/oak/genoa_vcek.der"), product: "Genoa", at: today() },
-        Case { name: "oak Turin v5", report: read(v, "snp/oak/turin_report.bin"), vek: read(v, "snp/oak/turin_vcek.der"), product: "Turin", at: today() },
+        Case {
+            name: "go-sev-guest Milan v2",
+            report: read(v, "snp/go-sev-guest/attestation.bin"),
+            vek: read(v, "snp/go-sev-guest/vcek.testcer"),
+            product: "Milan",
+            at: today(),
+        },
+        Case {
+            name: "virtee Milan hex",
+            report: hex_report,
+            vek: read(v, "snp/virtee-sev/vcek_milan.der"),
+            product: "Milan",
+            at: today(),
+        },
+        Case {
+            name: "trustee Milan",
+            report: read(v, "snp/trustee/test-report.bin"),
+            vek: read(v, "snp/trustee/test-vcek.der"),
+            product: "Milan",
+            at: today(),
+        },
+        Case {
+            name: "trustee Milan VLEK v3 (inside VLEK validity)",
+            report: read(v, "snp/trustee/test-vlek-report.bin"),
+            vek: read(v, "snp/trustee/test-vlek.der"),
+            product: "Milan",
+            at: at("2025-06-01T00:00:00Z"),
+        },
+        Case {
+            name: "ms-sidecar Milan",
+            report: read(v, "snp/ms-sidecar/snp_report.bin"),
+            vek: pem_first_der(&read(v, "snp/ms-sidecar/uvm_host_amd_certificate.pem")),
+            product: "Milan",
+            at: today(),
+        },
+        Case {
+            name: "Azure HCL-embedded Milan",
+            report: hcl.raw.clone(),
+            vek: pem_first_der(&read(v, "snp/trustee-az-snp-vtpm/vcek.pem")),
+            product: "Milan",
+            at: today(),
+        },
+        Case {
+            name: "Azure Genoa v3",
+            report: read(v, "snp/trustee-az-snp-vtpm/extracted/genoa_report_from_evidence-genoa.bin"),
+            vek: pem_first_der(&read(v, "snp/trustee-az-snp-vtpm/vcek-genoa.pem")),
+            product: "Genoa",
+            at: today(),
+        },
+        Case {
+            name: "oak Genoa v5",
+            report: read(v, "snp/oak/genoa_report.bin"),
+            vek: read(v, "snp/oak/genoa_vcek.der"),
+            product: "Genoa",
+            at: today(),
+        },
+        Case {
+            name: "oak Turin v5",
+            report: read(v, "snp/oak/turin_report.bin"),
+            vek: read(v, "snp/oak/turin_vcek.der"),
+            product: "Turin",
+            at: today(),
+        },
     ]
 }
 
@@ -142,7 +198,11 @@ fn a_genoa_chain_for_a_milan_report_fails() {
     let c = &cases(&v)[2];
     let genoa = AmdRoots::builtin(Product::Genoa).unwrap();
     let table = cert_table(&c.vek, &genoa);
-    let e = snp_err(verify(&Evidence::Snp { report: c.report.clone(), vek: None, cert_table: Some(table) }, &permissive(), today()));
+    let e = snp_err(verify(
+        &Evidence::Snp { report: c.report.clone(), vek: None, cert_table: Some(table) },
+        &permissive(),
+        today(),
+    ));
     assert!(matches!(e, SnpError::ChainMismatch { product: Product::Milan, .. }), "{e}");
     assert!(e.to_string().contains("ARK-Genoa"), "{e}");
 
@@ -247,7 +307,11 @@ fn missing_vek_and_garbage_reports_are_clear_errors() {
     r[0x34] = 1;
     let e = snp_err(verify(&Evidence::Snp { report: r.clone(), vek: None, cert_table: None }, &t, today()));
     assert!(matches!(e, SnpError::MissingVek { .. }), "{e}");
-    let e = snp_err(verify(&Evidence::Snp { report: r.clone(), vek: Some(vec![0x30, 0x03, 1, 2, 3]), cert_table: None }, &t, today()));
+    let e = snp_err(verify(
+        &Evidence::Snp { report: r.clone(), vek: Some(vec![0x30, 0x03, 1, 2, 3]), cert_table: None },
+        &t,
+        today(),
+    ));
     assert!(matches!(e, SnpError::BadCertificate { .. }), "{e}");
     r[0] = 9;
     let e = snp_err(verify(&Evidence::Snp { report: r, vek: None, cert_table: None }, &t, today()));

@@ -7,10 +7,13 @@
 //! valid in their window (2025-10-28..2025-11-26): those quotes are parsed and must fail
 //! with that precise reason.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 mod common;
 
 use common::*;
-use tee::tdx::{self, collateral_from_dcap_json, collateral_from_pcs, QuoteCollateralV3, TdxError, TdxPolicy, TdxQuote};
+use tee::tdx::{
+    self, collateral_from_dcap_json, collateral_from_pcs, QuoteCollateralV3, TdxError, TdxPolicy, TdxQuote,
+};
 use tee::{verify, Evidence, TrustConfig, VerifyError};
 
 fn dcap(v: &std::path::Path, name: &str) -> QuoteCollateralV3 {
@@ -19,7 +22,8 @@ fn dcap(v: &std::path::Path, name: &str) -> QuoteCollateralV3 {
 
 fn trust(statuses: &[&str]) -> TrustConfig {
     let mut t = TrustConfig::production().unwrap();
-    t.tdx_policy = TdxPolicy { accepted_tcb_statuses: statuses.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    t.tdx_policy =
+        TdxPolicy { accepted_tcb_statuses: statuses.iter().map(|s| s.to_string()).collect(), ..Default::default() };
     t
 }
 
@@ -54,8 +58,20 @@ fn quotes_with_complete_collateral_verify() {
     let v = vectors();
     let t = trust(&["UpToDate", "OutOfDate", "SWHardeningNeeded", "ConfigurationAndSWHardeningNeeded"]);
     let cases = [
-        ("dcap-qvl v4", read(&v, "tdx/dcap-qvl/tdx_quote"), dcap(&v, "tdx_quote_collateral.json"), at("2025-07-01T00:00:00Z"), "TDX v4 TD1.0"),
-        ("go-tdx-guest v5 TD1.5", read(&v, "tdx/go-tdx-guest/quote_v5_sample.dat"), go_tdx_guest_v5_collateral(&v), at("2026-03-01T00:00:00Z"), "TDX v5 TD1.5"),
+        (
+            "dcap-qvl v4",
+            read(&v, "tdx/dcap-qvl/tdx_quote"),
+            dcap(&v, "tdx_quote_collateral.json"),
+            at("2025-07-01T00:00:00Z"),
+            "TDX v4 TD1.0",
+        ),
+        (
+            "go-tdx-guest v5 TD1.5",
+            read(&v, "tdx/go-tdx-guest/quote_v5_sample.dat"),
+            go_tdx_guest_v5_collateral(&v),
+            at("2026-03-01T00:00:00Z"),
+            "TDX v5 TD1.5",
+        ),
     ];
     for (name, quote, coll, now, product) in cases {
         let claims = verify(&ev(&quote, &coll), &t, now).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -94,14 +110,22 @@ fn go_tdx_guest_spr_e4_collateral_lacks_a_2023_tcb_signing_chain() {
     // TCB-signing issuer chain in the vectors (dcap-qvl's) was issued 2025-05-06. Everything
     // up to the chain's validity is exercised; the missing piece is named in the error.
     let v = vectors();
-    let e = tdx_err(verify(&ev(&read(&v, "tdx/go-tdx-guest/tdx_prod_quote_SPR_E4.dat"), &go_tdx_guest_collateral(&v)), &trust(&["UpToDate", "OutOfDate"]), at("2023-07-01T00:00:00Z")));
+    let e = tdx_err(verify(
+        &ev(&read(&v, "tdx/go-tdx-guest/tdx_prod_quote_SPR_E4.dat"), &go_tdx_guest_collateral(&v)),
+        &trust(&["UpToDate", "OutOfDate"]),
+        at("2023-07-01T00:00:00Z"),
+    ));
     assert!(matches!(e, TdxError::CertificateExpired(_)), "{e}");
 }
 
 #[test]
 fn tcb_status_is_enforced_by_policy() {
     let v = vectors();
-    let e = tdx_err(verify(&ev(&read(&v, "tdx/go-tdx-guest/quote_v5_sample.dat"), &go_tdx_guest_v5_collateral(&v)), &trust(&["Nonexistent"]), at("2026-03-01T00:00:00Z")));
+    let e = tdx_err(verify(
+        &ev(&read(&v, "tdx/go-tdx-guest/quote_v5_sample.dat"), &go_tdx_guest_v5_collateral(&v)),
+        &trust(&["Nonexistent"]),
+        at("2026-03-01T00:00:00Z"),
+    ));
     assert!(matches!(e, TdxError::TcbStatusNotAccepted { .. }), "{e}");
 }
 
@@ -110,7 +134,11 @@ fn a_quote_below_every_tcb_level_fails_with_that_reason() {
     // dcap-qvl's own "outdated" sample: all signatures verify, but its platform TCB is below
     // every level of its TCB info (dcap-qvl itself only accepts it with a TCB override).
     let v = vectors();
-    let e = tdx_err(verify(&ev(&read(&v, "tdx/dcap-qvl/tdx_quote_outdated"), &dcap(&v, "tdx_quote_outdated_collateral.json")), &trust(&["UpToDate", "OutOfDate"]), at("2026-03-01T00:00:00Z")));
+    let e = tdx_err(verify(
+        &ev(&read(&v, "tdx/dcap-qvl/tdx_quote_outdated"), &dcap(&v, "tdx_quote_outdated_collateral.json")),
+        &trust(&["UpToDate", "OutOfDate"]),
+        at("2026-03-01T00:00:00Z"),
+    ));
     assert!(matches!(e, TdxError::TcbLevelNotFound), "{e}");
 }
 
@@ -173,7 +201,11 @@ fn trustee_quotes_parse_but_lack_a_current_pck_crl() {
         chains.root_ca_crl.clone(),
     )
     .unwrap();
-    let e = tdx_err(verify(&ev(&read(&v, "tdx/trustee/tdx_quote_6.dat"), &coll), &trust(&["UpToDate"]), at("2025-11-01T00:00:00Z")));
+    let e = tdx_err(verify(
+        &ev(&read(&v, "tdx/trustee/tdx_quote_6.dat"), &coll),
+        &trust(&["UpToDate"]),
+        at("2025-11-01T00:00:00Z"),
+    ));
     assert!(matches!(e, TdxError::CollateralExpired { piece: "PCK CRL", .. }), "{e}");
 }
 
@@ -204,7 +236,10 @@ fn every_quote_parses_with_padding_tolerated() {
     let q = TdxQuote::parse(&read(&v, "tdx/go-tdx-guest/cos-113-tdx-quote.dat")).unwrap();
     assert_eq!(q.td.report_data.to_vec(), read(&v, "tdx/go-tdx-guest/nonce.dat"));
     // An SGX quote (v3) is not TDX evidence.
-    assert!(matches!(TdxQuote::parse(&read(&v, "tdx/trustee/occlum_quote.dat")), Err(TdxError::UnsupportedVersion { version: 3 })));
+    assert!(matches!(
+        TdxQuote::parse(&read(&v, "tdx/trustee/occlum_quote.dat")),
+        Err(TdxError::UnsupportedVersion { version: 3 })
+    ));
 }
 
 #[test]
@@ -213,7 +248,10 @@ fn bad_quotes_and_collateral_are_clear_errors() {
     let mut q = vec![0u8; 700];
     q[0] = 4;
     q[4] = 0x81;
-    assert!(matches!(TdxQuote::parse(&q), Err(TdxError::Truncated { what: "signature data", .. }) | Err(TdxError::Truncated { .. }) | Ok(_)));
+    assert!(matches!(
+        TdxQuote::parse(&q),
+        Err(TdxError::Truncated { what: "signature data", .. }) | Err(TdxError::Truncated { .. }) | Ok(_)
+    ));
     q[4] = 0;
     assert!(matches!(TdxQuote::parse(&q), Err(TdxError::NotTdx { .. })));
     let mut v5 = vec![0u8; 100];
@@ -235,13 +273,26 @@ fn collateral_directory_of_pcs_files_loads_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let put = |name: &str, data: &[u8]| std::fs::write(dir.path().join(name), data).unwrap();
     put("tcb_info.json", &read(&v, "tdx/go-tdx-guest/sample_tcbinfo_response_v5"));
-    put("qe_identity.json", format!("{{\"enclaveIdentity\":{},\"signature\":\"{}\"}}", base.qe_identity, hex::encode(&base.qe_identity_signature)).as_bytes());
+    put(
+        "qe_identity.json",
+        format!(
+            "{{\"enclaveIdentity\":{},\"signature\":\"{}\"}}",
+            base.qe_identity,
+            hex::encode(&base.qe_identity_signature)
+        )
+        .as_bytes(),
+    );
     put("tcb_info_issuer_chain.pem", base.tcb_info_issuer_chain.as_bytes());
     put("pck_crl_issuer_chain.pem", base.pck_crl_issuer_chain.as_bytes());
     put("pck_crl.der", &base.pck_crl);
     put("root_ca_crl.der", &base.root_ca_crl);
     let coll = tdx::load_collateral_dir(dir.path()).unwrap();
-    let claims = verify(&ev(&read(&v, "tdx/go-tdx-guest/quote_v5_sample.dat"), &coll), &trust(&["UpToDate", "OutOfDate", "SWHardeningNeeded"]), at("2026-03-01T00:00:00Z")).unwrap();
+    let claims = verify(
+        &ev(&read(&v, "tdx/go-tdx-guest/quote_v5_sample.dat"), &coll),
+        &trust(&["UpToDate", "OutOfDate", "SWHardeningNeeded"]),
+        at("2026-03-01T00:00:00Z"),
+    )
+    .unwrap();
     assert_eq!(claims.product, "TDX v5 TD1.5");
     // A missing piece is named.
     std::fs::remove_file(dir.path().join("pck_crl.der")).unwrap();

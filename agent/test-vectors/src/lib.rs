@@ -3,6 +3,7 @@
 //! real evidence; a missing directory fails them rather than skipping a check.
 //! A crate of its own, used only as a dev-dependency, so no production library carries it.
 
+#![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
 use std::path::PathBuf;
 
 /// The vectors directory; panics with what to do when it is absent.

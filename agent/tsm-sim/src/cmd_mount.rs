@@ -60,11 +60,8 @@ pub fn mount(a: MountArgs) -> anyhow::Result<()> {
     preflight(&a.root)?;
     let provider = a.signer.provider()?;
     let provider_name = provider.name();
-    let state = Arc::new(TsmState::new(
-        provider,
-        Injector::new(a.inject.clone()),
-        Duration::from_millis(a.report_delay_ms),
-    ));
+    let state =
+        Arc::new(TsmState::new(provider, Injector::new(a.inject.clone()), Duration::from_millis(a.report_delay_ms)));
 
     // Block the signals before any thread exists so every thread inherits the mask and
     // only the signalfd below sees them.

@@ -14,9 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, OpenAccMode,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite,
-    Request, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, OpenAccMode, OpenFlags,
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
 };
 
 use crate::tsm_state::{Attr, TsmState, INBLOB_MAX};
@@ -168,12 +167,9 @@ impl Filesystem for TsmFs {
         let found = match self.live(parent.0) {
             Some(Node::Root) if name == "report" => Some((REPORT_INO, Node::Report)),
             Some(Node::Report) => self.state.lookup(&name).map(|id| (entry_ino(id), Node::Entry(id))),
-            Some(Node::Entry(id)) => self
-                .state
-                .attrs()
-                .into_iter()
-                .find(|a| a.name() == name)
-                .map(|a| (attr_ino(id, a), Node::Attr(id, a))),
+            Some(Node::Entry(id)) => {
+                self.state.attrs().into_iter().find(|a| a.name() == name).map(|a| (attr_ino(id, a), Node::Attr(id, a)))
+            }
             _ => None,
         };
         match found {

@@ -32,9 +32,7 @@ impl std::str::FromStr for Injection {
     fn from_str(s: &str) -> Result<Self, String> {
         let (name, count) = match s.split_once(':') {
             Some((n, c)) => {
-                let c: u32 = c
-                    .parse()
-                    .map_err(|e| format!("injection {s:?}: count {c:?} is not a number: {e}"))?;
+                let c: u32 = c.parse().map_err(|e| format!("injection {s:?}: count {c:?} is not a number: {e}"))?;
                 (n, Some(c))
             }
             None => (s, None),

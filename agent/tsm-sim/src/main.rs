@@ -1,6 +1,9 @@
 //! `tsm-sim`: mount a simulated configfs-tsm, export the simulated trust anchor, or write
 //! one piece of evidence to files. One `cmd_*` module per subcommand, as in `podmesh`.
 
+// The package's other dependencies are its library's, where the lint checks them.
+#![allow(unused_crate_dependencies)]
+
 mod cmd_anchor;
 mod cmd_evidence;
 mod cmd_mount;
@@ -9,8 +12,12 @@ mod signer_args;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "tsm-sim", version, about = "configfs-tsm emulator (FUSE) with a simulated SEV-SNP / TDX signer.\n\
-Evidence has the real binary layout but is signed under a SIMULATED trust anchor: a verifier accepts it only when explicitly told to trust that anchor.")]
+#[command(
+    name = "tsm-sim",
+    version,
+    about = "configfs-tsm emulator (FUSE) with a simulated SEV-SNP / TDX signer.\n\
+Evidence has the real binary layout but is signed under a SIMULATED trust anchor: a verifier accepts it only when explicitly told to trust that anchor."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

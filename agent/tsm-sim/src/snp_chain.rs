@@ -15,8 +15,7 @@ use der::asn1::{Ia5StringRef, ObjectIdentifier, OctetString};
 use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, CrlDistributionPoints, KeyUsage, KeyUsages,
-    SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, CrlDistributionPoints, KeyUsage, KeyUsages, SubjectKeyIdentifier,
 };
 use x509_cert::ext::Extension;
 
@@ -145,13 +144,8 @@ impl std::str::FromStr for TcbVersion {
         }
         let mut tcb = TcbVersion::default();
         for part in s.split(',') {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("TCB part {part:?} is not key=value"))?;
-            let v: u8 = v
-                .trim()
-                .parse()
-                .map_err(|e| format!("TCB part {part:?}: value is not 0..255: {e}"))?;
+            let (k, v) = part.split_once('=').ok_or_else(|| format!("TCB part {part:?} is not key=value"))?;
+            let v: u8 = v.trim().parse().map_err(|e| format!("TCB part {part:?}: value is not 0..255: {e}"))?;
             match k.trim() {
                 "bl" | "bootloader" => tcb.bootloader = v,
                 "tee" => tcb.tee = v,
@@ -318,21 +312,18 @@ fn vcek_extensions(product: Product, tcb: TcbVersion, chip_id: &[u8; 64]) -> Res
             (oid::HW_ID, hwid),
         ],
     };
-    exts.into_iter()
-        .map(|(o, v)| x509_build::extension(o, false, v).map_err(ChainError::from))
-        .collect()
+    exts.into_iter().map(|(o, v)| x509_build::extension(o, false, v).map_err(ChainError::from)).collect()
 }
 
 /// The CRL distribution points extension AMD puts into ARK and ASK certificates.
 fn crl_distribution(product: Product) -> Result<Extension, ChainError> {
     // Same URL shape as AMD's, under a reserved (.invalid) host: nothing will ever fetch it.
     let url = format!("https://kdsintf.tsm-sim.invalid/vcek/v1/{}/crl", product.family_name());
-    let uri = Ia5StringRef::new(&url)
-        .map_err(|source| X509BuildError::Der { what: "CRL URI", source })?;
+    let uri = Ia5StringRef::new(&url).map_err(|source| X509BuildError::Der { what: "CRL URI", source })?;
     let dp = CrlDistributionPoints(vec![DistributionPoint {
-        distribution_point: Some(DistributionPointName::FullName(vec![
-            GeneralName::UniformResourceIdentifier(uri.into()),
-        ])),
+        distribution_point: Some(DistributionPointName::FullName(vec![GeneralName::UniformResourceIdentifier(
+            uri.into(),
+        )])),
         reasons: None,
         crl_issuer: None,
     }]);
@@ -361,12 +352,9 @@ fn create(dir: &Path, product: Product) -> Result<(), ChainError> {
 fn write_new(tmp: &Path, product: Product) -> Result<(), ChainError> {
     let ark_key = RsaKeyPair::generate(KeySize::Rsa4096).map_err(|_| ChainError::KeyGen("ARK"))?;
     let ask_key = RsaKeyPair::generate(KeySize::Rsa4096).map_err(|_| ChainError::KeyGen("ASK"))?;
-    let vcek_key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING)
-        .map_err(|_| ChainError::KeyGen("VCEK"))?;
+    let vcek_key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).map_err(|_| ChainError::KeyGen("VCEK"))?;
     let mut chip_id = [0u8; 64];
-    SystemRandom::new()
-        .fill(&mut chip_id[..product.hwid_len()])
-        .map_err(|_| ChainError::KeyGen("chip id"))?;
+    SystemRandom::new().fill(&mut chip_id[..product.hwid_len()]).map_err(|_| ChainError::KeyGen("chip id"))?;
 
     let now = SystemTime::now();
     // Back-dated a day to tolerate clock skew between the simulator and a verifier;
@@ -453,16 +441,16 @@ fn load(dir: &Path, product: Product) -> Result<SimAmdChain, ChainError> {
     let (p, b) = read(ASK_KEY)?;
     let ask_key = RsaKeyPair::from_pkcs8(&b).map_err(|_| corrupt(&p, "PKCS#8 RSA key"))?;
     let (p, b) = read(VCEK_KEY)?;
-    let vcek_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &b)
-        .map_err(|_| corrupt(&p, "PKCS#8 P-384 key"))?;
+    let vcek_key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &b).map_err(|_| corrupt(&p, "PKCS#8 P-384 key"))?;
     let (p, b) = read(CHIP_ID)?;
     let chip_id: [u8; 64] = b.try_into().map_err(|_| corrupt(&p, "64-byte chip id"))?;
 
     // The certificates must carry the keys next to them, or the anchor we export would not
     // verify what we sign.
     for (path, cert, key) in [(&ark_path, &ark_der, &ark_key), (&ask_path, &ask_der, &ask_key)] {
-        let parsed = <x509_cert::Certificate as der::Decode>::from_der(cert)
-            .map_err(|_| corrupt(path, "DER certificate"))?;
+        let parsed =
+            <x509_cert::Certificate as der::Decode>::from_der(cert).map_err(|_| corrupt(path, "DER certificate"))?;
         if parsed.tbs_certificate.subject_public_key_info != rsa_spki(key)? {
             return Err(corrupt(path, "certificate for the key stored beside it"));
         }

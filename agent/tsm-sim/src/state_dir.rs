@@ -25,12 +25,8 @@ pub fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) 
 
 /// Writes a private key: a new file, mode 0400.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), StateIoError> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o400)
-        .open(path)
-        .map_err(io_err("create", path))?;
+    let mut f =
+        fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(path).map_err(io_err("create", path))?;
     f.write_all(bytes).map_err(io_err("write", path))
 }
 

@@ -139,7 +139,10 @@ fn intel_name(cn: &str) -> Result<x509_cert::name::Name, X509BuildError> {
     x509_build::name(&[("CN", cn), ("O", "Intel Corporation"), ("L", "Santa Clara"), ("ST", "CA"), ("C", "US")])
 }
 
-fn ca_extensions(spki: &x509_cert::spki::SubjectPublicKeyInfoOwned, path_len: u8) -> Result<Vec<x509_cert::ext::Extension>, TdxSimError> {
+fn ca_extensions(
+    spki: &x509_cert::spki::SubjectPublicKeyInfoOwned,
+    path_len: u8,
+) -> Result<Vec<x509_cert::ext::Extension>, TdxSimError> {
     Ok(vec![
         ext(true, &BasicConstraints { ca: true, path_len_constraint: Some(path_len) })?,
         ext(true, &KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign))?,
@@ -147,7 +150,10 @@ fn ca_extensions(spki: &x509_cert::spki::SubjectPublicKeyInfoOwned, path_len: u8
     ])
 }
 
-fn ext<T: der::Encode + der::oid::AssociatedOid>(critical: bool, v: &T) -> Result<x509_cert::ext::Extension, TdxSimError> {
+fn ext<T: der::Encode + der::oid::AssociatedOid>(
+    critical: bool,
+    v: &T,
+) -> Result<x509_cert::ext::Extension, TdxSimError> {
     Ok(x509_build::extension(T::OID, critical, x509_build::to_der("extension", v)?)?)
 }
 
@@ -195,7 +201,11 @@ fn sgx_extension(pce_svn: u16) -> Result<x509_cert::ext::Extension, TdxSimError>
 }
 
 /// An empty (nothing revoked) v2 CRL with CRL number 1, like Intel's.
-fn empty_crl(issuer: &str, issuer_key: &EcdsaKeyPair, issuer_spki: &x509_cert::spki::SubjectPublicKeyInfoOwned) -> Result<Vec<u8>, TdxSimError> {
+fn empty_crl(
+    issuer: &str,
+    issuer_key: &EcdsaKeyPair,
+    issuer_spki: &x509_cert::spki::SubjectPublicKeyInfoOwned,
+) -> Result<Vec<u8>, TdxSimError> {
     let now = SystemTime::now();
     let alg = AlgorithmIdentifierOwned { oid: ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2"), parameters: None };
     let tbs = TbsCertList {
@@ -451,7 +461,7 @@ pub fn build_quote(keys: &SimTdxKeys, launch: &TdxLaunch, report_data: &[u8; 64]
     q.extend_from_slice(&launch.pce_svn.to_le_bytes());
     q.extend_from_slice(&INTEL_QE_VENDOR_ID);
     q.extend_from_slice(&[0u8; 20]); // user data
-    // TD 1.0 report body.
+                                     // TD 1.0 report body.
     q.extend_from_slice(&launch.tee_tcb_svn);
     q.extend_from_slice(&launch.mr_seam);
     q.extend_from_slice(&launch.mr_signer_seam);

@@ -187,9 +187,7 @@ impl TsmState {
             Attr::Provider => Ok(format!("{}\n", self.provider.name()).into_bytes()),
             Attr::Generation => self.with_entry(id, |e| Ok(format!("{}\n", e.write_gen).into_bytes())),
             Attr::Privlevel => self.with_entry(id, |e| Ok(format!("{}\n", e.privlevel).into_bytes())),
-            Attr::PrivlevelFloor => {
-                Ok(format!("{}\n", self.provider.privlevel_floor().unwrap_or(0)).into_bytes())
-            }
+            Attr::PrivlevelFloor => Ok(format!("{}\n", self.provider.privlevel_floor().unwrap_or(0)).into_bytes()),
             Attr::Outblob | Attr::Auxblob => {
                 let blobs = self.report(id)?;
                 if attr == Attr::Outblob && self.injector.fire(Site::AfterOutblobRead) == Some(Fault::Race) {

@@ -2,6 +2,7 @@
 //! tags, nesting, OIDs, string types and extension order; only keys, signatures, serials,
 //! times and identifiers differ. Compared against the real certificates in shared/vectors.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 mod common;
 
 use std::path::PathBuf;
@@ -74,7 +75,11 @@ fn assert_same_shape(what: &str, real: &[u8], sim: &[u8]) {
     let (r, s) = (skeleton(real), skeleton(sim));
     if r != s {
         let first = r.iter().zip(&s).position(|(a, b)| a != b).unwrap_or(r.len().min(s.len()));
-        panic!("{what}: DER structure differs from AMD's at element {first}: real {:?} vs sim {:?}", r.get(first), s.get(first));
+        panic!(
+            "{what}: DER structure differs from AMD's at element {first}: real {:?} vs sim {:?}",
+            r.get(first),
+            s.get(first)
+        );
     }
 }
 
@@ -83,7 +88,12 @@ fn simulated_chain_has_amds_exact_structure() {
     let v = vectors();
     let snp = v.join("snp");
     let cases = [
-        (Product::Milan, "virtee-sev/builtin_milan_ark.pem", "virtee-sev/builtin_milan_ask.pem", "virtee-sev/vcek_milan.der"),
+        (
+            Product::Milan,
+            "virtee-sev/builtin_milan_ark.pem",
+            "virtee-sev/builtin_milan_ask.pem",
+            "virtee-sev/vcek_milan.der",
+        ),
         (Product::Genoa, "virtee-sev/builtin_genoa_ark.pem", "virtee-sev/builtin_genoa_ask.pem", "oak/genoa_vcek.der"),
         (Product::Turin, "virtee-sev/builtin_turin_ark.pem", "virtee-sev/builtin_turin_ask.pem", "oak/turin_vcek.der"),
     ];

@@ -1,6 +1,7 @@
 //! The `tsm-sim` binary without FUSE: help, anchor export and persistence, one-shot
 //! evidence, and clear one-line errors for bad flags, a bad mount point and corrupt state.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 mod common;
 
 use std::process::{Command, Output};
@@ -55,8 +56,17 @@ fn evidence_writes_report_and_certificates() {
     let out = tempfile::tempdir().unwrap();
     let data = "5a".repeat(64);
     let o = run(&[
-        "evidence", "--tee", "snp", "--state", common::shared_state().to_str().unwrap(),
-        "--report-data", &data, "--privlevel", "1", "--out", out.path().to_str().unwrap(),
+        "evidence",
+        "--tee",
+        "snp",
+        "--state",
+        common::shared_state().to_str().unwrap(),
+        "--report-data",
+        &data,
+        "--privlevel",
+        "1",
+        "--out",
+        out.path().to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let report = std::fs::read(out.path().join("report.bin")).unwrap();
@@ -126,7 +136,9 @@ fn corrupt_state_is_reported_not_replaced() {
     // A certificate that does not belong to its key is caught too.
     let state2 = tempfile::tempdir().unwrap();
     let s2 = state2.path().to_str().unwrap();
-    assert!(run(&["anchor", "--state", s2, "--out", out.path().to_str().unwrap(), "--product", "milan"]).status.success());
+    assert!(run(&["anchor", "--state", s2, "--out", out.path().to_str().unwrap(), "--product", "milan"])
+        .status
+        .success());
     std::fs::copy(state2.path().join("amd-milan/ask.der"), state.path().join("amd-milan/ark.der")).unwrap();
     std::fs::copy(state2.path().join("amd-milan/ask.key"), &key).ok();
     let o = run(&["anchor", "--state", s, "--out", out.path().to_str().unwrap(), "--product", "milan"]);
@@ -150,7 +162,17 @@ fn initdata_sets_hostdata_and_mrconfigid() {
     assert_eq!(hex::encode(&report[0xC0..0xE0]), digest[..64], "HOSTDATA = first 32 bytes of the digest");
 
     let tdx_state = tempfile::tempdir().unwrap();
-    let args = ["evidence", "--state", tdx_state.path().to_str().unwrap(), "--report-data", &data, "--out", o, "--initdata", file];
+    let args = [
+        "evidence",
+        "--state",
+        tdx_state.path().to_str().unwrap(),
+        "--report-data",
+        &data,
+        "--out",
+        o,
+        "--initdata",
+        file,
+    ];
     let r = run(&[&args[..], &["--tee", "tdx"]].concat());
     assert!(r.status.success(), "{}", stderr(&r));
     let quote = tee::tdx::TdxQuote::parse(&std::fs::read(out.path().join("quote.bin")).unwrap()).unwrap();
@@ -159,7 +181,19 @@ fn initdata_sets_hostdata_and_mrconfigid() {
     // Bad initdata and a conflicting --host-data are one-line errors.
     let bad = out.path().join("bad.toml");
     std::fs::write(&bad, "version = \"0.1.0\"\nalgorithm = \"md5\"\n[data]\n").unwrap();
-    let r = run(&["evidence", "--tee", "snp", "--state", state.to_str().unwrap(), "--report-data", &data, "--out", o, "--initdata", bad.to_str().unwrap()]);
+    let r = run(&[
+        "evidence",
+        "--tee",
+        "snp",
+        "--state",
+        state.to_str().unwrap(),
+        "--report-data",
+        &data,
+        "--out",
+        o,
+        "--initdata",
+        bad.to_str().unwrap(),
+    ]);
     assert!(!r.status.success() && stderr(&r).contains("md5"), "{}", stderr(&r));
     let r = run(&[&args[..], &["--tee", "snp", "--host-data", &"00".repeat(32)]].concat());
     assert!(!r.status.success() && stderr(&r).contains("cannot be used with"), "{}", stderr(&r));

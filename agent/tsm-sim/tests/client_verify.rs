@@ -2,14 +2,15 @@
 //! round trip, exact report-data binding, concurrent-writer detection, errno mapping, and
 //! verification that succeeds only with the simulated anchor explicitly opted in.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 mod common;
 
 use std::time::Duration;
 
 use common::SimMount;
 use tee::snp::{AmdRoots, Product};
-use tsm::{Provider, TsmClient, TsmError};
 use tee::{Evidence, TrustConfig};
+use tsm::{Provider, TsmClient, TsmError};
 
 fn client(m: &SimMount) -> TsmClient {
     TsmClient::new(&m.root).with_retries(3, Duration::from_millis(10))
@@ -187,6 +188,7 @@ fn tdx_quote_verifies_through_dcap_only_with_the_sim_root() {
 
     let mut tampered = rep.outblob.clone();
     tampered[48 + 136] ^= 1; // a byte of MRTD
-    let evidence = Evidence::Tdx { quote: tampered, collateral: Box::new(tee::tdx::load_collateral_dir(out.path()).unwrap()) };
+    let evidence =
+        Evidence::Tdx { quote: tampered, collateral: Box::new(tee::tdx::load_collateral_dir(out.path()).unwrap()) };
     assert!(tee::verify(&evidence, &sim, now).is_err(), "a flipped MRTD byte must not verify");
 }

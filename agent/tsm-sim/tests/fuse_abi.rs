@@ -1,5 +1,6 @@
 //! The raw configfs-tsm file ABI as served by the mounted simulator (needs root + /dev/fuse).
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 mod common;
 
 use std::fs;

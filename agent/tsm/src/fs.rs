@@ -29,7 +29,10 @@ pub(crate) trait ConfigFs: Send + Sync {
         let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
         let written = file.write(data)?;
         if written != data.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {written} of {} bytes", data.len())));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {} bytes", data.len()),
+            ));
         }
         Ok(())
     }

@@ -100,12 +100,21 @@ mod tests {
     #[test]
     fn bad_blobs_are_explained_never_panic() {
         assert_eq!(launch_fields(Provider::SevGuest, &[0; 10]), Err(LaunchError::SnpLength { len: 10 }));
-        assert_eq!(launch_fields(Provider::SevGuest, &[0; SNP_REPORT_LEN]), Err(LaunchError::SnpVersion { version: 0 }));
-        assert!(matches!(launch_fields(Provider::TdxGuest, &[4, 0]), Err(LaunchError::TdxShort { what: "header", .. })));
+        assert_eq!(
+            launch_fields(Provider::SevGuest, &[0; SNP_REPORT_LEN]),
+            Err(LaunchError::SnpVersion { version: 0 })
+        );
+        assert!(matches!(
+            launch_fields(Provider::TdxGuest, &[4, 0]),
+            Err(LaunchError::TdxShort { what: "header", .. })
+        ));
         let mut v4 = vec![0u8; TDX_HEADER_LEN + 100];
         v4[0] = 4;
         v4[4] = 0x81;
-        assert!(matches!(launch_fields(Provider::TdxGuest, &v4), Err(LaunchError::TdxShort { what: "TD report body", .. })));
+        assert!(matches!(
+            launch_fields(Provider::TdxGuest, &v4),
+            Err(LaunchError::TdxShort { what: "TD report body", .. })
+        ));
         v4[4] = 0;
         assert_eq!(launch_fields(Provider::TdxGuest, &v4), Err(LaunchError::TdxTeeType { tee_type: 0 }));
         let mut v5 = vec![0u8; TDX_HEADER_LEN + 6 + 584];

@@ -8,6 +8,7 @@
 //! Blocking `std::fs` on purpose: configfs reads can block for seconds (TDX GetQuote), callers
 //! run this in `spawn_blocking`.
 
+#![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
 mod errors;
 mod fs;
 mod launch;
@@ -159,7 +160,12 @@ impl TsmClient {
         })
     }
 
-    fn attempt(&self, report_dir: &Path, report_data: &[u8; INBLOB_LEN], privlevel: Option<u8>) -> Result<TsmReport, TsmError> {
+    fn attempt(
+        &self,
+        report_dir: &Path,
+        report_data: &[u8; INBLOB_LEN],
+        privlevel: Option<u8>,
+    ) -> Result<TsmReport, TsmError> {
         let entry = Entry::create(self.fs.as_ref(), report_dir)?;
         let dir = entry.path.clone();
         let provider_raw = self.read_string(&dir, "provider")?;
@@ -169,7 +175,10 @@ impl TsmClient {
             // Older kernels lack privlevel_floor; the kernel still enforces it (EINVAL).
             if self.fs.exists(&dir.join("privlevel_floor")) {
                 let raw = self.read_string(&dir, "privlevel_floor")?;
-                let floor: u8 = raw.trim().parse().map_err(|_| TsmError::BadNumber { attr: "privlevel_floor", content: raw.trim().chars().take(32).collect() })?;
+                let floor: u8 = raw.trim().parse().map_err(|_| TsmError::BadNumber {
+                    attr: "privlevel_floor",
+                    content: raw.trim().chars().take(32).collect(),
+                })?;
                 if level < floor {
                     return Err(TsmError::PrivlevelBelowFloor { level, floor });
                 }
@@ -217,7 +226,9 @@ impl TsmClient {
 
     fn read_generation(&self, dir: &Path) -> Result<u64, TsmError> {
         let raw = self.read_string(dir, "generation")?;
-        raw.trim().parse().map_err(|_| TsmError::BadNumber { attr: "generation", content: raw.trim().chars().take(32).collect() })
+        raw.trim()
+            .parse()
+            .map_err(|_| TsmError::BadNumber { attr: "generation", content: raw.trim().chars().take(32).collect() })
     }
 
     fn read_string(&self, dir: &Path, attr: &'static str) -> Result<String, TsmError> {
@@ -245,12 +256,8 @@ impl<'a> Entry<'a> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0);
-            let name = format!(
-                "podmesh-{}-{}-{:08x}",
-                std::process::id(),
-                ENTRY_SEQ.fetch_add(1, Ordering::Relaxed),
-                nanos
-            );
+            let name =
+                format!("podmesh-{}-{}-{:08x}", std::process::id(), ENTRY_SEQ.fetch_add(1, Ordering::Relaxed), nanos);
             let path = report_dir.join(name);
             match fs.create_entry(&path) {
                 Ok(()) => return Ok(Entry { fs, path }),

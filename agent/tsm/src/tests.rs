@@ -189,7 +189,8 @@ fn privlevel_below_floor_is_rejected_before_writing() {
     let (dir, client, emu) = client("sev_guest");
     let report = client.report(&[0u8; 64], Some(0)).unwrap();
     assert_eq!(report.generation, 2, "no floor attribute: privlevel written");
-    let floor_client = TsmClient::with_fs(dir.path(), Box::new(FloorFs(emu, 2))).with_retries(1, Duration::from_millis(1));
+    let floor_client =
+        TsmClient::with_fs(dir.path(), Box::new(FloorFs(emu, 2))).with_retries(1, Duration::from_millis(1));
     let err = floor_client.report(&[0u8; 64], Some(1)).unwrap_err();
     assert!(matches!(err, TsmError::PrivlevelBelowFloor { level: 1, floor: 2 }), "{err}");
     assert_eq!(entries(&dir), 0);

@@ -1,6 +1,7 @@
 //! The guest's offset reader ([`tsm::launch_fields`]) agrees with `tee`'s full parsers on
 //! real SNP reports and TDX quotes (v4, v5 TD 1.5) from `../shared/vectors`.
 
+#![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use tsm::{launch_fields, Provider};
 
 fn read(rel: &str) -> Vec<u8> {
@@ -10,7 +11,12 @@ fn read(rel: &str) -> Vec<u8> {
 
 #[test]
 fn snp_host_data_and_report_data_match_the_full_parser() {
-    for rel in ["snp/oak/genoa_report.bin", "snp/oak/turin_report.bin", "snp/trustee/test-report.bin", "snp/trustee/test-vlek-report.bin"] {
+    for rel in [
+        "snp/oak/genoa_report.bin",
+        "snp/oak/turin_report.bin",
+        "snp/trustee/test-report.bin",
+        "snp/trustee/test-vlek-report.bin",
+    ] {
         let blob = read(rel);
         let full = tee::snp::SnpReport::parse(&blob).unwrap_or_else(|e| panic!("{rel}: {e}"));
         let f = launch_fields(Provider::SevGuest, &blob).unwrap_or_else(|e| panic!("{rel}: {e}"));

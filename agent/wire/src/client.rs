@@ -1,7 +1,9 @@
 //! HTTPS client for the coordinator API (used by `podmesh attest`, the CLI, tests, benchmarks).
 //! One request per TLS connection: attestation is rare, simplicity wins.
 
-use crate::api::{self, CaResponse, CertificateRequest, CertificateResponse, ErrorBody, ManifestResponse, NonceResponse, Reason};
+use crate::api::{
+    self, CaResponse, CertificateRequest, CertificateResponse, ErrorBody, ManifestResponse, NonceResponse, Reason,
+};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -88,11 +90,21 @@ impl ServerCertVerifier for PresentedRootVerifier {
         verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
@@ -113,25 +125,34 @@ impl Client {
         let (host, port) = authority.rsplit_once(':').ok_or_else(|| bad("needs an explicit :PORT"))?;
         port.parse::<u16>().map_err(|_| bad("port is not a number 0..65535"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let server_name = ServerName::try_from(host.clone()).map_err(|_| bad("host is neither a DNS name nor an IP"))?;
+        let server_name =
+            ServerName::try_from(host.clone()).map_err(|_| bad("host is neither a DNS name nor an IP"))?;
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| ClientError::Trust(e.to_string()))?;
         let config = match trust {
             ServerTrust::RootCaPem(pem) => {
                 let mut roots = RootCertStore::empty();
-                for cert in crate::pem::certificates("coordinator root CA", &pem).map_err(|e| ClientError::Trust(e.to_string()))? {
+                for cert in crate::pem::certificates("coordinator root CA", &pem)
+                    .map_err(|e| ClientError::Trust(e.to_string()))?
+                {
                     roots.add(cert).map_err(|e| ClientError::Trust(format!("coordinator root CA: {e}")))?;
                 }
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
             ServerTrust::RootFingerprint(fp) => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PresentedRootVerifier { fingerprint: Some(fp), provider: provider() }))
+                .with_custom_certificate_verifier(Arc::new(PresentedRootVerifier {
+                    fingerprint: Some(fp),
+                    provider: provider(),
+                }))
                 .with_no_client_auth(),
             ServerTrust::TrustOnFirstUse => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PresentedRootVerifier { fingerprint: None, provider: provider() }))
+                .with_custom_certificate_verifier(Arc::new(PresentedRootVerifier {
+                    fingerprint: None,
+                    provider: provider(),
+                }))
                 .with_no_client_auth(),
         };
         let mut config = config;
@@ -155,7 +176,8 @@ impl Client {
     }
 
     pub async fn certificate(&self, request: &CertificateRequest) -> Result<CertificateResponse, ClientError> {
-        let body = serde_json::to_vec(request).map_err(|e| ClientError::Http { addr: self.addr.clone(), why: e.to_string() })?;
+        let body = serde_json::to_vec(request)
+            .map_err(|e| ClientError::Http { addr: self.addr.clone(), why: e.to_string() })?;
         self.call("POST", api::CERTIFICATE_PATH, Some(body), None).await
     }
 
@@ -167,11 +189,21 @@ impl Client {
         self.call("GET", api::MANIFEST_PATH, None, None).await
     }
 
-    pub async fn set_manifest(&self, owner_token: &str, manifest_json: Vec<u8>) -> Result<ManifestResponse, ClientError> {
+    pub async fn set_manifest(
+        &self,
+        owner_token: &str,
+        manifest_json: Vec<u8>,
+    ) -> Result<ManifestResponse, ClientError> {
         self.call("PUT", api::MANIFEST_PATH, Some(manifest_json), Some(owner_token)).await
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(&self, method: &str, path: &str, body: Option<Vec<u8>>, token: Option<&str>) -> Result<T, ClientError> {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers = vec![("content-type", "application/json")];
         if let Some(auth) = &auth {
@@ -179,25 +211,44 @@ impl Client {
         }
         let (status, bytes) = self.raw(method, path, body.unwrap_or_default(), &headers).await?;
         if status == 200 {
-            return serde_json::from_slice(&bytes)
-                .map_err(|_| ClientError::Unexpected { status, body: String::from_utf8_lossy(&bytes).chars().take(200).collect() });
+            return serde_json::from_slice(&bytes).map_err(|_| ClientError::Unexpected {
+                status,
+                body: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            });
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(e) => Err(ClientError::Rejected { status, reason: e.reason, detail: e.detail }),
-            Err(_) => Err(ClientError::Unexpected { status, body: String::from_utf8_lossy(&bytes).chars().take(200).collect() }),
+            Err(_) => Err(ClientError::Unexpected {
+                status,
+                body: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            }),
         }
     }
 
     /// One raw request: (status, body). For tests and tools.
-    pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Result<(u16, Vec<u8>), ClientError> {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Vec<u8>), ClientError> {
         tokio::time::timeout(self.timeout, self.raw_inner(method, path, body, headers))
             .await
             .map_err(|_| ClientError::Timeout { addr: self.addr.clone(), timeout: self.timeout })?
     }
 
-    async fn raw_inner(&self, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Result<(u16, Vec<u8>), ClientError> {
+    async fn raw_inner(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Vec<u8>), ClientError> {
         let http = |why: String| ClientError::Http { addr: self.addr.clone(), why };
-        let tcp = TcpStream::connect(&self.addr).await.map_err(|source| ClientError::Connect { addr: self.addr.clone(), source })?;
+        let tcp = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|source| ClientError::Connect { addr: self.addr.clone(), source })?;
         let tls = self.connector.connect(self.server_name.clone(), tcp).await.map_err(|e| http(format!("TLS: {e}")))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await

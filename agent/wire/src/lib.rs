@@ -7,8 +7,7 @@
 //!
 //! Nothing here verifies evidence or serves HTTP: the guest links this crate, not the coordinator.
 
-#![deny(unsafe_code)]
-
+#![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
 pub mod api;
 pub mod client;
 pub mod pem;

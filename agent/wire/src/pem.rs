@@ -51,7 +51,8 @@ mod tests {
 
     #[test]
     fn round_trips_a_chain_in_order() {
-        let pem = format!("{}junk between blocks\n{}", encode("CERTIFICATE", b"first"), encode("CERTIFICATE", &[7; 100]));
+        let pem =
+            format!("{}junk between blocks\n{}", encode("CERTIFICATE", b"first"), encode("CERTIFICATE", &[7; 100]));
         let certs = certificates("chain", &pem).unwrap();
         assert_eq!(certs.iter().map(|c| c.as_ref().to_vec()).collect::<Vec<_>>(), [b"first".to_vec(), vec![7; 100]]);
         assert_eq!(certificate("chain", pem.as_bytes()).unwrap().as_ref(), b"first");
@@ -69,7 +70,10 @@ mod tests {
         let bad_base64 = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
         for broken in [&bad_base64[..], b"-----BEGIN CERTIFICATE-----\nAAAA\n"] {
             let e = err(broken);
-            assert!(matches!(e, PemError::Bad { .. }) && e.to_string().starts_with("mesh-ca.pem: not valid PEM: "), "{e}");
+            assert!(
+                matches!(e, PemError::Bad { .. }) && e.to_string().starts_with("mesh-ca.pem: not valid PEM: "),
+                "{e}"
+            );
         }
     }
 }

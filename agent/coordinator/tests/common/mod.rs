@@ -3,8 +3,6 @@
 
 #![allow(dead_code)]
 
-use wire::api::{self, CertificateRequest, CertificateResponse};
-use wire::client::{Client, ClientError, ServerTrust};
 use coordinator::manifest::Manifest;
 use coordinator::server::{self, Limits};
 use coordinator::service::{Config, Coordinator};
@@ -15,6 +13,8 @@ use std::time::Duration;
 use tsm_sim::signer::{Provider, SnpProvider};
 use tsm_sim::snp_chain::{Product, SimAmdChain};
 use tsm_sim::snp_report::SnpLaunch;
+use wire::api::{self, CertificateRequest, CertificateResponse};
+use wire::client::{Client, ClientError, ServerTrust};
 
 pub const MEASUREMENT: [u8; 48] = [0xa1; 48];
 pub const WEB_HOST_DATA: [u8; 32] = [0x11; 32];
@@ -136,7 +136,11 @@ pub fn snp_evidence(guest: &SnpProvider, spki: &[u8], nonce: &[u8]) -> api::Evid
 }
 
 /// The whole attestation flow as `podmesh attest` runs it.
-pub async fn attest(client: &Client, guest: &SnpProvider, workload: &Workload) -> Result<CertificateResponse, ClientError> {
+pub async fn attest(
+    client: &Client,
+    guest: &SnpProvider,
+    workload: &Workload,
+) -> Result<CertificateResponse, ClientError> {
     let nonce = client.nonce().await?.nonce;
     let request = CertificateRequest {
         evidence: snp_evidence(guest, &workload.spki, &nonce),

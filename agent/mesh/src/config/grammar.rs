@@ -1,9 +1,7 @@
 //! The value grammar of the settings: parsing with strict checks.
 
 use super::{ConfigError, EgressEntry, Ingress, IngressEntry, IngressMode, MeshConfig, RemoteHost, UdpEntry};
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Where a value came from, for error messages: the variable (or cmdline key) and source.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +37,13 @@ impl Ctx<'_> {
     }
 
     fn field_count(&self, entry: &str, expected: &'static str, got: usize) -> ConfigError {
-        ConfigError::FieldCount { setting: self.setting, origin: self.origin.to_string(), entry: entry.to_string(), expected, got }
+        ConfigError::FieldCount {
+            setting: self.setting,
+            origin: self.origin.to_string(),
+            entry: entry.to_string(),
+            expected,
+            got,
+        }
     }
 }
 
@@ -111,7 +115,9 @@ pub fn parse_egress(value: &str, ctx: &Ctx<'_>) -> Result<Vec<EgressEntry>, Conf
         let (name, listen, remote, strict) = match fields[..] {
             [n, l, r] => (n, l, r, false),
             [n, l, r, s] if s.trim().eq_ignore_ascii_case("strict") => (n, l, r, true),
-            [_, _, _, s] => return Err(ctx.entry(entry, "strict", format!("expected \"strict\" or nothing, got {s:?}"))),
+            [_, _, _, s] => {
+                return Err(ctx.entry(entry, "strict", format!("expected \"strict\" or nothing, got {s:?}")))
+            }
             _ => return Err(ctx.field_count(entry, "3 or 4 (name#listen#remote[#strict])", fields.len())),
         };
         let name = parse_name(name, entry, ctx)?;
@@ -173,7 +179,11 @@ fn parse_name(raw: &str, entry: &str, ctx: &Ctx<'_>) -> Result<String, ConfigErr
     }
     // Quotes and backslashes would not survive env-files and the kernel command line.
     if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '\\')) {
-        return Err(ctx.entry(entry, "name", format!("contains {c:?} (no whitespace, control characters, quotes or backslashes)")));
+        return Err(ctx.entry(
+            entry,
+            "name",
+            format!("contains {c:?} (no whitespace, control characters, quotes or backslashes)"),
+        ));
     }
     Ok(name.to_string())
 }
@@ -203,9 +213,8 @@ fn parse_listen(raw: &str, entry: &str, ctx: &Ctx<'_>) -> Result<SocketAddr, Con
     let Some((ip, port)) = raw.rsplit_once(':') else {
         return Err(ctx.entry(entry, "listen", format!("{raw:?} is not <ip>:<port>")));
     };
-    let ip: Ipv4Addr = ip
-        .parse()
-        .map_err(|_| ctx.entry(entry, "listen", format!("{ip:?} is not an IPv4 address in 127.0.0.0/8")))?;
+    let ip: Ipv4Addr =
+        ip.parse().map_err(|_| ctx.entry(entry, "listen", format!("{ip:?} is not an IPv4 address in 127.0.0.0/8")))?;
     if !ip.is_loopback() {
         return Err(ctx.entry(entry, "listen", format!("{ip} is outside 127.0.0.0/8")));
     }
@@ -217,9 +226,7 @@ fn parse_remote(raw: &str, entry: &str, ctx: &Ctx<'_>) -> Result<(RemoteHost, u1
     let raw = raw.trim();
     let bad = |reason: String| ctx.entry(entry, "remote", reason);
     let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
-        let (ip, port) = rest
-            .split_once("]:")
-            .ok_or_else(|| bad(format!("{raw:?} is not [<ipv6>]:<port>")))?;
+        let (ip, port) = rest.split_once("]:").ok_or_else(|| bad(format!("{raw:?} is not [<ipv6>]:<port>")))?;
         let ip: Ipv6Addr = ip.parse().map_err(|_| bad(format!("{ip:?} is not an IPv6 address")))?;
         (RemoteHost::Ip(IpAddr::V6(ip)), port)
     } else {
@@ -256,4 +263,3 @@ fn parse_host(host: &str) -> Result<RemoteHost, String> {
     }
     Ok(RemoteHost::Name(host.to_string()))
 }
-

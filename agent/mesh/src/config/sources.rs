@@ -135,7 +135,9 @@ impl Sources {
             .iter()
             .map(|k| format!("PODMESH_{}", k.to_ascii_uppercase()))
             .filter(|var| vars.iter().any(|(k, _)| k == var))
-            .map(|var| format!("{var} from env-file {} is ignored: not attested (initdata is present)", f.path.display()))
+            .map(|var| {
+                format!("{var} from env-file {} is ignored: not attested (initdata is present)", f.path.display())
+            })
             .collect())
     }
 
@@ -159,7 +161,8 @@ impl Sources {
         let mut ignored = Vec::new();
         for (slot, kind) in resolved.settings.iter_mut().zip(SettingKind::ALL) {
             let mut candidates = Vec::new();
-            let mut unattested = from_vars(kind, &self.env, "environment", &mut warnings).into_iter().collect::<Vec<_>>();
+            let mut unattested =
+                from_vars(kind, &self.env, "environment", &mut warnings).into_iter().collect::<Vec<_>>();
             if let Some(src) = &file_src {
                 unattested.extend(from_vars(kind, &file_vars, src, &mut warnings));
             }
@@ -201,7 +204,12 @@ impl Sources {
 
 /// The setting from a variable list (environment or env-file): CONTRAST_* over EDG_*; the
 /// last assignment of a name wins.
-fn from_vars(kind: SettingKind, vars: &[(String, String)], source: &str, warnings: &mut Vec<String>) -> Option<Setting> {
+fn from_vars(
+    kind: SettingKind,
+    vars: &[(String, String)],
+    source: &str,
+    warnings: &mut Vec<String>,
+) -> Option<Setting> {
     let last = |name: &str| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let current = last(kind.var());
     let legacy = kind.legacy_var().and_then(last);
@@ -218,7 +226,12 @@ fn from_vars(kind: SettingKind, vars: &[(String, String)], source: &str, warning
     }
 }
 
-fn from_cmdline(kind: SettingKind, params: &[(String, String)], source: &str, warnings: &mut Vec<String>) -> Option<Setting> {
+fn from_cmdline(
+    kind: SettingKind,
+    params: &[(String, String)],
+    source: &str,
+    warnings: &mut Vec<String>,
+) -> Option<Setting> {
     let key = kind.cmdline_key();
     let values: Vec<&String> = params.iter().filter(|(k, _)| k == key).map(|(_, v)| v).collect();
     if values.len() > 1 {

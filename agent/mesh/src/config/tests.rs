@@ -33,9 +33,15 @@ fn ingress_accepts() {
         ("", Ingress::Intercept(vec![])),
         ("web#80#true", Ingress::Intercept(vec![ingress_entry("web", 80, Plaintext)])),
         ("web#80#false", Ingress::Intercept(vec![ingress_entry("web", 80, TlsOnly)])),
-        ("web#80#TRUE##api#8443#False", Ingress::Intercept(vec![ingress_entry("web", 80, Plaintext), ingress_entry("api", 8443, TlsOnly)])),
+        (
+            "web#80#TRUE##api#8443#False",
+            Ingress::Intercept(vec![ingress_entry("web", 80, Plaintext), ingress_entry("api", 8443, TlsOnly)]),
+        ),
         ("####web#80#true####", Ingress::Intercept(vec![ingress_entry("web", 80, Plaintext)])),
-        ("a#1#true##b#65535#false", Ingress::Intercept(vec![ingress_entry("a", 1, Plaintext), ingress_entry("b", 65535, TlsOnly)])),
+        (
+            "a#1#true##b#65535#false",
+            Ingress::Intercept(vec![ingress_entry("a", 1, Plaintext), ingress_entry("b", 65535, TlsOnly)]),
+        ),
         (" web # 080 # true ", Ingress::Intercept(vec![ingress_entry("web", 80, Plaintext)])),
     ];
     for (text, want) in cases {
@@ -122,23 +128,40 @@ fn ingress_udp_from_every_source_and_its_limits() {
         ..Sources::default()
     };
     let err = parse(&s.resolve().unwrap()).unwrap_err().to_string();
-    assert_eq!(err, "podmesh.ingress_udp (kernel command line /proc/cmdline): entries \"dns#53\" and \"dns#54\": duplicate name");
-    let s = Sources { env_file: input("/etc/podmesh.env", "CONTRAST_ADMIN_PORT=9901\nPODMESH_INGRESS_UDP=dns#53\n"), ..Sources::default() };
+    assert_eq!(
+        err,
+        "podmesh.ingress_udp (kernel command line /proc/cmdline): entries \"dns#53\" and \"dns#54\": duplicate name"
+    );
+    let s = Sources {
+        env_file: input("/etc/podmesh.env", "CONTRAST_ADMIN_PORT=9901\nPODMESH_INGRESS_UDP=dns#53\n"),
+        ..Sources::default()
+    };
     let cfg = parse(&s.resolve().unwrap()).unwrap().unwrap();
     assert_eq!(cfg.ingress_udp, vec![UdpEntry { name: "dns".into(), port: 53 }]);
     // The same port number as a TCP ingress entry or the admin port is a different protocol: fine.
-    let cfg = parse(&env(&[("CONTRAST_ADMIN_PORT", "53"), ("PODMESH_INGRESS_UDP", "dns#53")]).resolve().unwrap()).unwrap().unwrap();
+    let cfg = parse(&env(&[("CONTRAST_ADMIN_PORT", "53"), ("PODMESH_INGRESS_UDP", "dns#53")]).resolve().unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(cfg.admin_port, Some(53));
     // Alone it configures no mesh, and says so.
     let r = env(&[("PODMESH_INGRESS_UDP", "dns#53")]).resolve().unwrap();
-    assert!(r.warnings.iter().any(|w| w.contains("PODMESH_INGRESS_UDP from environment is ignored: no mesh is configured")), "{:?}", r.warnings);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("PODMESH_INGRESS_UDP from environment is ignored: no mesh is configured")),
+        "{:?}",
+        r.warnings
+    );
     assert_eq!(parse(&r).unwrap(), None);
     // With ingress DISABLED nothing is filtered: a list would be a lie.
-    let err = parse(&env(&[("CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED"), ("PODMESH_INGRESS_UDP", "dns#53")]).resolve().unwrap())
-        .unwrap_err()
-        .to_string();
+    let err = parse(
+        &env(&[("CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED"), ("PODMESH_INGRESS_UDP", "dns#53")]).resolve().unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.starts_with("PODMESH_INGRESS_UDP (environment): ingress is DISABLED"), "{err}");
-    let cfg = parse(&env(&[("CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED"), ("PODMESH_INGRESS_UDP", "")]).resolve().unwrap()).unwrap().unwrap();
+    let cfg =
+        parse(&env(&[("CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED"), ("PODMESH_INGRESS_UDP", "")]).resolve().unwrap())
+            .unwrap()
+            .unwrap();
     assert!(cfg.ingress_udp.is_empty(), "an empty list with DISABLED is no contradiction");
 }
 
@@ -149,11 +172,20 @@ fn egress_accepts() {
     let v4 = |a, b, c, d| RemoteHost::Ip(Ipv4Addr::new(a, b, c, d).into());
     let cases: Vec<(&str, Vec<EgressEntry>)> = vec![
         ("", vec![]),
-        ("db#127.0.0.2:5432#db.default.svc:5432", vec![egress_entry("db", "127.0.0.2:5432", RemoteHost::Name("db.default.svc".into()), 5432, false)]),
+        (
+            "db#127.0.0.2:5432#db.default.svc:5432",
+            vec![egress_entry("db", "127.0.0.2:5432", RemoteHost::Name("db.default.svc".into()), 5432, false)],
+        ),
         ("db#127.1.2.3:5432#10.0.0.5:5432", vec![egress_entry("db", "127.1.2.3:5432", v4(10, 0, 0, 5), 5432, false)]),
         (
             "v6#127.0.0.1:8080#[fd00::1]:443#strict",
-            vec![egress_entry("v6", "127.0.0.1:8080", RemoteHost::Ip("fd00::1".parse::<Ipv6Addr>().unwrap().into()), 443, true)],
+            vec![egress_entry(
+                "v6",
+                "127.0.0.1:8080",
+                RemoteHost::Ip("fd00::1".parse::<Ipv6Addr>().unwrap().into()),
+                443,
+                true,
+            )],
         ),
         ("s#127.0.0.1:1#svc:1#STRICT", vec![egress_entry("s", "127.0.0.1:1", RemoteHost::Name("svc".into()), 1, true)]),
         ("s#127.0.0.1:1#svc.:1", vec![egress_entry("s", "127.0.0.1:1", RemoteHost::Name("svc.".into()), 1, false)]),
@@ -221,12 +253,19 @@ fn admin_port() {
 #[test]
 fn admin_port_may_not_collide() {
     let load_env = |vars: &[(&str, &str)]| parse(&env(vars).resolve().unwrap());
-    let err = load_env(&[("CONTRAST_INGRESS_PROXY_CONFIG", "web#9901#true"), ("CONTRAST_ADMIN_PORT", "9901")]).unwrap_err();
+    let err =
+        load_env(&[("CONTRAST_INGRESS_PROXY_CONFIG", "web#9901#true"), ("CONTRAST_ADMIN_PORT", "9901")]).unwrap_err();
     assert!(err.to_string().contains("admin port 9901 collides with ingress entry \"web#9901#true\""), "{err}");
-    let err = load_env(&[("CONTRAST_EGRESS_PROXY_CONFIG", "db#127.0.0.2:9901#db:5432"), ("CONTRAST_ADMIN_PORT", "9901")]).unwrap_err();
+    let err =
+        load_env(&[("CONTRAST_EGRESS_PROXY_CONFIG", "db#127.0.0.2:9901#db:5432"), ("CONTRAST_ADMIN_PORT", "9901")])
+            .unwrap_err();
     assert!(err.to_string().contains("collides with egress entry"), "{err}");
     // The remote port of an egress entry is someone else's port: no collision.
-    assert!(load_env(&[("CONTRAST_EGRESS_PROXY_CONFIG", "db#127.0.0.2:5432#db:9901"), ("CONTRAST_ADMIN_PORT", "9901")]).is_ok());
+    assert!(load_env(&[
+        ("CONTRAST_EGRESS_PROXY_CONFIG", "db#127.0.0.2:5432#db:9901"),
+        ("CONTRAST_ADMIN_PORT", "9901")
+    ])
+    .is_ok());
 }
 
 // ---- sources and precedence ----
@@ -243,7 +282,10 @@ fn no_setting_anywhere_means_mesh_disabled() {
 #[test]
 fn any_one_setting_enables_the_mesh_with_defaults() {
     let cfg = parse(&env(&[("CONTRAST_ADMIN_PORT", "9901")]).resolve().unwrap()).unwrap().unwrap();
-    assert_eq!(cfg, MeshConfig { ingress: Ingress::Intercept(vec![]), egress: vec![], admin_port: Some(9901), ingress_udp: vec![] });
+    assert_eq!(
+        cfg,
+        MeshConfig { ingress: Ingress::Intercept(vec![]), egress: vec![], admin_port: Some(9901), ingress_udp: vec![] }
+    );
     assert_eq!(cfg.port_policy(443), PortPolicy::MutualTls);
     let cfg = parse(&env(&[("CONTRAST_INGRESS_PROXY_CONFIG", "")]).resolve().unwrap()).unwrap().unwrap();
     assert_eq!(cfg.ingress, Ingress::Intercept(vec![]));
@@ -251,7 +293,9 @@ fn any_one_setting_enables_the_mesh_with_defaults() {
 
 #[test]
 fn contrast_wins_over_legacy_with_a_warning() {
-    let r = env(&[("EDG_INGRESS_PROXY_CONFIG", "old#1#true"), ("CONTRAST_INGRESS_PROXY_CONFIG", "new#2#true")]).resolve().unwrap();
+    let r = env(&[("EDG_INGRESS_PROXY_CONFIG", "old#1#true"), ("CONTRAST_INGRESS_PROXY_CONFIG", "new#2#true")])
+        .resolve()
+        .unwrap();
     let s = r.settings[0].as_ref().unwrap();
     assert_eq!((s.name, s.value.as_str()), ("CONTRAST_INGRESS_PROXY_CONFIG", "new#2#true"));
     assert!(r.warnings.iter().any(|w| w.contains("legacy EDG_INGRESS_PROXY_CONFIG")), "{:?}", r.warnings);
@@ -266,8 +310,14 @@ fn contrast_wins_over_legacy_with_a_warning() {
 fn precedence_is_environment_then_env_file_then_cmdline_per_setting() {
     let s = Sources {
         env: vec![("CONTRAST_ADMIN_PORT".into(), "1000".into())],
-        env_file: input("/etc/podmesh/podmesh.env", "CONTRAST_ADMIN_PORT=2000\nCONTRAST_EGRESS_PROXY_CONFIG=f#127.0.0.1:80#f:80\n"),
-        cmdline: input("/proc/cmdline", "podmesh.admin_port=3000 podmesh.egress=c#127.0.0.1:81#c:81 podmesh.ingress=DISABLED"),
+        env_file: input(
+            "/etc/podmesh/podmesh.env",
+            "CONTRAST_ADMIN_PORT=2000\nCONTRAST_EGRESS_PROXY_CONFIG=f#127.0.0.1:80#f:80\n",
+        ),
+        cmdline: input(
+            "/proc/cmdline",
+            "podmesh.admin_port=3000 podmesh.egress=c#127.0.0.1:81#c:81 podmesh.ingress=DISABLED",
+        ),
         attested: None,
     };
     let r = s.resolve().unwrap();
@@ -303,7 +353,9 @@ fn cmdline_grammar() {
             ("podmesh.ingress".into(), "x#1#true".into()),
         ]
     );
-    let r = Sources { cmdline: input("c", "podmesh.admin_port=1 podmesh.admin_port=2"), ..Sources::default() }.resolve().unwrap();
+    let r = Sources { cmdline: input("c", "podmesh.admin_port=1 podmesh.admin_port=2"), ..Sources::default() }
+        .resolve()
+        .unwrap();
     assert_eq!(r.settings[2].as_ref().unwrap().value, "2");
     assert!(r.warnings[0].contains("appears 2 times"), "{:?}", r.warnings);
 }
@@ -344,8 +396,17 @@ fn unreadable_and_non_utf8_files_are_clear_errors() {
 #[test]
 fn display_renders_env_file_lines() {
     let cfg = MeshConfig {
-        ingress: Ingress::Intercept(vec![ingress_entry("web", 80, IngressMode::Plaintext), ingress_entry("api", 443, IngressMode::TlsOnly)]),
-        egress: vec![egress_entry("db", "127.0.0.2:5432", RemoteHost::Ip("fd00::5".parse::<Ipv6Addr>().unwrap().into()), 5432, true)],
+        ingress: Ingress::Intercept(vec![
+            ingress_entry("web", 80, IngressMode::Plaintext),
+            ingress_entry("api", 443, IngressMode::TlsOnly),
+        ]),
+        egress: vec![egress_entry(
+            "db",
+            "127.0.0.2:5432",
+            RemoteHost::Ip("fd00::5".parse::<Ipv6Addr>().unwrap().into()),
+            5432,
+            true,
+        )],
         admin_port: Some(9901),
         ingress_udp: vec![UdpEntry { name: "dns".into(), port: 53 }, UdpEntry { name: "syslog".into(), port: 514 }],
     };

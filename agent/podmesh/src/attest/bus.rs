@@ -97,7 +97,10 @@ impl Bus {
                 Self { conn: Some(conn) }
             }
             Err(e) => {
-                tracing::warn!(PODMESH_EVENT = "dbus_unavailable", "system bus unavailable, continuing without D-Bus status: {e}");
+                tracing::warn!(
+                    PODMESH_EVENT = "dbus_unavailable",
+                    "system bus unavailable, continuing without D-Bus status: {e}"
+                );
                 Self { conn: None }
             }
         }

@@ -4,10 +4,10 @@
 use super::cert_info::{parse_pem_chain, sha256_fingerprint, CertError};
 use super::coordinator_tls::Trust;
 use super::endpoint::Endpoint;
-use wire::api::{CertificateRequest, CertificateResponse, NONCE_LEN};
-use wire::client::{Client, ClientError, ServerTrust};
 use rustls_pki_types::CertificateDer;
 use std::time::Duration;
+use wire::api::{CertificateRequest, CertificateResponse, NONCE_LEN};
+use wire::client::{Client, ClientError, ServerTrust};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
@@ -89,8 +89,13 @@ impl Coordinator {
             return Ok(());
         }
         let der = parse_pem_chain("coordinator root CA", root_ca_pem.as_bytes())?.remove(0);
-        self.client = Client::new(&url(&self.endpoint), ServerTrust::RootCaPem(root_ca_pem.to_owned()))?.with_timeout(self.timeout);
-        tracing::warn!(PODMESH_EVENT = "coordinator_root_pinned", "coordinator root CA {} pinned at first use", sha256_fingerprint(&der));
+        self.client = Client::new(&url(&self.endpoint), ServerTrust::RootCaPem(root_ca_pem.to_owned()))?
+            .with_timeout(self.timeout);
+        tracing::warn!(
+            PODMESH_EVENT = "coordinator_root_pinned",
+            "coordinator root CA {} pinned at first use",
+            sha256_fingerprint(&der)
+        );
         self.anchor = Some(der);
         Ok(())
     }

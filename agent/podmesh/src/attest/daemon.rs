@@ -4,7 +4,6 @@
 use super::backoff::Backoff;
 use super::bus::{Bus, State};
 use super::coordinator::{Coordinator, CoordinatorError};
-use wire::api::{CertificateRequest, Evidence};
 use super::issued::{self, IssuedError, IssuedPem, Verified};
 use super::workload_key::{KeyError, WorkloadKey};
 use mesh::lifecycle::{notify_ready, notify_status, notify_stopping};
@@ -13,8 +12,9 @@ use rustls_pki_types::UnixTime;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tsm::{Provider, TsmClient, TsmError};
 use tokio::sync::Notify;
+use tsm::{Provider, TsmClient, TsmError};
+use wire::api::{CertificateRequest, Evidence};
 
 pub struct Settings {
     pub coordinator: Coordinator,
@@ -53,7 +53,9 @@ impl AttemptError {
     fn is_fatal(&self) -> bool {
         matches!(
             self,
-            AttemptError::Tee(TsmError::NotConfidential { .. } | TsmError::NoTsmReport { .. } | TsmError::VmpckDisabled { .. })
+            AttemptError::Tee(
+                TsmError::NotConfidential { .. } | TsmError::NoTsmReport { .. } | TsmError::VmpckDisabled { .. }
+            )
         )
     }
 }
@@ -125,12 +127,17 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
                 }
                 // Half of what is left from now: the coordinator backdates notBefore (clock skew), so
                 // half of notBefore..notAfter could already be past for short lifetimes.
-                let renew_in = Duration::from_secs(u64::try_from((v.leaf.not_after - now_secs()) / 2).unwrap_or(0).max(1));
+                let renew_in =
+                    Duration::from_secs(u64::try_from((v.leaf.not_after - now_secs()) / 2).unwrap_or(0).max(1));
                 current = Some(v);
                 if s.once {
                     return Ok(());
                 }
-                tracing::info!(PODMESH_EVENT = "renewal_scheduled", "renewing in {} s (half the remaining validity)", renew_in.as_secs());
+                tracing::info!(
+                    PODMESH_EVENT = "renewal_scheduled",
+                    "renewing in {} s (half the remaining validity)",
+                    renew_in.as_secs()
+                );
                 renew_in
             }
             Err(e) if e.is_fatal() => {
@@ -149,7 +156,10 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
                 notify_status(&format!("attempt {attempt} failed: {e}"));
                 let unreachable = matches!(&e, AttemptError::Coordinator(c) if c.is_unreachable());
                 if unreachable && s.open_without_coordinator && !s.mesh_configured && !opened {
-                    open_pod(&s, "--open-without-coordinator is set, no mesh is configured and the coordinator is unreachable")?;
+                    open_pod(
+                        &s,
+                        "--open-without-coordinator is set, no mesh is configured and the coordinator is unreachable",
+                    )?;
                     opened = true;
                     if current.is_none() {
                         notify_ready(None, None);
@@ -157,7 +167,11 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
                 }
                 if let Some(cur) = &current {
                     if now_secs() >= cur.leaf.not_after {
-                        tracing::error!(PODMESH_EVENT = "certificate_expired", "the mesh certificate expired at {} and renewal keeps failing", cur.leaf.not_after);
+                        tracing::error!(
+                            PODMESH_EVENT = "certificate_expired",
+                            "the mesh certificate expired at {} and renewal keeps failing",
+                            cur.leaf.not_after
+                        );
                         bus.set_state(State::Expired).await;
                     }
                 }
@@ -193,7 +207,8 @@ async fn attest_once(s: &mut Settings) -> Result<Verified, AttemptError> {
     };
     let request = CertificateRequest { nonce: nonce.to_vec(), evidence, public_key: Some(key.spki_der()), csr: None };
     let issued = s.coordinator.certificate(&request).await?;
-    let pem = IssuedPem { mesh_ca: &issued.mesh_ca_pem, cert_chain: &issued.cert_chain_pem, root_ca: &issued.root_ca_pem };
+    let pem =
+        IssuedPem { mesh_ca: &issued.mesh_ca_pem, cert_chain: &issued.cert_chain_pem, root_ca: &issued.root_ca_pem };
     let verified = issued::verify(&pem, &key.spki_der(), s.coordinator.anchor(), UnixTime::now())?;
     s.coordinator.pin_first_use(&issued.root_ca_pem)?;
     let key_pem = key.private_key_pem();
@@ -219,8 +234,11 @@ async fn read_report(s: &Settings, report_data: [u8; 64]) -> Result<tsm::TsmRepo
 }
 
 fn open_pod(s: &Settings, why: &str) -> Result<(), DaemonError> {
-    mesh::lifecycle::open_pod(s.netns.as_deref(), &format!("{why}; pod ports are now reachable without the mesh proxy"))
-        .map_err(|e| DaemonError::Deny(Box::new(e)))?;
+    mesh::lifecycle::open_pod(
+        s.netns.as_deref(),
+        &format!("{why}; pod ports are now reachable without the mesh proxy"),
+    )
+    .map_err(|e| DaemonError::Deny(Box::new(e)))?;
     Ok(())
 }
 

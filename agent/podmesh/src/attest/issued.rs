@@ -60,10 +60,7 @@ pub fn verify(
     }
     chains_to("mesh CA", &chain, &mesh_ca, now)?;
     chains_to("coordinator root CA", &chain, &root_ca, now)?;
-    Ok(Verified {
-        leaf,
-        mesh_ca: CertInfo::from_der("issued mesh CA", &mesh_ca)?,
-    })
+    Ok(Verified { leaf, mesh_ca: CertInfo::from_der("issued mesh CA", &mesh_ca)? })
 }
 
 fn single(what: &'static str, pem: &str) -> Result<CertificateDer<'static>, IssuedError> {
@@ -177,7 +174,8 @@ pub(crate) mod tests {
         let p = pki(key());
         let other = pki(key());
         let pinned = parse_pem_chain("r", other.root_pem.as_bytes()).unwrap().remove(0);
-        let err = verify(&issued(&p), &p.leaf_key.subject_public_key_info(), Some(&pinned), UnixTime::now()).unwrap_err();
+        let err =
+            verify(&issued(&p), &p.leaf_key.subject_public_key_info(), Some(&pinned), UnixTime::now()).unwrap_err();
         assert!(matches!(err, IssuedError::RootMismatch { .. }), "{err}");
     }
 

@@ -1,7 +1,7 @@
 //! The workload key: generated in memory for every attestation, bound into the TEE report.
 
-use wire::api::NONCE_LEN;
 use rcgen::{KeyPair, PublicKeyData, PKCS_ECDSA_P256_SHA256};
+use wire::api::NONCE_LEN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -69,7 +69,8 @@ mod tests {
     fn spki_is_p256_and_report_data_binds_key_and_nonce() {
         let k = WorkloadKey::generate().unwrap();
         let spki = k.spki_der();
-        let (_, parsed) = <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&spki).unwrap();
+        let (_, parsed) =
+            <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&spki).unwrap();
         assert_eq!(parsed.algorithm.algorithm.to_id_string(), "1.2.840.10045.2.1");
         let n1 = [1u8; NONCE_LEN];
         let n2 = [2u8; NONCE_LEN];

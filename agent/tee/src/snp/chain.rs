@@ -40,9 +40,15 @@ impl AmdRoots {
         use sev::certs::snp::builtin::{genoa, milan, turin};
         let bad = |e: std::io::Error| SnpError::BadRoot { product, reason: e.to_string() };
         let (ark, ask, asvk_pem): (Certificate, Certificate, &[u8]) = match product {
-            Product::Milan => (milan::ark().map_err(bad)?, milan::ask().map_err(bad)?, include_bytes!("asvk/milan.pem")),
-            Product::Genoa => (genoa::ark().map_err(bad)?, genoa::ask().map_err(bad)?, include_bytes!("asvk/genoa.pem")),
-            Product::Turin => (turin::ark().map_err(bad)?, turin::ask().map_err(bad)?, include_bytes!("asvk/turin.pem")),
+            Product::Milan => {
+                (milan::ark().map_err(bad)?, milan::ask().map_err(bad)?, include_bytes!("asvk/milan.pem"))
+            }
+            Product::Genoa => {
+                (genoa::ark().map_err(bad)?, genoa::ask().map_err(bad)?, include_bytes!("asvk/genoa.pem"))
+            }
+            Product::Turin => {
+                (turin::ark().map_err(bad)?, turin::ask().map_err(bad)?, include_bytes!("asvk/turin.pem"))
+            }
         };
         let asvk = Certificate::from_pem(asvk_pem).map_err(bad)?;
         Ok(AmdRoots {
@@ -78,9 +84,13 @@ pub struct VekInfo {
 }
 
 fn parse_cert<'a>(what: &'static str, der: &'a [u8]) -> Result<X509Certificate<'a>, SnpError> {
-    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| SnpError::BadCertificate { what, reason: e.to_string() })?;
+    let (rest, cert) =
+        X509Certificate::from_der(der).map_err(|e| SnpError::BadCertificate { what, reason: e.to_string() })?;
     if !rest.is_empty() {
-        return Err(SnpError::BadCertificate { what, reason: format!("{} trailing bytes after the certificate", rest.len()) });
+        return Err(SnpError::BadCertificate {
+            what,
+            reason: format!("{} trailing bytes after the certificate", rest.len()),
+        });
     }
     Ok(cert)
 }
@@ -145,7 +155,9 @@ fn vek_info(kind: SigningKey, der: &[u8]) -> Result<VekInfo, SnpError> {
             OID_UCODE_SPL => info.microcode = der_u8(v),
             OID_FMC_SPL => info.fmc = der_u8(v),
             // KDS encodes hwID as the raw bytes; accept a DER OCTET STRING wrapper too.
-            OID_HWID => info.hwid = Some(der_tlv(v, 0x04).filter(|b| b.len() == 64 || b.len() == 8).unwrap_or(v).to_vec()),
+            OID_HWID => {
+                info.hwid = Some(der_tlv(v, 0x04).filter(|b| b.len() == 64 || b.len() == 8).unwrap_or(v).to_vec())
+            }
             OID_CSP_ID => info.csp_id = der_string(v),
             _ => {}
         }
@@ -183,7 +195,10 @@ fn signer_for(roots: &AmdRoots, kind: SigningKey) -> Result<(Certificate, &[u8])
     };
     let signer = sev_cert(p, "ASK/ASVK", signer_der)?;
     let chain = ca::Chain { ark, ask: signer.clone() };
-    (&chain).verify().map_err(|e| SnpError::BadRoot { product: p, reason: format!("ARK does not self-sign and sign the ASK/ASVK: {e}") })?;
+    (&chain).verify().map_err(|e| SnpError::BadRoot {
+        product: p,
+        reason: format!("ARK does not self-sign and sign the ASK/ASVK: {e}"),
+    })?;
     Ok((signer, signer_der))
 }
 
@@ -198,7 +213,8 @@ pub(super) fn verify_chain(
 ) -> Result<(Product, VekInfo), SnpError> {
     let kind = report.signing_key;
     let vek = vek_info(kind, vek_der)?;
-    let vek_cert = Certificate::from_der(vek_der).map_err(|e| SnpError::BadCertificate { what: "VEK", reason: e.to_string() })?;
+    let vek_cert =
+        Certificate::from_der(vek_der).map_err(|e| SnpError::BadCertificate { what: "VEK", reason: e.to_string() })?;
     let signs = |r: &AmdRoots| -> Result<Option<Vec<u8>>, SnpError> {
         let (signer, signer_der) = signer_for(r, kind)?;
         Ok((&signer, &vek_cert).verify().is_ok().then(|| signer_der.to_vec()))
@@ -238,7 +254,9 @@ pub(super) fn verify_chain(
         for (kind_in_table, trusted) in [(CertKind::Ark, r.ark.as_slice()), (CertKind::Ask, trusted_signer)] {
             if let Some(supplied) = table.get(kind_in_table) {
                 if supplied != trusted {
-                    let subject = parse_cert("certificate table entry", supplied).map(|c| common_name(&c)).unwrap_or_else(|_| "unparsable".into());
+                    let subject = parse_cert("certificate table entry", supplied)
+                        .map(|c| common_name(&c))
+                        .unwrap_or_else(|_| "unparsable".into());
                     return Err(SnpError::ChainMismatch { kind: kind_in_table, subject, product });
                 }
             }
@@ -282,7 +300,9 @@ pub(super) fn check_binding(report: &SnpReport, vek: &VekInfo, product: Product)
     ];
     for (component, cert, rep) in components {
         match (cert, rep) {
-            (Some(c), Some(r)) if c != r => return Err(SnpError::TcbMismatch { kind: vek.kind, component, cert: c, report: r }),
+            (Some(c), Some(r)) if c != r => {
+                return Err(SnpError::TcbMismatch { kind: vek.kind, component, cert: c, report: r })
+            }
             (None, Some(_)) => return Err(SnpError::MissingTcbExtension { kind: vek.kind, component }),
             _ => {}
         }

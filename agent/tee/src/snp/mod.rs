@@ -59,7 +59,9 @@ pub enum SnpError {
     NoSigningKey { signing_key: u32 },
     #[error("SNP report: CPUID family {family:#x} model {model:#x} is not Milan, Genoa or Turin")]
     UnknownProduct { family: u8, model: u8 },
-    #[error("SNP report: non-zero bytes in the unsigned signature padding at {offset:#x}: modified or non-canonical report")]
+    #[error(
+        "SNP report: non-zero bytes in the unsigned signature padding at {offset:#x}: modified or non-canonical report"
+    )]
     NonCanonicalSignature { offset: usize },
     #[error("SNP report: does not parse: {0}")]
     Parse(String),
@@ -77,7 +79,9 @@ pub enum SnpError {
     BadRoot { product: Product, reason: String },
     #[error("SNP: the {product} roots have no ASVK, so a VLEK cannot be verified")]
     NoAsvk { product: Product },
-    #[error("SNP: the {kind} certificate is not signed by AMD's {expected} key for any trusted product (issuer {issuer:?})")]
+    #[error(
+        "SNP: the {kind} certificate is not signed by AMD's {expected} key for any trusted product (issuer {issuer:?})"
+    )]
     VekNotSignedByAmd { kind: SigningKey, expected: &'static str, issuer: String },
     #[error("SNP: wrong product: the report is from {report} but its {kind} chains to the {chain} roots")]
     WrongProduct { report: Product, chain: Product, kind: SigningKey },

@@ -56,11 +56,17 @@ impl SnpPolicy {
             }
         }
         if !self.measurements.is_empty() && !self.measurements.contains(&rep.measurement) {
-            return Err(SnpError::MeasurementNotAllowed { found: hex::encode(rep.measurement), allowed: self.measurements.len() });
+            return Err(SnpError::MeasurementNotAllowed {
+                found: hex::encode(rep.measurement),
+                allowed: self.measurements.len(),
+            });
         }
         if let Some(expected) = &self.host_data {
             if expected != &rep.host_data {
-                return Err(SnpError::HostDataMismatch { found: hex::encode(rep.host_data), expected: hex::encode(expected) });
+                return Err(SnpError::HostDataMismatch {
+                    found: hex::encode(rep.host_data),
+                    expected: hex::encode(expected),
+                });
             }
         }
         if let Some(expected) = &self.report_data {

@@ -57,7 +57,8 @@ impl SnpReport {
         // r and s are 72-byte little-endian fields holding 48-byte P-384 scalars, followed by
         // reserved bytes; none of that is signed, so anything non-zero there is rejected
         // instead of letting modified evidence pass as "the same" report.
-        let unsigned_tail = [SIGNED_LEN + 48..SIGNED_LEN + 72, SIGNED_LEN + 72 + 48..SIGNED_LEN + 144, SIGNED_LEN + 144..REPORT_LEN];
+        let unsigned_tail =
+            [SIGNED_LEN + 48..SIGNED_LEN + 72, SIGNED_LEN + 72 + 48..SIGNED_LEN + 144, SIGNED_LEN + 144..REPORT_LEN];
         if let Some(range) = unsigned_tail.into_iter().find(|r| bytes[r.clone()].iter().any(|&b| b != 0)) {
             return Err(SnpError::NonCanonicalSignature { offset: range.start });
         }

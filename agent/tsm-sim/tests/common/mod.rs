@@ -48,8 +48,10 @@ impl SimMount {
             .args(extra)
             .env("RUST_LOG", "warn");
         let mut proc = Proc::spawn("tsm-sim mount", &mut cmd).expect("spawn tsm-sim");
-        proc.wait_ready("the tsm-sim mount", Duration::from_secs(30), || is_mounted(&root) && root.join("report").is_dir())
-            .expect("tsm-sim mounts");
+        proc.wait_ready("the tsm-sim mount", Duration::from_secs(30), || {
+            is_mounted(&root) && root.join("report").is_dir()
+        })
+        .expect("tsm-sim mounts");
         SimMount { proc: Some(proc), _dir: dir, root, state }
     }
 

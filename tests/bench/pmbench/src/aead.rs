@@ -59,16 +59,9 @@ fn rate(suite: SupportedCipherSuite, per_direction: Duration) -> anyhow::Result<
     while start.elapsed() < per_direction {
         for _ in 0..64 {
             buf.copy_from_slice(&sealed);
-            let msg = InboundOpaqueMessage::new(
-                ContentType::ApplicationData,
-                ProtocolVersion::TLSv1_2,
-                &mut buf[HEADER..],
-            );
-            let plain_len = dec
-                .decrypt(msg, last)
-                .context("rustls record decryption failed")?
-                .payload
-                .len();
+            let msg =
+                InboundOpaqueMessage::new(ContentType::ApplicationData, ProtocolVersion::TLSv1_2, &mut buf[HEADER..]);
+            let plain_len = dec.decrypt(msg, last).context("rustls record decryption failed")?.payload.len();
             anyhow::ensure!(plain_len == RECORD, "decrypted record has {plain_len} bytes, expected {RECORD}");
             bytes += RECORD as u64;
         }
@@ -77,5 +70,7 @@ fn rate(suite: SupportedCipherSuite, per_direction: Duration) -> anyhow::Result<
     // A proxied byte is sealed once and opened once: the per-core rate of that pair of steps,
     // expressed per byte moved, is the harmonic mean of the two.
     let mean = 2.0 / (1.0 / seal + 1.0 / open);
-    Ok(serde_json::json!({ "suite": format!("{:?}", suite.common.suite), "seal_gbit": seal, "open_gbit": open, "gbit": mean, "record_bytes": RECORD }))
+    Ok(
+        serde_json::json!({ "suite": format!("{:?}", suite.common.suite), "seal_gbit": seal, "open_gbit": open, "gbit": mean, "record_bytes": RECORD }),
+    )
 }

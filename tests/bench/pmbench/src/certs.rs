@@ -18,8 +18,7 @@ fn write_file(path: &Path, data: &str, mode: u32) -> anyhow::Result<()> {
         .mode(mode)
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(data.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(data.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot chmod {}", path.display()))
 }

@@ -84,7 +84,13 @@ async fn check_one(addr: SocketAddr, seed: u64, bytes: u64, half_close: bool) ->
     Ok(())
 }
 
-pub async fn check(addr: SocketAddr, bytes: u64, conns: u32, limit: Duration, half_close: bool) -> anyhow::Result<serde_json::Value> {
+pub async fn check(
+    addr: SocketAddr,
+    bytes: u64,
+    conns: u32,
+    limit: Duration,
+    half_close: bool,
+) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..conns.max(1) {
@@ -101,5 +107,7 @@ pub async fn check(addr: SocketAddr, bytes: u64, conns: u32, limit: Duration, ha
     timeout(limit, all)
         .await
         .with_context(|| format!("echo check through {addr} did not finish within {limit:?}"))??;
-    Ok(serde_json::json!({ "ok": true, "half_close": half_close, "bytes": bytes * u64::from(conns.max(1)), "seconds": start.elapsed().as_secs_f64() }))
+    Ok(
+        serde_json::json!({ "ok": true, "half_close": half_close, "bytes": bytes * u64::from(conns.max(1)), "seconds": start.elapsed().as_secs_f64() }),
+    )
 }

@@ -168,7 +168,11 @@ async fn one_closed_request(addr: SocketAddr) -> anyhow::Result<()> {
         let mut resp = Vec::new();
         s.read_to_end(&mut resp).await.context("reading response failed")?;
         if !resp.starts_with(b"HTTP/1.1 200") {
-            bail!("unexpected response ({} bytes) {:?}", resp.len(), String::from_utf8_lossy(&resp[..resp.len().min(40)]));
+            bail!(
+                "unexpected response ({} bytes) {:?}",
+                resp.len(),
+                String::from_utf8_lossy(&resp[..resp.len().min(40)])
+            );
         }
         Ok(())
     })

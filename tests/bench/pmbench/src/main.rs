@@ -5,6 +5,7 @@
 //! byte-exact echo check, and the single-core AES-256-GCM record rate of rustls.
 //! Every measuring subcommand prints one JSON object on stdout.
 
+#![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
 mod aead;
 mod certs;
 mod echo;
@@ -110,28 +111,20 @@ fn secs(s: f64) -> anyhow::Result<Duration> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // One thread: on the 2-core bench host the load generator must not outcompete the proxies.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let out = match cli.command {
         Command::Certs { out, server_san, client_san } => {
             certs::write(&out, &server_san, &client_san)?;
             serde_json::json!({ "out": out })
         }
         Command::Aead { seconds } => aead::measure(secs(seconds)?)?,
-        Command::Rate { addr, rps, conns, seconds, warmup } => rt.block_on(http::rate(
-            addr,
-            rps,
-            conns,
-            secs(seconds)?,
-            secs(warmup)?,
-        ))?,
+        Command::Rate { addr, rps, conns, seconds, warmup } => {
+            rt.block_on(http::rate(addr, rps, conns, secs(seconds)?, secs(warmup)?))?
+        }
         Command::Connect { addr, concurrency, seconds } => {
             rt.block_on(http::connect(addr, concurrency, secs(seconds)?))?
         }
-        Command::Hold { addr, count, parallel, hold } => {
-            rt.block_on(http::hold(addr, count, parallel, secs(hold)?))?
-        }
+        Command::Hold { addr, count, parallel, hold } => rt.block_on(http::hold(addr, count, parallel, secs(hold)?))?,
         Command::EchoServe { listen } => rt.block_on(echo::serve(listen))?,
         Command::EchoCheck { addr, bytes, conns, timeout, half_close } => {
             rt.block_on(echo::check(addr, bytes, conns, secs(timeout)?, half_close))?
