@@ -4,9 +4,10 @@
 #   1. builds the release binaries and the test image (image/build.sh --profile test);
 #   2. starts podmesh-coordinator in a network namespace (pmvm-demo*) on the host side of the
 #      podVM's tap device (10.77.0.1), trusting the simulated TEE's anchor;
-#   3. boots the podVM under QEMU (TCG, no hardware TEE) with tsm-sim as its configfs-tsm and
-#      follows the boot contract in the guest's journal (deny -> kata-agent -> certificate ->
-#      proxy ready);
+#   3. writes the podVM's initdata (mesh, coordinator address and root CA), admits its digest in
+#      the manifest, boots the podVM under QEMU (TCG, no hardware TEE) with tsm-sim as its
+#      configfs-tsm reporting that digest as HOSTDATA, and follows the boot contract in the
+#      guest's journal (deny -> kata-agent -> initdata verified -> certificate -> proxy ready);
 #   4. a second pod (namespace pmdemo-pod2*, routed to the podVM through the coordinator's
 #      namespace) gets its own mesh certificate from the same coordinator and runs
 #      `podmesh proxy` with an egress listener: its plaintext request to 127.0.0.2:8080 goes
@@ -69,14 +70,18 @@ demo_vm() {
         pmvm_log "2/5 coordinator on $PMVM_HOST_IP:$PMVM_COORD_PORT in namespace $ns (simulated TEE anchor opted in)"
         pmvm_netns_up "$ns"
         cluster_start "$work" "$ns"
+        # The podVM's configuration is initdata (mesh, coordinator and its root CA); the manifest
+        # admits the podVM by its digest, which run-qemu --initdata makes the launch HOSTDATA.
+        cluster_initdata "$work/initdata.toml" "plain#8081#true"
+        cluster_admit_initdata "$work/initdata.toml"
 
         local J=$work/journal.json C=$work/ctl.sock
         pmvm_log "3/5 booting the podVM (QEMU TCG, 1 vCPU, tsm-sim as the TEE; about 1-2 min here)"
-        pmvm_log "    ingress: 8080 mTLS (not listed), 8081 plaintext (plain#8081#true); serial log $work/serial.log"
+        pmvm_log "    initdata $work/initdata.toml: ingress 8080 mTLS (not listed), 8081 plaintext (plain#8081#true)"
+        pmvm_log "    serial log $work/serial.log"
         image/run-qemu --profile test --netns "$ns" --serial-log "$work/serial.log" \
             --journal-out "$J" --ctl-socket "$C" --pidfile "$work/qemu.pid" \
-            --ingress "plain#8081#true" --coordinator "$PMVM_HOST_IP:$PMVM_COORD_PORT" \
-            --root-ca "$PMVM_ROOT_CA" --env-file "$work/guest.env" "${PMVM_GUEST_CREDS[@]}" >"$work/qemu.log" 2>&1 &
+            --initdata "$work/initdata.toml" --env-file "$work/guest.env" "${PMVM_GUEST_CREDS[@]}" >"$work/qemu.log" 2>&1 &
         qemu_pid=$!
         # Progress: every new PODMESH_EVENT of the guest as it appears, a heartbeat otherwise.
         local start=$SECONDS seen=0 beat=$SECONDS events n
