@@ -8,9 +8,9 @@
 //! - [`TsmSim::mount`]: a configfs-tsm (FUSE) with given host data and measurement.
 //! - [`Manifest::standard`]: pod-a / pod-b policies for [`HOSTDATA_A`] / [`HOSTDATA_B`].
 //! - [`mtls_server`], [`mtls_request`], [`chain_verifies`], [`wait_for_certificate`].
-//! - [`Bus`]: a dbus-daemon with podmesh's policy, for `start_attest_on_bus`.
+//! - [`Bus`]: a dbus-daemon with podmesh's policy, for [`Cluster::attest_command`] and [`Cluster::spawn_attest`].
 
-use crate::harness::{bin, wait_for, Proc, Test};
+use crate::harness::{bin, clean_podmesh_env, wait_for, Proc, Test};
 use crate::netns::{Pod, PodPair};
 use anyhow::{bail, Context, Result};
 use rustls_pki_types::pem::PemObject;
@@ -213,48 +213,17 @@ impl Cluster {
         tag: &str,
         extra: &[&str],
     ) -> Result<Proc> {
-        self.start_attest_on_bus(pod, net, tsm, tls_dir, tag, extra, None)
+        self.spawn_attest(self.attest_command(pod, net, tsm, tls_dir, extra)?.arg("--no-dbus"), tag)
     }
 
-    /// Like [`Cluster::start_attest`], publishing on the bus at `bus_address` when given.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start_attest_on_bus(
-        &self,
-        pod: &Pod,
-        net: u8,
-        tsm: &Path,
-        tls_dir: &Path,
-        tag: &str,
-        extra: &[&str],
-        bus_address: Option<&str>,
-    ) -> Result<Proc> {
-        let mut cmd = self.attest_command(pod, net, tsm, tls_dir, extra)?;
-        match bus_address {
-            Some(a) => {
-                cmd.env("DBUS_SYSTEM_BUS_ADDRESS", a);
-            }
-            None => {
-                cmd.arg("--no-dbus");
-            }
-        }
-        Proc::logged(&format!("podmesh attest {tag}"), &mut cmd, &self.path(&format!("attest-{tag}.log")))
+    /// Runs `cmd` (an adjusted [`Cluster::attest_command`]) as `podmesh attest {tag}`.
+    pub fn spawn_attest(&self, cmd: &mut Command, tag: &str) -> Result<Proc> {
+        Proc::logged(&format!("podmesh attest {tag}"), cmd, &self.path(&format!("attest-{tag}.log")))
     }
 
-    /// The `podmesh attest` command line without D-Bus, for callers that adjust it.
-    pub fn start_attest_command(
-        &self,
-        pod: &Pod,
-        net: u8,
-        tsm: &Path,
-        tls_dir: &Path,
-        extra: &[&str],
-    ) -> Result<Command> {
-        let mut cmd = self.attest_command(pod, net, tsm, tls_dir, extra)?;
-        cmd.arg("--no-dbus");
-        Ok(cmd)
-    }
-
-    fn attest_command(&self, pod: &Pod, net: u8, tsm: &Path, tls_dir: &Path, extra: &[&str]) -> Result<Command> {
+    /// The `podmesh attest` command line in `pod`, for callers that adjust it. It says nothing
+    /// about D-Bus: add `--no-dbus`, or set `DBUS_SYSTEM_BUS_ADDRESS` to publish on a [`Bus`].
+    pub fn attest_command(&self, pod: &Pod, net: u8, tsm: &Path, tls_dir: &Path, extra: &[&str]) -> Result<Command> {
         let mut cmd = pod.command(bin("podmesh").to_str().context("utf-8 path")?);
         cmd.args(["attest", "--coordinator", &Self::coord_addr(net)]);
         // Trust: the root CA file unless the caller chose a fingerprint or trust on first use.
@@ -266,19 +235,7 @@ impl Cluster {
         let extra = extra.as_slice();
         cmd.arg("--tsm-root").arg(tsm).arg("--tls-dir").arg(tls_dir);
         cmd.args(["--kernel-cmdline", "/dev/null", "--backoff-initial", "200ms", "--backoff-max", "1s"]).args(extra);
-        for var in [
-            "CONTRAST_INGRESS_PROXY_CONFIG",
-            "CONTRAST_EGRESS_PROXY_CONFIG",
-            "CONTRAST_ADMIN_PORT",
-            "EDG_INGRESS_PROXY_CONFIG",
-            "EDG_EGRESS_PROXY_CONFIG",
-            "EDG_ADMIN_PORT",
-            "PODMESH_COORDINATOR_FINGERPRINT",
-            "JOURNAL_STREAM",
-            "NOTIFY_SOCKET",
-        ] {
-            cmd.env_remove(var);
-        }
+        clean_podmesh_env(&mut cmd);
         Ok(cmd)
     }
 }

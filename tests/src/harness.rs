@@ -254,6 +254,31 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Removes from `cmd` every variable of the test runner's environment that would configure a
+/// podmesh under test (mesh entries, coordinator and trust, netns, env-file, systemd sockets):
+/// only what the test sets afterwards counts.
+pub fn clean_podmesh_env(cmd: &mut Command) -> &mut Command {
+    for var in [
+        "CONTRAST_INGRESS_PROXY_CONFIG",
+        "CONTRAST_EGRESS_PROXY_CONFIG",
+        "CONTRAST_ADMIN_PORT",
+        "EDG_INGRESS_PROXY_CONFIG",
+        "EDG_EGRESS_PROXY_CONFIG",
+        "EDG_ADMIN_PORT",
+        "PODMESH_INGRESS_UDP",
+        "PODMESH_NETNS",
+        "PODMESH_ENV_FILE",
+        "PODMESH_COORDINATOR",
+        "PODMESH_COORDINATOR_FINGERPRINT",
+        "PODMESH_OPEN_WITHOUT_COORDINATOR",
+        "NOTIFY_SOCKET",
+        "JOURNAL_STREAM",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// A workspace binary (`podmesh`, `podmesh-coordinator`, `tsm-sim`) from the target dir of the
 /// running test (`cargo test --workspace` builds them; `CARGO_BIN_EXE_*` only works inside the
 /// binary's own crate).

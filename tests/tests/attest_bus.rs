@@ -3,7 +3,7 @@
 
 #![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use podmesh_tests::cluster::*;
-use podmesh_tests::harness::{bin, wait_for};
+use podmesh_tests::harness::{bin, clean_podmesh_env, wait_for};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const DEST: &str = "org.podmesh.Attestation1";
@@ -17,7 +17,8 @@ fn attest_publishes_state_on_the_bus_and_reattests_on_request() {
     let _coord = cl.start_coordinator(&Manifest::standard(), &[], "1").unwrap();
     let tsm = cl.boot(&cl.pods.a, "a", HOSTDATA_A, &[]).unwrap();
     let dir = cl.path("tls-a");
-    let mut att = cl.start_attest_on_bus(&cl.pods.a, 1, &tsm.root, &dir, "a", &[], Some(&bus.address)).unwrap();
+    let mut cmd = cl.attest_command(&cl.pods.a, 1, &tsm.root, &dir, &[]).unwrap();
+    let mut att = cl.spawn_attest(cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address), "a").unwrap();
     wait_for_certificate(&mut att, &dir, Duration::from_secs(30)).unwrap();
     wait_for("State ready on the bus", Duration::from_secs(10), || {
         let (ok, out) = bus.busctl(false, &["get-property", DEST, PATH, DEST, "State"]);
@@ -95,14 +96,9 @@ fn attest_open_without_coordinator_only_when_asked() {
     // No coordinator configured at all: without the flag a config error (78), deny stays.
     firewall::deny::install(Some(pod.name())).unwrap();
     let bare = |extra: &[&str]| {
-        pod.command(bin("podmesh").to_str().unwrap())
-            .args(["attest", "--kernel-cmdline", "/dev/null", "--no-dbus", "--tls-dir"])
-            .arg(&dir)
-            .args(extra)
-            .env_remove("PODMESH_COORDINATOR")
-            .env_remove("PODMESH_OPEN_WITHOUT_COORDINATOR")
-            .output()
-            .unwrap()
+        let mut cmd = pod.command(bin("podmesh").to_str().unwrap());
+        cmd.args(["attest", "--kernel-cmdline", "/dev/null", "--no-dbus", "--tls-dir"]).arg(&dir).args(extra);
+        clean_podmesh_env(&mut cmd).output().unwrap()
     };
     let out = bare(&[]);
     assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));

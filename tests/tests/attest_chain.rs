@@ -3,7 +3,7 @@
 
 #![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use podmesh_tests::cluster::*;
-use podmesh_tests::harness::{bin, wait_for, Proc};
+use podmesh_tests::harness::{bin, clean_podmesh_env, wait_for, Proc};
 use podmesh_tests::netns::{addr, PodPair};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -115,9 +115,8 @@ fn attest_then_mesh_proxy_serves_mtls_between_two_pods() {
     let (dir_a, dir_b) = (cl.path("tls-a"), cl.path("tls-b"));
     // Pod a has a mesh: ingress port 8081 plaintext, every other port mTLS.
     let ingress = "plain#8081#true";
-    let mut cmd_a = cl.start_attest_command(&cl.pods.a, 1, &tsm_a.root, &dir_a, &[]).unwrap();
-    cmd_a.env("CONTRAST_INGRESS_PROXY_CONFIG", ingress);
-    let mut att_a = Proc::logged("podmesh attest a", &mut cmd_a, &cl.path("attest-a.log")).unwrap();
+    let mut cmd_a = cl.attest_command(&cl.pods.a, 1, &tsm_a.root, &dir_a, &[]).unwrap();
+    let mut att_a = cl.spawn_attest(cmd_a.arg("--no-dbus").env("CONTRAST_INGRESS_PROXY_CONFIG", ingress), "a").unwrap();
     let mut att_b = cl.start_attest(&cl.pods.b, 2, &tsm_b.root, &dir_b, "b", &[]).unwrap();
     wait_for_certificate(&mut att_a, &dir_a, Duration::from_secs(30)).unwrap();
     wait_for_certificate(&mut att_b, &dir_b, Duration::from_secs(30)).unwrap();
@@ -128,7 +127,7 @@ fn attest_then_mesh_proxy_serves_mtls_between_two_pods() {
     let _app = plain_app(&cl.pods.a, 8080);
     let mut proxy_cmd = cl.pods.a.command(bin("podmesh").to_str().unwrap());
     proxy_cmd.args(["proxy", "--cmdline", "/dev/null", "--reload-interval", "200ms", "--tls-dir"]).arg(&dir_a);
-    proxy_cmd.env("CONTRAST_INGRESS_PROXY_CONFIG", ingress).env_remove("NOTIFY_SOCKET").env_remove("JOURNAL_STREAM");
+    clean_podmesh_env(&mut proxy_cmd).env("CONTRAST_INGRESS_PROXY_CONFIG", ingress);
     let mut proxy = Proc::logged("podmesh proxy a", &mut proxy_cmd, &cl.path("proxy-a.log")).unwrap();
     wait_for("the proxy to remove the deny table", Duration::from_secs(20), || {
         if let Some(st) = proxy.exited() {

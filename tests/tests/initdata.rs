@@ -16,6 +16,15 @@ fn sha384_hex(path: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned()
 }
 
+/// A work dir holding [`INITDATA`] as `initdata.toml`, and that file's sha384 (hex).
+fn write_initdata() -> (tempfile::TempDir, PathBuf, String) {
+    let work = tempfile::tempdir().unwrap();
+    let initdata = work.path().join("initdata.toml");
+    std::fs::write(&initdata, INITDATA).unwrap();
+    let digest = sha384_hex(&initdata);
+    (work, initdata, digest)
+}
+
 fn mount(work: &Path, name: &str, tee: &str, launch_flag: &str, value: &str) -> (Proc, PathBuf) {
     let root = work.join(format!("tsm-{name}"));
     std::fs::create_dir_all(&root).unwrap();
@@ -54,6 +63,23 @@ fn check(work: &Path, initdata: &Path, tsm: &Path) -> Output {
         .unwrap()
 }
 
+/// `podmesh attest --once` without D-Bus, `extra` flags, against `tsm` with `initdata`; `env` set.
+fn attest_once(work: &Path, initdata: &Path, tsm: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(bin("podmesh"))
+        .args(["attest", "--once", "--no-dbus"])
+        .args(extra)
+        .args(["--cmdline", "/dev/null", "--initdata"])
+        .arg(initdata)
+        .arg("--tsm-root")
+        .arg(tsm)
+        .arg("--tls-dir")
+        .arg(work.join("tls"))
+        .envs(env.iter().copied())
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap()
+}
+
 fn assert_attested(o: &Output, digest: &str) {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
@@ -86,10 +112,7 @@ fn assert_refused(o: &Output, want: &[&str]) {
 #[test]
 fn snp_initdata_matches_and_mismatches() {
     let _t = podmesh_tests::skip_unless_fuse!();
-    let work = tempfile::tempdir().unwrap();
-    let initdata = work.path().join("initdata.toml");
-    std::fs::write(&initdata, INITDATA).unwrap();
-    let digest = sha384_hex(&initdata);
+    let (work, initdata, digest) = write_initdata();
     let hostdata = &digest[..64];
 
     let (p, root) = mount(work.path(), "match", "snp", "--host-data", hostdata);
@@ -104,52 +127,17 @@ fn snp_initdata_matches_and_mismatches() {
 
     // attest: initdata names no root CA or fingerprint; the environment's fingerprint is not
     // attested, so it must not count: exit 78 instead of trusting the first answer.
-    let out = Command::new(bin("podmesh"))
-        .args(["attest", "--once", "--no-dbus", "--cmdline", "/dev/null", "--initdata"])
-        .arg(&initdata)
-        .arg("--tsm-root")
-        .arg(&root)
-        .arg("--tls-dir")
-        .arg(work.path().join("tls"))
-        .env("PODMESH_COORDINATOR_FINGERPRINT", "ab".repeat(32))
-        .env_remove("JOURNAL_STREAM")
-        .output()
-        .unwrap();
+    let fingerprint = "ab".repeat(32);
+    let out = attest_once(work.path(), &initdata, &root, &[], &[("PODMESH_COORDINATOR_FINGERPRINT", &fingerprint)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("PODMESH_COORDINATOR_FINGERPRINT from environment is ignored"), "{stderr}");
     assert!(stderr.contains("does not trust the first coordinator"), "{stderr}");
     // Even the insecure flag does not bring trust on first use back in attested mode.
-    let out = Command::new(bin("podmesh"))
-        .args([
-            "attest",
-            "--once",
-            "--no-dbus",
-            "--insecure-trust-on-first-use",
-            "--cmdline",
-            "/dev/null",
-            "--initdata",
-        ])
-        .arg(&initdata)
-        .arg("--tsm-root")
-        .arg(&root)
-        .arg("--tls-dir")
-        .arg(work.path().join("tls"))
-        .env_remove("JOURNAL_STREAM")
-        .output()
-        .unwrap();
+    let out = attest_once(work.path(), &initdata, &root, &["--insecure-trust-on-first-use"], &[]);
     assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
     // A mismatch stops attest with 78 and the event (the deny table is never touched).
-    let out = Command::new(bin("podmesh"))
-        .args(["attest", "--once", "--no-dbus", "--cmdline", "/dev/null", "--initdata"])
-        .arg(&lie)
-        .arg("--tsm-root")
-        .arg(&root)
-        .arg("--tls-dir")
-        .arg(work.path().join("tls"))
-        .env_remove("JOURNAL_STREAM")
-        .output()
-        .unwrap();
+    let out = attest_once(work.path(), &lie, &root, &[], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("initdata_mismatch") && stderr.contains(hostdata), "{stderr}");
@@ -162,10 +150,7 @@ fn snp_initdata_matches_and_mismatches() {
 #[test]
 fn tdx_initdata_matches_and_mismatches() {
     let _t = podmesh_tests::skip_unless_fuse!();
-    let work = tempfile::tempdir().unwrap();
-    let initdata = work.path().join("initdata.toml");
-    std::fs::write(&initdata, INITDATA).unwrap();
-    let digest = sha384_hex(&initdata);
+    let (work, initdata, digest) = write_initdata();
     let (p, root) = mount(work.path(), "match", "tdx", "--mrconfigid", &digest);
     assert_attested(&check(work.path(), &initdata, &root), &digest);
     unmount(p, &root);

@@ -4,7 +4,7 @@
 
 #![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use podmesh_tests::{
-    harness::{bin, Proc, Test},
+    harness::{bin, clean_podmesh_env, Proc, Test},
     netns::{Pod, PodPair},
     proxy_certs::{Identity, TestMesh},
     proxy_pods::App,
@@ -13,7 +13,7 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Command, Output, Stdio},
     time::Duration,
 };
 
@@ -35,29 +35,9 @@ fn spawn_proxy_with(pod: &Pod, args: &[&str], tls_dir: &Path, env: &[(&str, &str
     std::fs::write(&cmdline, "").unwrap();
     cmd.arg("--cmdline").arg(&cmdline);
     cmd.args(["--drain-timeout", "2s"]);
-    clean_env(&mut cmd);
+    clean_podmesh_env(&mut cmd);
     cmd.env("PODMESH_LOG", "info,mesh=debug").envs(env.iter().copied());
     Proc::logged("podmesh proxy", &mut cmd, log).unwrap()
-}
-
-/// No configuration from the test runner's environment leaks into a podmesh under test.
-fn clean_env(cmd: &mut Command) {
-    for var in [
-        "CONTRAST_INGRESS_PROXY_CONFIG",
-        "CONTRAST_EGRESS_PROXY_CONFIG",
-        "CONTRAST_ADMIN_PORT",
-        "EDG_INGRESS_PROXY_CONFIG",
-        "EDG_EGRESS_PROXY_CONFIG",
-        "EDG_ADMIN_PORT",
-        "NOTIFY_SOCKET",
-        "PODMESH_NETNS",
-        "PODMESH_ENV_FILE",
-        "PODMESH_COORDINATOR",
-        "PODMESH_OPEN_WITHOUT_COORDINATOR",
-        "JOURNAL_STREAM",
-    ] {
-        cmd.env_remove(var);
-    }
 }
 
 const READY: &str = "proxy ready";
@@ -95,6 +75,23 @@ fn read_line(pod: &Pod, to: SocketAddr) -> Result<String, String> {
         }
     })
     .unwrap()
+}
+
+/// `curl` in `pod` to `url`, trusting `ca`, with a client certificate when `cert` names a chain
+/// and key (the app speaks no HTTP, so its raw answer is accepted as HTTP/0.9).
+fn curl(pod: &Pod, ca: &Path, cert: Option<(&Path, &Path)>, url: &str) -> Output {
+    let mut cmd = pod.command("curl");
+    cmd.args(["-sS", "--http0.9", "--max-time", "5", "--cacert"]).arg(ca);
+    if let Some((chain, key)) = cert {
+        cmd.arg("--cert").arg(chain).arg("--key").arg(key);
+    }
+    cmd.arg(url).output().unwrap()
+}
+
+/// `client`'s output starts with the app's answer `want`.
+fn assert_answer(client: &str, out: &Output, want: &str) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(want), "{client} got {text:?}; stderr {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -236,59 +233,20 @@ fn openssl_and_curl_interoperate() {
     stdin.write_all(b"ping\n").unwrap();
     std::thread::sleep(Duration::from_millis(500));
     drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("port=8080\nping\n"),
-        "s_client got {text:?}; stderr {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_answer("s_client", &child.wait_with_output().unwrap(), "port=8080\nping\n");
 
-    // Ingress client: curl (the app speaks no HTTP, so accept its raw answer as HTTP/0.9).
-    let out = s
-        .pods
-        .a
-        .command("curl")
-        .args(["-sS", "--http0.9", "--max-time", "5", "--cacert"])
-        .arg(&ca)
-        .arg("--cert")
-        .arg(&chain)
-        .arg("--key")
-        .arg(&key)
-        .arg("https://[fd99::2]:8080/")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("port=8080\nGET / HTTP/1.1"),
-        "curl got {text:?}; stderr {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Ingress client: curl.
+    let out = curl(&s.pods.a, &ca, Some((&chain, &key)), "https://[fd99::2]:8080/");
+    assert_answer("curl", &out, "port=8080\nGET / HTTP/1.1");
     // curl without a client certificate is refused on the mTLS port ...
-    let out = s
-        .pods
-        .a
-        .command("curl")
-        .args(["-sS", "--http0.9", "--max-time", "5", "--cacert"])
-        .arg(&ca)
-        .arg("https://10.99.0.2:8080/")
-        .output()
-        .unwrap();
+    let out = curl(&s.pods.a, &ca, None, "https://10.99.0.2:8080/");
     assert!(
         !out.status.success() && out.stdout.is_empty(),
         "curl without certificate: {:?}",
         String::from_utf8_lossy(&out.stdout)
     );
     // ... and accepted on the #false port.
-    let out = s
-        .pods
-        .a
-        .command("curl")
-        .args(["-sS", "--http0.9", "--max-time", "5", "--cacert"])
-        .arg(&ca)
-        .arg("https://10.99.0.2:8443/")
-        .output()
-        .unwrap();
+    let out = curl(&s.pods.a, &ca, None, "https://10.99.0.2:8443/");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("port=8443\n"), "curl on #false: {:?}", out);
     drop(server);
 
@@ -396,15 +354,7 @@ fn netns_moves_the_whole_proxy_into_the_pod_and_it_keeps_only_cap_net_admin() {
     // Served from inside the pod: TLS on the #false port, plaintext passthrough.
     assert_eq!(read_line(&s.pods.a, SocketAddr::new(PodPair::V4_B.into(), 9090)).as_deref(), Ok("port=9090\n"));
     let ca = s.dir.path().join("server/mesh-ca.pem");
-    let out = s
-        .pods
-        .a
-        .command("curl")
-        .args(["-sS", "--http0.9", "--max-time", "5", "--cacert"])
-        .arg(&ca)
-        .arg("https://10.99.0.2:8443/")
-        .output()
-        .unwrap();
+    let out = curl(&s.pods.a, &ca, None, "https://10.99.0.2:8443/");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("port=8443\n"), "curl on #false: {out:?}");
 
     let caps = thread_cap_eff(p.id());
@@ -457,7 +407,7 @@ fn attest_does_not_open_the_pod_when_the_env_file_configures_the_mesh() {
         cmd.args(["attest", "--open-without-coordinator", "--no-dbus", "--netns", pod.name(), "--cmdline"])
             .arg(&cmdline)
             .args(extra);
-        clean_env(&mut cmd);
+        clean_podmesh_env(&mut cmd);
         cmd.envs(env.iter().copied()).output().unwrap()
     };
     let proxy_sees = Command::new(bin("podmesh"))

@@ -1,25 +1,15 @@
 //! `podmesh config check`: JSON on success, one error line and exit 2 on bad input.
 
 #![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
+use podmesh_tests::harness::clean_podmesh_env;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_podmesh");
 
 fn check(env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut c = Command::new(BIN);
-    c.args(["config", "check"]).args(args).env_remove("JOURNAL_STREAM");
-    for k in [
-        "CONTRAST_INGRESS_PROXY_CONFIG",
-        "CONTRAST_EGRESS_PROXY_CONFIG",
-        "CONTRAST_ADMIN_PORT",
-        "EDG_INGRESS_PROXY_CONFIG",
-        "EDG_EGRESS_PROXY_CONFIG",
-        "EDG_ADMIN_PORT",
-        "PODMESH_INGRESS_UDP",
-    ] {
-        c.env_remove(k);
-    }
-    c.envs(env.iter().copied()).output().expect("run podmesh")
+    c.args(["config", "check"]).args(args);
+    clean_podmesh_env(&mut c).envs(env.iter().copied()).output().expect("run podmesh")
 }
 
 #[test]
