@@ -9,12 +9,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tee::{Evidence, TrustConfig, VerifiedClaims};
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Verify an SNP report or a TDX quote and print the claims as JSON.
@@ -55,8 +49,8 @@ fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
         .map_err(|e| format!("not an RFC 3339 time ({e}), e.g. 2026-11-24T12:00:00Z"))
 }
 
-pub fn run(args: Args) -> Result<()> {
-    match args.command {
+pub fn run(command: Command) -> Result<()> {
+    match command {
         Command::Verify(v) => {
             let claims = verify_files(&v)?;
             println!("{}", serde_json::to_string_pretty(&claims)?);
@@ -140,13 +134,14 @@ mod tests {
     }
     #[derive(clap::Subcommand)]
     enum Top {
-        Evidence(Args),
+        #[command(subcommand)]
+        Evidence(Command),
     }
 
     use test_vectors::dir as vectors;
 
     fn parse(argv: &[&str]) -> VerifyArgs {
-        let Top::Evidence(Args { command: Command::Verify(v) }) = Cli::try_parse_from(argv).unwrap().cmd;
+        let Top::Evidence(Command::Verify(v)) = Cli::try_parse_from(argv).unwrap().cmd;
         v
     }
 
@@ -180,30 +175,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(v.join("tdx/dcap-qvl/tdx_quote_collateral.json"), dir.path().join("collateral.json")).unwrap();
         let quote = v.join("tdx/dcap-qvl/tdx_quote");
-        let ok = parse(&[
-            "x",
-            "evidence",
-            "verify",
-            "--tdx",
-            quote.to_str().unwrap(),
-            "--collateral",
-            dir.path().to_str().unwrap(),
-            "--at",
-            "2025-07-01T00:00:00Z",
-        ]);
-        assert_eq!(verify_files(&ok).unwrap().product, "TDX v4 TD1.0");
-        let late = parse(&[
-            "x",
-            "evidence",
-            "verify",
-            "--tdx",
-            quote.to_str().unwrap(),
-            "--collateral",
-            dir.path().to_str().unwrap(),
-            "--at",
-            "2026-11-24T00:00:00Z",
-        ]);
-        let e = verify_files(&late).unwrap_err();
+        let (quote, collateral) = (quote.to_str().unwrap(), dir.path().to_str().unwrap());
+        let at = |time| parse(&["x", "evidence", "verify", "--tdx", quote, "--collateral", collateral, "--at", time]);
+        assert_eq!(verify_files(&at("2025-07-01T00:00:00Z")).unwrap().product, "TDX v4 TD1.0");
+        let e = verify_files(&at("2026-11-24T00:00:00Z")).unwrap_err();
         assert!(format!("{e:#}").contains("not valid at"), "{e:#}");
     }
 

@@ -8,12 +8,6 @@ use initdata::{Algorithm, Field, Initdata};
 use serde_json::json;
 use std::path::PathBuf;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Print the digest of an initdata file and the HOSTDATA (SNP) / MRCONFIGID (TDX) it launches with (JSON).
@@ -58,8 +52,8 @@ fn launch_values(init: &Initdata) -> serde_json::Value {
     })
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let out = match args.command {
+pub fn run(command: Command) -> Result<()> {
+    let out = match command {
         Command::Digest { file } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let init = Initdata::parse(&bytes).with_context(|| format!("initdata {}", file.display()))?;

@@ -35,9 +35,11 @@ enum Command {
     /// Print the CA certificates of a running coordinator (JSON), for data owners.
     Ca(cmd_client::ClientArgs),
     /// Inspect and verify TEE evidence files offline (prints the verified claims as JSON).
-    Evidence(cmd_evidence::Args),
+    #[command(subcommand)]
+    Evidence(cmd_evidence::Command),
     /// Attested configuration: initdata digests (HOSTDATA / MRCONFIGID) and Contrast's annotations.
-    Initdata(cmd_initdata::Args),
+    #[command(subcommand)]
+    Initdata(cmd_initdata::Command),
     /// Generate an owner token: prints the token on stdout, writes its SHA-256 (hex) to --hash-out.
     OwnerToken {
         /// Where to write the hash (pass this file to `serve --owner-token-file`).
@@ -56,8 +58,8 @@ async fn main() -> Result<()> {
         Command::Serve(args) => cmd_serve::serve(args).await,
         Command::Manifest(cmd) => cmd_client::manifest(cmd).await,
         Command::Ca(args) => cmd_client::ca(args).await,
-        Command::Evidence(args) => cmd_evidence::run(args),
-        Command::Initdata(args) => cmd_initdata::run(args),
+        Command::Evidence(cmd) => cmd_evidence::run(cmd),
+        Command::Initdata(cmd) => cmd_initdata::run(cmd),
         Command::OwnerToken { hash_out } => cmd_owner_token::run(&hash_out),
     }
 }

@@ -5,12 +5,14 @@ mod common;
 
 use common::*;
 use coordinator::server::Limits;
+use coordinator::service::Config;
 use pki::{AttestationClaims, Platform};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use wire::api::{CertificateRequest, ErrorBody, Reason};
@@ -40,6 +42,11 @@ fn verifies(anchor_pem: &str, chain_pem: &str, name: Option<&str>) -> bool {
     }
 }
 
+/// A coordinator in `state` with the standard SNP manifest; `allow_sim` is its simulated-TEE opt-in.
+async fn start_snp(state: &Path, allow_sim: bool, config: Config, limits: Limits) -> Running {
+    start(state, Some(manifest(&manifest_json(allow_sim, &MEASUREMENT))), config, limits).await
+}
+
 fn leaf_only(chain_pem: &str) -> String {
     let chain = wire::pem::certificates("chain", chain_pem).unwrap();
     wire::pem::encode("CERTIFICATE", &chain[0])
@@ -60,13 +67,7 @@ fn expect_rejection(result: Result<impl std::fmt::Debug, ClientError>, reason: R
 async fn issues_a_mesh_certificate_for_simulated_snp_evidence() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = SimPlatform::new(tmp.path());
-    let running = start(
-        &tmp.path().join("state"),
-        Some(manifest(&manifest_json(true, &MEASUREMENT))),
-        sim_config(&platform),
-        Limits::default(),
-    )
-    .await;
+    let running = start_snp(&tmp.path().join("state"), true, sim_config(&platform), Limits::default()).await;
     let client = running.client();
     let guest = platform.guest(MEASUREMENT, WEB_HOST_DATA);
     let workload = Workload::new();
@@ -121,10 +122,8 @@ async fn issues_a_mesh_certificate_for_simulated_snp_evidence() {
 async fn every_bad_attestation_is_rejected_with_its_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = SimPlatform::new(tmp.path());
-    let config = coordinator::service::Config { nonce_ttl: Duration::from_secs(2), ..sim_config(&platform) };
-    let running =
-        start(&tmp.path().join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), config, Limits::default())
-            .await;
+    let config = Config { nonce_ttl: Duration::from_secs(2), ..sim_config(&platform) };
+    let running = start_snp(&tmp.path().join("state"), true, config, Limits::default()).await;
     let client = running.client();
     let good = platform.guest(MEASUREMENT, WEB_HOST_DATA);
     let workload = Workload::new();
@@ -239,24 +238,12 @@ async fn simulated_evidence_needs_the_manifest_opt_in() {
     let workload = Workload::new();
 
     // anchor loaded, manifest does not opt in: recognised and refused
-    let running = start(
-        &tmp.path().join("a"),
-        Some(manifest(&manifest_json(false, &MEASUREMENT))),
-        sim_config(&platform),
-        Limits::default(),
-    )
-    .await;
+    let running = start_snp(&tmp.path().join("a"), false, sim_config(&platform), Limits::default()).await;
     expect_rejection(attest(&running.client(), &guest, &workload).await, Reason::SimulatedNotAllowed);
     running.stop().await;
 
     // no anchor at all: just untrusted evidence
-    let running = start(
-        &tmp.path().join("b"),
-        Some(manifest(&manifest_json(false, &MEASUREMENT))),
-        Default::default(),
-        Limits::default(),
-    )
-    .await;
+    let running = start_snp(&tmp.path().join("b"), false, Default::default(), Limits::default()).await;
     expect_rejection(attest(&running.client(), &guest, &workload).await, Reason::EvidenceInvalid);
     running.stop().await;
 
@@ -277,13 +264,7 @@ async fn malformed_and_oversized_requests_get_json_4xx() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = SimPlatform::new(tmp.path());
     let limits = Limits { body_bytes: 32 * 1024, ..Limits::default() };
-    let running = start(
-        &tmp.path().join("state"),
-        Some(manifest(&manifest_json(true, &MEASUREMENT))),
-        sim_config(&platform),
-        limits,
-    )
-    .await;
+    let running = start_snp(&tmp.path().join("state"), true, sim_config(&platform), limits).await;
     let client = running.client();
     let json = [("content-type", "application/json")];
     let cases: Vec<(&str, &str, Vec<u8>, u16, Reason)> = vec![
@@ -333,13 +314,7 @@ async fn a_stalled_request_times_out_with_408() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = SimPlatform::new(tmp.path());
     let limits = Limits { request_timeout: Duration::from_millis(500), ..Limits::default() };
-    let running = start(
-        &tmp.path().join("state"),
-        Some(manifest(&manifest_json(true, &MEASUREMENT))),
-        sim_config(&platform),
-        limits,
-    )
-    .await;
+    let running = start_snp(&tmp.path().join("state"), true, sim_config(&platform), limits).await;
 
     let mut roots = RootCertStore::empty();
     roots.add(wire::pem::certificate("root", &running.root_pem).unwrap()).unwrap();

@@ -29,8 +29,20 @@ async fn attest_tdx(
     guest: &TdxProvider,
     workload: &Workload,
 ) -> Result<wire::api::CertificateResponse, ClientError> {
+    attest_tdx_tampered(client, guest, workload, |_| {}).await
+}
+
+/// Like [`attest_tdx`], with `tamper` applied to the quote before it is sent.
+async fn attest_tdx_tampered(
+    client: &wire::client::Client,
+    guest: &TdxProvider,
+    workload: &Workload,
+    tamper: fn(&mut Vec<u8>),
+) -> Result<wire::api::CertificateResponse, ClientError> {
     let nonce = client.nonce().await?.nonce;
-    let quote = guest.generate(&wire::api::report_data(&workload.spki, &nonce), 0).expect("simulated quote").outblob;
+    let mut quote =
+        guest.generate(&wire::api::report_data(&workload.spki, &nonce), 0).expect("simulated quote").outblob;
+    tamper(&mut quote);
     client
         .certificate(&CertificateRequest {
             evidence: Evidence::Tdx { quote },
@@ -106,19 +118,6 @@ async fn simulated_tdx_quote_gets_a_certificate_and_bad_ones_do_not() {
         TdxProvider::new(&sim_state, TdxLaunch { mr_config_id: [0x77; 48], ..launch(MRTD, RTMR2) }).unwrap();
     expect(attest_tdx(&client, &other_config, &workload).await, Reason::UnknownHostData);
     // tampered quote: flip a bit of MRTD inside the signed body
-    let nonce = client.nonce().await.unwrap().nonce;
-    let mut quote = good.generate(&wire::api::report_data(&workload.spki, &nonce), 0).unwrap().outblob;
-    quote[48 + 136] ^= 1;
-    expect(
-        client
-            .certificate(&CertificateRequest {
-                evidence: Evidence::Tdx { quote },
-                nonce,
-                public_key: Some(workload.spki.clone()),
-                csr: None,
-            })
-            .await,
-        Reason::EvidenceInvalid,
-    );
+    expect(attest_tdx_tampered(&client, &good, &workload, |q| q[48 + 136] ^= 1).await, Reason::EvidenceInvalid);
     running.stop().await;
 }
