@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The VM boot test: builds the test image once, boots it under QEMU (TCG) five times and
+# The VM boot test: builds the test image once, boots it under QEMU (TCG) six times and
 # proves the boot contract from the guest's own journal (streamed as JSON over virtio-serial).
 # The coordinator's manifest admits the podVM by its initdata digest (HOSTDATA).
 #
@@ -19,6 +19,9 @@
 #   boot 5 "no-tee":   the real kernel configfs-tsm without a provider (TCG has none), mesh and
 #                      coordinator fingerprint on the kernel command line: attestation fails
 #                      with the ENXIO explanation, deny table stays.
+#   boot 6 "withheld": launched with the admitted initdata's HOSTDATA, but the host withholds the
+#                      document and its credentials carry #true for 8080, the coordinator and its
+#                      root CA: all ignored, attest finds no coordinator, deny table stays.
 #
 # Prints image size, build time and the boot timeline (kernel -> deny installed -> kata-agent
 # -> certificate written -> proxy ready). Needs root. Every failed check exits non-zero.
@@ -301,6 +304,38 @@ fi
 deny_stays "no TEE provider"
 [ ${#failures[@]} -eq "$nfail" ] || dump_podmesh_journal no-tee
 shutdown_guest no-tee
+fi
+
+# ---- boot 6: the host withholds the document it launched with and lies in credentials --------------
+# HOSTDATA is the admitted initdata's digest (the coordinator would issue a certificate), but no
+# document arrives; the credentials carry #true for 8080, the real coordinator and its root CA.
+# An image that imported credentials would attest unattested and serve 8080 in plaintext.
+if want withheld; then
+nfail=${#failures[@]}
+cluster_initdata_hostdata "$work/initdata.toml" >"$work/initdata.host-data"
+{ cat "$work/guest.env"; echo "CONTRAST_INGRESS_PROXY_CONFIG=plain#8081#true##app#8080#true"
+  echo "PODMESH_COORDINATOR=$PMVM_HOST_IP:$PMVM_COORD_PORT"; } >"$work/withheld.env"
+boot withheld --credential "pmvm.tsm-sim.host-data=$work/initdata.host-data" --env-file "$work/withheld.env" \
+    --root-ca "$PMVM_ROOT_CA"
+if pmvm_wait "$J" 240 "podmesh-attest to fail (or the proxy to open)" \
+        '((.UNIT // "") == "podmesh-attest.service" and (.MESSAGE | test("Failed with result"))) or .PODMESH_EVENT == "proxy_ready"' "$qemu_pid"; then
+    msg=$(pmvm_jq "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service") | select(.PRIORITY | tonumber <= 3) | .MESSAGE' | head -n1)
+    pmvm_log "     attest: $msg"
+    check "withheld: attest finds no coordinator (the credential's is not taken)" grep -q "no coordinator configured" <<<"$msg"
+else
+    failures+=("withheld: podmesh-attest fails")
+fi
+ignored=$(events withheld unattested_setting_ignored podvm-config)
+check "withheld: the ingress credential is ignored" grep -q "^CONTRAST_INGRESS_PROXY_CONFIG from credential podmesh.env" <<<"$ignored"
+check "withheld: the coordinator credential is ignored" grep -q "^PODMESH_COORDINATOR from credential podmesh.env" <<<"$ignored"
+check "withheld: the root-CA credential is ignored" grep -q "credential podmesh.coordinator-root-ca" <<<"$ignored"
+check "withheld: no certificate was written" test -z "$(pmvm_event_usec "$J" certificate_written)"
+raw=$(in_ns timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8080" </dev/null 2>&1 || true)
+# shellcheck disable=SC2016
+check "withheld: port 8080 gives plaintext clients nothing from the app" bash -c '! grep -q "pmvm-app" <<<"$1"' _ "$raw"
+deny_stays withheld
+[ ${#failures[@]} -eq "$nfail" ] || dump_podmesh_journal withheld
+shutdown_guest withheld
 fi
 
 # ---- report ------------------------------------------------------------------------------------
