@@ -54,7 +54,7 @@ fn leaf_only(chain_pem: &str) -> String {
 
 fn expect_rejection(result: Result<impl std::fmt::Debug, ClientError>, reason: Reason) {
     match result {
-        Err(ClientError::Rejected { reason: got, status, detail }) => {
+        Err(ClientError::Rejected { reason: got, status, detail, .. }) => {
             assert_eq!(got, reason, "wrong reason ({status}): {detail}");
             assert!((400..500).contains(&status), "{status}");
             assert!(!detail.is_empty());

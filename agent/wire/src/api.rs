@@ -171,6 +171,8 @@ pub enum Reason {
     Timeout,
     /// 500: the coordinator failed internally (state write, signing); nothing was issued.
     Internal,
+    /// 503: the coordinator is saturated (verification pool full); retry after `Retry-After`.
+    Busy,
 }
 
 impl Reason {
@@ -201,6 +203,7 @@ impl Reason {
             Reason::MethodNotAllowed => "method_not_allowed",
             Reason::Timeout => "timeout",
             Reason::Internal => "internal",
+            Reason::Busy => "busy",
         }
     }
 
@@ -232,6 +235,7 @@ impl Reason {
             Reason::BodyTooLarge => 413,
             Reason::TooManyNonces => 429,
             Reason::Internal => 500,
+            Reason::Busy => 503,
         }
     }
 }

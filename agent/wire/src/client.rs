@@ -32,7 +32,7 @@ pub enum ClientError {
     #[error("talking to the coordinator at {addr}: {why}")]
     Http { addr: String, why: String },
     #[error("coordinator rejected the request ({status}): {reason}: {detail}")]
-    Rejected { status: u16, reason: Reason, detail: String },
+    Rejected { status: u16, reason: Reason, detail: String, retry_after: Option<Duration> },
     #[error("coordinator answered {status} with an unexpected body: {body}")]
     Unexpected { status: u16, body: String },
 }
@@ -209,7 +209,7 @@ impl Client {
         if let Some(auth) = &auth {
             headers.push(("authorization", auth.as_str()));
         }
-        let (status, bytes) = self.raw(method, path, body.unwrap_or_default(), &headers).await?;
+        let (status, retry_after, bytes) = self.exchange(method, path, body.unwrap_or_default(), &headers).await?;
         if status == 200 {
             return serde_json::from_slice(&bytes).map_err(|_| ClientError::Unexpected {
                 status,
@@ -217,7 +217,7 @@ impl Client {
             });
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(e) => Err(ClientError::Rejected { status, reason: e.reason, detail: e.detail }),
+            Ok(e) => Err(ClientError::Rejected { status, reason: e.reason, detail: e.detail, retry_after }),
             Err(_) => Err(ClientError::Unexpected {
                 status,
                 body: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
@@ -233,6 +233,18 @@ impl Client {
         body: Vec<u8>,
         headers: &[(&str, &str)],
     ) -> Result<(u16, Vec<u8>), ClientError> {
+        let (status, _, bytes) = self.exchange(method, path, body, headers).await?;
+        Ok((status, bytes))
+    }
+
+    /// One request: (status, `Retry-After` in seconds if sent, body).
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Option<Duration>, Vec<u8>), ClientError> {
         tokio::time::timeout(self.timeout, self.raw_inner(method, path, body, headers))
             .await
             .map_err(|_| ClientError::Timeout { addr: self.addr.clone(), timeout: self.timeout })?
@@ -244,7 +256,7 @@ impl Client {
         path: &str,
         body: Vec<u8>,
         headers: &[(&str, &str)],
-    ) -> Result<(u16, Vec<u8>), ClientError> {
+    ) -> Result<(u16, Option<Duration>, Vec<u8>), ClientError> {
         let http = |why: String| ClientError::Http { addr: self.addr.clone(), why };
         let tcp = TcpStream::connect(&self.addr)
             .await
@@ -261,12 +273,19 @@ impl Client {
         let request = request.body(Full::new(Bytes::from(body))).map_err(|e| http(e.to_string()))?;
         let response = sender.send_request(request).await.map_err(|e| http(e.to_string()))?;
         let status = response.status().as_u16();
+        // Only the delay-seconds form: the coordinator never sends an HTTP date.
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let bytes = Limited::new(response.into_body(), MAX_RESPONSE)
             .collect()
             .await
             .map_err(|e| http(format!("reading the response: {e}")))?
             .to_bytes();
         driver.abort();
-        Ok((status, bytes.to_vec()))
+        Ok((status, retry_after, bytes.to_vec()))
     }
 }

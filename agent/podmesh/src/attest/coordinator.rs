@@ -26,6 +26,14 @@ impl CoordinatorError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, CoordinatorError::Client(ClientError::Connect { .. } | ClientError::Timeout { .. }))
     }
+
+    /// The coordinator asked to wait this long (429/503 with `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CoordinatorError::Client(ClientError::Rejected { retry_after, .. }) => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 pub struct Coordinator {

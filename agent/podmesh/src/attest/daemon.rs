@@ -146,7 +146,12 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
                 return Err(DaemonError::NoTee(e));
             }
             Err(e) => {
-                let delay = backoff.next_delay();
+                // A saturated coordinator's Retry-After stretches the delay, up to --backoff-max.
+                let asked = match &e {
+                    AttemptError::Coordinator(c) => c.retry_after().unwrap_or_default(),
+                    _ => Duration::ZERO,
+                };
+                let delay = backoff.next_delay().max(asked.min(s.backoff_max));
                 tracing::warn!(
                     PODMESH_EVENT = "attestation_failed",
                     PODMESH_ATTEMPT = attempt,
