@@ -57,10 +57,11 @@ fn attest_manifest_update_splits_old_and_new_workloads() {
     assert!(st.success(), "attest --once: {st}: {}", att_a.log_text());
     drop(coord);
 
-    // The owner changes the manifest (a new SAN for pod-b): a new generation, a new mesh CA.
+    // The owner changes the manifest (a new SAN for pod-b) at a restart, explicitly: a new
+    // generation, a new mesh CA.
     let mut updated = Manifest::standard();
     updated.policies[1].2.push("pod-b.v2");
-    let _coord = cl.start_coordinator(&updated, &[], "2").unwrap();
+    let _coord = cl.start_coordinator(&updated, &["--apply-manifest"], "2").unwrap();
     let tsm_b = cl.mount_tsm("b", HOSTDATA_B, MEASUREMENT, &[]).unwrap();
     let dir_b = cl.path("tls-b");
     let mut att_b = cl.start_attest(&cl.pods.b, 2, &tsm_b.root, &dir_b, "b", &["--once"]).unwrap();

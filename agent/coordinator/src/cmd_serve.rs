@@ -21,10 +21,15 @@ pub struct ServeArgs {
     /// State directory (root CA, mesh CA generations, manifest history); created if missing.
     #[arg(long)]
     pub state: PathBuf,
-    /// Manifest JSON; required on first start. When it differs from the persisted manifest it
-    /// becomes a new generation and the mesh CA rotates.
+    /// Manifest JSON; required on first start. Later the persisted history is authoritative: a
+    /// file that is not the current manifest is refused (a restart must not roll back an update)
+    /// unless --apply-manifest is given.
     #[arg(long)]
     pub manifest: Option<PathBuf>,
+    /// Make a --manifest that differs from the current one the next generation (a mesh CA
+    /// rotation, exactly as `PUT /v1/manifest`), instead of refusing to start.
+    #[arg(long, requires = "manifest")]
+    pub apply_manifest: bool,
     /// File with the hex SHA-256 of the owner's bearer token; without it `PUT /v1/manifest` is disabled.
     #[arg(long)]
     pub owner_token_file: Option<PathBuf>,
@@ -54,6 +59,38 @@ pub struct ServeArgs {
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 30)]
     pub request_timeout_secs: u64,
+    /// Seconds a new connection may take to finish its TLS handshake.
+    #[arg(long, default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+    /// Seconds to receive a request's headers, also between keep-alive requests (idle connections).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Open connections at most (handshaking included); more are closed at accept. Lowered to
+    /// fit the open-file limit.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Open connections per client address (IPv6: per /64).
+    #[arg(long, default_value_t = 64)]
+    pub max_connections_per_source: usize,
+    /// Outstanding nonces at most; more `POST /v1/nonce` get 429 with Retry-After.
+    #[arg(long, default_value_t = coordinator::service::MAX_OUTSTANDING_NONCES)]
+    pub max_nonces: usize,
+    /// Outstanding nonces per client address (IPv6: per /64).
+    #[arg(long, default_value_t = coordinator::service::MAX_NONCES_PER_SOURCE)]
+    pub max_nonces_per_source: usize,
+    /// Evidence verifications running at once. Default: the number of CPUs.
+    #[arg(long)]
+    pub verify_workers: Option<usize>,
+    /// Certificate requests waiting for a verification worker; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    pub verify_queue: usize,
+}
+
+/// The soft open-file limit, from /proc/self/limits (None when unreadable).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 fn default_sans(listen: SocketAddr) -> Vec<String> {
@@ -88,24 +125,57 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             "no --owner-token-file: PUT /v1/manifest is disabled"
         );
     }
-    if args.cert_lifetime_secs == 0 || args.nonce_ttl_secs == 0 || args.request_timeout_secs == 0 {
-        bail!("--cert-lifetime-secs, --nonce-ttl-secs and --request-timeout-secs must be at least 1");
+    if [
+        args.cert_lifetime_secs,
+        args.nonce_ttl_secs,
+        args.request_timeout_secs,
+        args.handshake_timeout_secs,
+        args.header_timeout_secs,
+    ]
+    .contains(&0)
+        || [args.max_connections, args.max_connections_per_source, args.max_nonces, args.max_nonces_per_source]
+            .contains(&0)
+        || args.verify_workers == Some(0)
+    {
+        bail!("every --*-secs, --max-* and --verify-workers must be at least 1");
     }
     let config = Config {
         cert_lifetime: Duration::from_secs(args.cert_lifetime_secs),
         nonce_ttl: Duration::from_secs(args.nonce_ttl_secs),
         anchors,
         owner,
+        max_nonces: args.max_nonces,
+        max_nonces_per_source: args.max_nonces_per_source,
+        apply_manifest: args.apply_manifest,
     };
     let state = args.state.clone();
     let coordinator = tokio::task::spawn_blocking(move || Coordinator::open(&state, manifest, config)).await??;
     let coordinator = Arc::new(coordinator);
     let sans = if args.sans.is_empty() { default_sans(args.listen) } else { args.sans.clone() };
     let tls = server::tls_config(coordinator.root(), &sans)?;
+    // Leave room for the state dir, the listener and the runtime's own descriptors.
+    let mut max_connections = args.max_connections;
+    if let Some(fits) = open_file_limit().map(|n| n.saturating_sub(64).max(1)) {
+        if fits < max_connections {
+            tracing::warn!(
+                PODMESH_EVENT = "coordinator_connection_limit_lowered",
+                max_connections = fits,
+                "--max-connections {max_connections} lowered to {fits} to fit the open-file limit (raise LimitNOFILE)"
+            );
+            max_connections = fits;
+        }
+    }
+    let defaults = Limits::default();
     let limits = Limits {
         body_bytes: args.body_limit,
         request_timeout: Duration::from_secs(args.request_timeout_secs),
-        ..Limits::default()
+        handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        max_connections,
+        max_connections_per_source: args.max_connections_per_source,
+        verify_workers: args.verify_workers.unwrap_or(defaults.verify_workers),
+        verify_queue: args.verify_queue,
+        ..defaults
     };
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;

@@ -3,6 +3,7 @@
 //! - The HTTP API and its client are the `wire` crate (`wire::api`, `wire::client`), shared with the guest.
 //! - [`manifest`]: manifest schema and validation.
 //! - [`service`]: the coordinator without transport; [`server`]: HTTPS serving.
+//! - [`admission`]: connection and verification bounds; [`nonce`]: the nonce store.
 //! - [`state`]: the persisted state directory; [`owner`]: the owner credential.
 //! - [`contrast`]: Contrast's mesh annotations rewritten into Kata initdata (host side).
 
@@ -11,6 +12,7 @@
 // Only the binary (src/main.rs) uses these; cargo has no per-target dependencies.
 use {anyhow as _, clap as _, tracing_subscriber as _};
 
+pub mod admission;
 pub mod contrast;
 pub mod manifest;
 pub mod nonce;

@@ -1,6 +1,14 @@
 //! HTTPS transport: rustls termination, axum routing, limits, timeouts, rejection logging,
 //! graceful shutdown.
+//!
+//! Unauthenticated clients get bounded resources only: a connection slot (in total and per
+//! source address, taken at accept, before any TLS), a TLS-handshake deadline, a deadline for
+//! each request's headers (also between keep-alive requests), HTTP/1.1 only (no HTTP/2 streams
+//! to multiply a connection), a whole-request deadline, and a place in the bounded
+//! verification pool ([`crate::admission`]). Refusals that a flood repeats are logged at most
+//! once a second with the count folded in.
 
+use crate::admission::{ConnLimiter, LogThrottle, VerifyPool};
 use crate::service::Coordinator;
 use crate::verify::Rejection;
 use axum::body::Body;
@@ -14,7 +22,7 @@ use pki::{LeafRequest, PublicKeyInput, RootCa, SubjectAltNames};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -34,7 +42,14 @@ pub struct Limits {
     pub body_bytes: usize,
     pub request_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// For each request's headers, counted from when the server waits for them (so also
+    /// bounds an idle keep-alive connection).
+    pub header_timeout: Duration,
     pub drain_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
+    pub verify_workers: usize,
+    pub verify_queue: usize,
 }
 
 impl Default for Limits {
@@ -43,7 +58,12 @@ impl Default for Limits {
             body_bytes: 256 * 1024,
             request_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_source: 64,
+            verify_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            verify_queue: 64,
         }
     }
 }
@@ -52,6 +72,9 @@ impl Default for Limits {
 struct AppState {
     coordinator: Arc<Coordinator>,
     limits: Limits,
+    verify: Arc<VerifyPool>,
+    /// Repeated refusals (429/503) of a flood: one line a second.
+    throttle: Arc<LogThrottle>,
 }
 
 /// Peer address, attached to each request for the log.
@@ -62,6 +85,10 @@ fn peer_of(req: &Request) -> String {
     req.extensions().get::<Peer>().map(|p| p.0.to_string()).unwrap_or_else(|| "-".into())
 }
 
+fn peer_ip(req: &Request) -> IpAddr {
+    req.extensions().get::<Peer>().map(|p| p.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
 fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
@@ -69,7 +96,7 @@ fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response 
     }
 }
 
-/// The 4xx answer plus its single log line.
+/// The 4xx/5xx answer plus its single log line.
 fn reject(endpoint: &str, peer: &str, rejection: Rejection) -> Response {
     tracing::warn!(
         PODMESH_EVENT = "coordinator_request_rejected",
@@ -80,14 +107,52 @@ fn reject(endpoint: &str, peer: &str, rejection: Rejection) -> Response {
         rejection.reason,
         rejection.detail
     );
+    answer(rejection)
+}
+
+fn answer(rejection: Rejection) -> Response {
     let status = StatusCode::from_u16(rejection.reason.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    json_response(status, &ErrorBody { reason: rejection.reason, detail: rejection.detail })
+    let mut response = json_response(status, &ErrorBody { reason: rejection.reason, detail: rejection.detail });
+    if let Some(after) = rejection.retry_after {
+        // Whole seconds (RFC 9110), rounded up and never 0: 0 invites a retry storm.
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        response.headers_mut().insert(header::RETRY_AFTER, secs.max(1).into());
+    }
+    response
 }
 
 fn respond<T: serde::Serialize>(endpoint: &str, peer: &str, result: Result<T, Rejection>) -> Response {
     match result {
         Ok(body) => json_response(StatusCode::OK, &body),
         Err(rejection) => reject(endpoint, peer, rejection),
+    }
+}
+
+/// [`respond`], but refusals a flood repeats (429/503) log one line a second, with the count.
+fn respond_throttled<T: serde::Serialize>(
+    app: &AppState,
+    endpoint: &str,
+    peer: &str,
+    result: Result<T, Rejection>,
+) -> Response {
+    match result {
+        Err(rejection) if rejection.retry_after.is_some() => match app.throttle.due() {
+            Some(folded) => {
+                tracing::warn!(
+                    PODMESH_EVENT = "coordinator_request_rejected",
+                    endpoint,
+                    peer,
+                    reason = rejection.reason.as_str(),
+                    folded,
+                    "rejected {endpoint} from {peer}: {}: {} ({folded} similar refusals since the last line)",
+                    rejection.reason,
+                    rejection.detail
+                );
+                answer(rejection)
+            }
+            None => answer(rejection),
+        },
+        other => respond(endpoint, peer, other),
     }
 }
 
@@ -107,7 +172,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn nonce(State(app): State<AppState>, req: Request) -> Response {
-    respond(api::NONCE_PATH, &peer_of(&req), app.coordinator.nonce())
+    let result = app.coordinator.nonce(peer_ip(&req));
+    respond_throttled(&app, api::NONCE_PATH, &peer_of(&req), result)
 }
 
 async fn certificate(State(app): State<AppState>, req: Request) -> Response {
@@ -117,7 +183,8 @@ async fn certificate(State(app): State<AppState>, req: Request) -> Response {
         Err(rejection) => return reject(api::CERTIFICATE_PATH, &peer, rejection),
     };
     let coordinator = app.coordinator.clone();
-    respond(api::CERTIFICATE_PATH, &peer, blocking(move || coordinator.issue(&body)).await)
+    let result = app.verify.run(move || coordinator.issue(&body)).await;
+    respond_throttled(&app, api::CERTIFICATE_PATH, &peer, result)
 }
 
 async fn ca(State(app): State<AppState>, req: Request) -> Response {
@@ -168,7 +235,12 @@ async fn with_timeout(State(app): State<AppState>, req: Request, next: axum::mid
 }
 
 pub fn router(coordinator: Arc<Coordinator>, limits: Limits) -> Router {
-    let app = AppState { coordinator, limits };
+    let app = AppState {
+        coordinator,
+        limits,
+        verify: Arc::new(VerifyPool::new(limits.verify_workers, limits.verify_queue)),
+        throttle: Arc::new(LogThrottle::new(Duration::from_secs(1))),
+    };
     Router::new()
         .route(api::NONCE_PATH, post(nonce))
         .route(api::CERTIFICATE_PATH, post(certificate))
@@ -217,9 +289,12 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.handshake_timeout);
+    // HTTP/1.1 only: ALPN offers nothing else, and this refuses an HTTP/2 preface sent anyway.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_headers(64);
     let builder = Arc::new(builder);
+    let connections = ConnLimiter::new(limits.max_connections, limits.max_connections_per_source);
+    let refusals = LogThrottle::new(Duration::from_secs(1));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -233,11 +308,28 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Refused before a byte is read: closing at once keeps the refusal cheaper than the flood.
+        let slot = match connections.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                if let Some(folded) = refusals.due() {
+                    tracing::warn!(
+                        PODMESH_EVENT = "coordinator_connection_refused",
+                        %peer,
+                        folded,
+                        "refused a connection from {peer}: {refusal} ({folded} similar refusals since the last line)"
+                    );
+                }
+                drop(tcp);
+                continue;
+            }
+        };
         let acceptor = acceptor.clone();
         let router = router.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {

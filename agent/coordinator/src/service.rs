@@ -7,13 +7,17 @@ use crate::owner::OwnerToken;
 use crate::state::{StateDir, StateError};
 use crate::verify::{AnchorError, Anchors, Rejection, Verifier};
 use pki::{IssueError, LeafRequest, MeshCa, PublicKeyInput, RootCa};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 use wire::api::{CaResponse, CertificateRequest, CertificateResponse, ManifestResponse, NonceResponse, Reason};
 
-/// Outstanding nonces at most; more `POST /v1/nonce` calls get `too_many_nonces`.
+/// Outstanding nonces at most; more `POST /v1/nonce` calls get `too_many_nonces` (429).
 pub const MAX_OUTSTANDING_NONCES: usize = 100_000;
+/// Outstanding nonces per client address (IPv6: per /64). A pod needs one per attempt; a
+/// node that NATs many pods needs more, hence the margin.
+pub const MAX_NONCES_PER_SOURCE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
@@ -21,6 +25,12 @@ pub enum CoordinatorError {
     State(#[from] StateError),
     #[error(transparent)]
     Anchors(#[from] AnchorError),
+    #[error(
+        "--manifest (sha256 {given}) is not the current manifest (generation {generation}, sha256 {current}); the \
+         persisted history is authoritative, so a restart cannot roll back an update: drop --manifest to serve \
+         generation {generation}, or add --apply-manifest to make the file the next generation"
+    )]
+    ManifestNotCurrent { given: String, current: String, generation: u64 },
 }
 
 /// Settings from the command line.
@@ -31,6 +41,11 @@ pub struct Config {
     pub anchors: Anchors,
     /// None: manifest updates over the API are disabled.
     pub owner: Option<OwnerToken>,
+    pub max_nonces: usize,
+    pub max_nonces_per_source: usize,
+    /// A manifest given at start that differs from the persisted one becomes the next
+    /// generation (as a `PUT` would) instead of being refused.
+    pub apply_manifest: bool,
 }
 
 impl Default for Config {
@@ -40,6 +55,9 @@ impl Default for Config {
             nonce_ttl: Duration::from_secs(60),
             anchors: Anchors::default(),
             owner: None,
+            max_nonces: MAX_OUTSTANDING_NONCES,
+            max_nonces_per_source: MAX_NONCES_PER_SOURCE,
+            apply_manifest: false,
         }
     }
 }
@@ -66,14 +84,16 @@ fn internal(what: impl std::fmt::Display) -> Rejection {
 }
 
 impl Coordinator {
-    /// Opens the state dir (creating the root on first start) and applies `manifest` if it differs.
+    /// Opens the state dir (creating the root and generation 1 from `manifest` on first start).
+    /// The persisted history is authoritative: a `manifest` that differs from the current one is
+    /// refused, unless `config.apply_manifest` makes it the next generation exactly as a `PUT`.
     pub fn open(state_dir: &Path, manifest: Option<Manifest>, config: Config) -> Result<Self, CoordinatorError> {
         // Validate the manifest against the anchors before anything is written.
         if let Some(m) = &manifest {
             Verifier::check_config(m, &config.anchors)?;
         }
         let state = StateDir::open(state_dir)?;
-        let loaded = state.load_or_init(manifest)?;
+        let loaded = state.load_or_init(manifest.as_ref())?;
         let verifier = Verifier::new(&loaded.manifest, &config.anchors)?;
         tracing::info!(
             PODMESH_EVENT = "coordinator_state_loaded",
@@ -82,7 +102,7 @@ impl Coordinator {
             policies = loaded.manifest.policies.len(),
             "coordinator state loaded from {}", state_dir.display()
         );
-        Ok(Self {
+        let coordinator = Self {
             root: loaded.root,
             current: RwLock::new(Arc::new(Generation {
                 number: loaded.generation,
@@ -91,10 +111,31 @@ impl Coordinator {
                 verifier,
             })),
             update: Mutex::new(()),
-            nonces: NonceStore::new(config.nonce_ttl, MAX_OUTSTANDING_NONCES),
+            nonces: NonceStore::new(config.nonce_ttl, config.max_nonces, config.max_nonces_per_source),
             state,
             config,
-        })
+        };
+        if let Some(manifest) = manifest {
+            let current = coordinator.current();
+            if manifest.sha256 != current.manifest.sha256 {
+                if !coordinator.config.apply_manifest {
+                    return Err(CoordinatorError::ManifestNotCurrent {
+                        given: manifest.sha256,
+                        current: current.manifest.sha256.clone(),
+                        generation: current.number,
+                    });
+                }
+                let verifier = Verifier::new(&manifest, &coordinator.config.anchors)?;
+                let applied = coordinator.install(manifest, verifier)?;
+                tracing::info!(
+                    PODMESH_EVENT = "coordinator_manifest_applied",
+                    generation = applied.number,
+                    manifest_sha256 = %applied.manifest.sha256,
+                    "--apply-manifest: the given manifest is generation {}", applied.number
+                );
+            }
+        }
+        Ok(coordinator)
     }
 
     pub fn root(&self) -> &RootCa {
@@ -105,8 +146,15 @@ impl Coordinator {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn nonce(&self) -> Result<NonceResponse, Rejection> {
-        let nonce = self.nonces.issue().map_err(|e| Rejection::new(Reason::TooManyNonces, e.to_string()))?;
+    /// `POST /v1/nonce` from `client`.
+    pub fn nonce(&self, client: IpAddr) -> Result<NonceResponse, Rejection> {
+        let nonce = self.nonces.issue(client).map_err(|e| {
+            let rejection = Rejection::new(Reason::TooManyNonces, e.to_string());
+            match e.retry_after() {
+                Some(after) => rejection.retry_after(after),
+                None => rejection,
+            }
+        })?;
         Ok(NonceResponse { nonce: nonce.to_vec(), expires_in_secs: self.nonces.ttl().as_secs() })
     }
 
@@ -123,7 +171,9 @@ impl Coordinator {
             let reason = match e {
                 NonceError::Expired => Reason::NonceExpired,
                 NonceError::Replayed => Reason::NonceReplayed,
-                NonceError::Unknown | NonceError::TooMany(_) => Reason::NonceUnknown,
+                NonceError::Unknown | NonceError::TooMany(..) | NonceError::TooManyFromSource(..) => {
+                    Reason::NonceUnknown
+                }
             };
             Rejection::new(reason, e.to_string())
         })?;
@@ -203,14 +253,21 @@ impl Coordinator {
         let manifest = Manifest::from_json(body).map_err(|e| Rejection::new(Reason::ManifestInvalid, e.to_string()))?;
         let verifier = Verifier::new(&manifest, &self.config.anchors)
             .map_err(|e| Rejection::new(Reason::ManifestInvalid, e.to_string()))?;
+        let generation = self.install(manifest, verifier).map_err(internal)?;
+        Self::manifest_response(&generation)
+    }
+
+    /// Makes `manifest` the next generation (fresh mesh CA, persisted before it goes live);
+    /// the current one when it is equal. The one path for `PUT` and `--apply-manifest`.
+    fn install(&self, manifest: Manifest, verifier: Verifier) -> Result<Arc<Generation>, StateError> {
         let _guard = self.update.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.current();
         if previous.manifest.sha256 == manifest.sha256 {
-            return Self::manifest_response(&previous);
+            return Ok(previous);
         }
-        let (number, mesh) = self.state.commit(&self.root, &manifest, previous.number).map_err(internal)?;
+        let (number, mesh) = self.state.commit(&self.root, &manifest, previous.number)?;
         let generation = Arc::new(Generation { number, mesh, manifest, verifier });
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = generation.clone();
-        Self::manifest_response(&generation)
+        Ok(generation)
     }
 }

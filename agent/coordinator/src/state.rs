@@ -1,5 +1,14 @@
 //! The coordinator's state directory, written atomically (temp file, fsync, rename, fsync dir).
 //!
+//! Crash safety (power loss as well as `kill -9`): every file and every directory entry of a
+//! generation is on disk (file fsync, then fsync of the directory that names it, including
+//! `generations/` for a new generation's directory) before `current` flips; `current` itself
+//! (file and directory) is on disk before the superseded key is deleted. So after any crash
+//! `current` names a complete generation: the last one acknowledged, or the next one when the
+//! crash came after the flip but before the answer. What a crash leaves (the superseded key
+//! of a crash between flip and delete, a half-written next generation) is removed at the next
+//! start.
+//!
 //! ```text
 //! STATE/root-ca.key            0400  root CA private key (PKCS#8 PEM), never changes
 //! STATE/root-ca.pem                  root CA certificate
@@ -65,8 +74,12 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateErro
     file.sync_all().map_err(io("fsync", &tmp))?;
     drop(file);
     fs::rename(&tmp, path).map_err(io("rename into place", path))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))?;
-    Ok(())
+    sync_dir(dir)
+}
+
+/// Makes the entries of `dir` (creations, renames, removals) durable.
+fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
 }
 
 fn read_text(path: &Path) -> Result<String, StateError> {
@@ -77,7 +90,14 @@ impl StateDir {
     /// Opens (creating with 0700 if needed) and locks the state directory.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         use nix::fcntl::{Flock, FlockArg};
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir.join("generations")).map_err(io("create", dir))?;
+        let generations = dir.join("generations");
+        if !generations.exists() {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&generations).map_err(io("create", dir))?;
+            sync_dir(dir)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let path = dir.join("lock");
         let file = OpenOptions::new()
             .create(true)
@@ -101,14 +121,14 @@ impl StateDir {
         self.dir.join("generations").join(generation.to_string())
     }
 
-    /// Loads the root (creating it on first start) and the current generation. When `manifest`
-    /// differs from the persisted one it becomes a new generation (rotating the mesh CA); when it
-    /// is equal, or absent, the persisted mesh CA stays.
-    pub fn load_or_init(&self, manifest: Option<Manifest>) -> Result<State, StateError> {
+    /// Loads the root (creating it on first start) and the current generation. `first` becomes
+    /// generation 1 of an empty directory and is otherwise ignored: whether a different manifest
+    /// may replace the persisted one is the caller's decision ([`StateDir::commit`]).
+    pub fn load_or_init(&self, first: Option<&Manifest>) -> Result<State, StateError> {
         let root = self.load_or_create_root()?;
         let current = self.dir.join("current");
         if !current.exists() {
-            let manifest = manifest.ok_or_else(|| StateError::NoManifest(self.dir.clone()))?;
+            let manifest = first.ok_or_else(|| StateError::NoManifest(self.dir.clone()))?.clone();
             let (generation, mesh) = self.commit(&root, &manifest, 0)?;
             return Ok(State { root, generation, mesh, manifest });
         }
@@ -128,13 +148,35 @@ impl StateDir {
             &root,
         )
         .map_err(|source| StateError::Ca { path: gdir.clone(), source })?;
-        match manifest {
-            Some(new) if new.sha256 != persisted.sha256 => {
-                let (generation, mesh) = self.commit(&root, &new, generation)?;
-                Ok(State { root, generation, mesh, manifest: new })
+        self.remove_leftovers(generation)?;
+        Ok(State { root, generation, mesh, manifest: persisted })
+    }
+
+    /// Deletes what an interrupted update left: the mesh CA key of every generation before
+    /// `current` (crash between the flip and the delete), and every generation after it (crash
+    /// before the flip: never live, but it holds a private key).
+    fn remove_leftovers(&self, current: u64) -> Result<(), StateError> {
+        let generations = self.dir.join("generations");
+        let mut removed_dirs = false;
+        for entry in fs::read_dir(&generations).map_err(io("list", &generations))? {
+            let entry = entry.map_err(io("list", &generations))?;
+            let Some(n) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
+            let path = entry.path();
+            let key = path.join("mesh-ca.key");
+            if n > current {
+                fs::remove_dir_all(&path).map_err(io("remove abandoned generation", &path))?;
+                removed_dirs = true;
+                tracing::warn!(PODMESH_EVENT = "coordinator_abandoned_generation_removed", path = %path.display(), generation = n, current, "removed generation {n}, written by an update that was interrupted before it went live");
+            } else if n < current && key.exists() {
+                fs::remove_file(&key).map_err(io("remove superseded key", &key))?;
+                sync_dir(&path)?;
+                tracing::warn!(PODMESH_EVENT = "coordinator_superseded_key_removed", path = %key.display(), generation = n, current, "removed the mesh CA key of superseded generation {n}, left by an interrupted update");
             }
-            _ => Ok(State { root, generation, mesh, manifest: persisted }),
         }
+        if removed_dirs {
+            sync_dir(&generations)?;
+        }
+        Ok(())
     }
 
     fn load_or_create_root(&self) -> Result<RootCa, StateError> {
@@ -156,6 +198,7 @@ impl StateDir {
     pub fn commit(&self, root: &RootCa, manifest: &Manifest, previous: u64) -> Result<(u64, MeshCa), StateError> {
         let generation = previous + 1;
         let gdir = self.generation_dir(generation);
+        let generations = self.dir.join("generations");
         // A leftover from a crash between mkdir and the flip of `current` is simply replaced.
         if gdir.exists() {
             fs::remove_dir_all(&gdir).map_err(io("remove stale", &gdir))?;
@@ -166,11 +209,20 @@ impl StateDir {
         write_atomic(&gdir.join("intermediate-ca.pem"), mesh.intermediate_pem().as_bytes(), 0o644)?;
         write_atomic(&gdir.join("mesh-ca.pem"), mesh.mesh_ca_pem().as_bytes(), 0o644)?;
         write_atomic(&gdir.join("mesh-ca.key"), mesh.key_pem().as_bytes(), 0o400)?;
+        // The new directory's own entry, before anything points at it.
+        sync_dir(&generations)?;
         write_atomic(&self.dir.join("current"), format!("{generation}\n").as_bytes(), 0o644)?;
         if previous > 0 {
-            let old_key = self.generation_dir(previous).join("mesh-ca.key");
-            if let Err(e) = fs::remove_file(&old_key) {
-                tracing::warn!(PODMESH_EVENT = "coordinator_old_key_kept", path = %old_key.display(), error = %e, "could not remove the superseded mesh CA key");
+            let old_dir = self.generation_dir(previous);
+            let old_key = old_dir.join("mesh-ca.key");
+            match fs::remove_file(&old_key)
+                .map_err(io("remove superseded key", &old_key))
+                .and_then(|()| sync_dir(&old_dir))
+            {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(PODMESH_EVENT = "coordinator_old_key_kept", error = %e, "could not remove the superseded mesh CA key (retried at the next start): {e}");
+                }
             }
         }
         tracing::info!(PODMESH_EVENT = "coordinator_mesh_ca_rotated", generation, manifest_sha256 = %manifest.sha256, "new manifest generation with a fresh mesh CA");

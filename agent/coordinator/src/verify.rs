@@ -17,11 +17,18 @@ use wire::api::{self, Reason};
 pub struct Rejection {
     pub reason: Reason,
     pub detail: String,
+    /// Sent as `Retry-After` (whole seconds, at least 1) with 429/503 answers.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Rejection {
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Self { reason, detail: detail.into() }
+        Self { reason, detail: detail.into(), retry_after: None }
+    }
+
+    pub fn retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
 }
 

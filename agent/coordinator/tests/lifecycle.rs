@@ -130,10 +130,18 @@ async fn restart_keeps_root_and_mesh_ca() {
         running.stop().await;
     }
 
-    // a changed manifest file at start is a manifest update: new mesh CA, same root
-    let running =
-        start(&state, Some(manifest(&manifest_json(true, &[0xc3; 48]))), sim_config(&platform), Limits::default())
-            .await;
+    // a changed manifest file at start is refused: the persisted history is authoritative
+    let err = coordinator::service::Coordinator::open(
+        &state,
+        Some(manifest(&manifest_json(true, &[0xc3; 48]))),
+        sim_config(&platform),
+    )
+    .err()
+    .expect("a manifest that is not the current one is refused at start");
+    assert!(err.to_string().contains("--apply-manifest") && !err.to_string().contains('\n'), "{err}");
+    // unless it is applied explicitly: a manifest update, new mesh CA, same root
+    let apply = Config { apply_manifest: true, ..sim_config(&platform) };
+    let running = start(&state, Some(manifest(&manifest_json(true, &[0xc3; 48]))), apply, Limits::default()).await;
     let rotated = running.client().ca().await.unwrap();
     assert_eq!(rotated.root_ca_pem, before.root_ca_pem);
     assert_ne!(rotated.mesh_ca_pem, before.mesh_ca_pem);

@@ -154,3 +154,163 @@ pub async fn attest(
 pub fn sim_config(platform: &SimPlatform) -> Config {
     Config { anchors: platform.anchors(), ..Config::default() }
 }
+
+/// An attacker at one source address (a loopback alias such as 127.0.0.2, so the victim on
+/// 127.0.0.1 is another address): keep-alive nonce requests and silent connections.
+pub mod flood {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use std::net::{IpAddr, SocketAddr};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::net::{TcpSocket, TcpStream};
+    use tokio_rustls::client::TlsStream;
+
+    /// What the flood's requests got back.
+    #[derive(Debug, Default)]
+    pub struct Outcome {
+        pub ok: AtomicUsize,
+        /// 429 with a Retry-After header.
+        pub limited: AtomicUsize,
+        pub other: AtomicUsize,
+        /// Requests that needed a new connection (the server closed or refused one).
+        pub reconnects: AtomicUsize,
+    }
+
+    impl std::fmt::Display for Outcome {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "{} ok, {} limited (429 + Retry-After), {} other, {} reconnects",
+                self.ok.load(Ordering::Relaxed),
+                self.limited.load(Ordering::Relaxed),
+                self.other.load(Ordering::Relaxed),
+                self.reconnects.load(Ordering::Relaxed)
+            )
+        }
+    }
+
+    pub fn connector(root_pem: &str) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(wire::pem::certificate("root", root_pem).expect("root PEM")).expect("root");
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    /// A TCP connection to `target` from `source`.
+    pub async fn tcp_from(source: IpAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.bind(SocketAddr::new(source, 0))?;
+        socket.connect(target).await
+    }
+
+    pub async fn tls_from(
+        connector: &tokio_rustls::TlsConnector,
+        source: IpAddr,
+        target: SocketAddr,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = tcp_from(source, target).await?;
+        let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
+        tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))?
+    }
+
+    type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+    async fn open(connector: &tokio_rustls::TlsConnector, source: IpAddr, target: SocketAddr) -> Option<Sender> {
+        let tls = tls_from(connector, source, target).await.ok()?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.ok()?;
+        tokio::spawn(conn);
+        Some(sender)
+    }
+
+    /// `requests` `POST /v1/nonce` over `connections` keep-alive connections from `source`.
+    pub async fn nonces(
+        root_pem: String,
+        source: IpAddr,
+        target: SocketAddr,
+        requests: usize,
+        connections: usize,
+        outcome: Arc<Outcome>,
+    ) {
+        let connector = connector(&root_pem);
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..connections.max(1) {
+            let (connector, next, outcome) = (connector.clone(), next.clone(), outcome.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut sender: Option<Sender> = None;
+                while next.fetch_add(1, Ordering::Relaxed) < requests {
+                    if sender.as_ref().is_none_or(|s| s.is_closed()) {
+                        outcome.reconnects.fetch_add(1, Ordering::Relaxed);
+                        sender = open(&connector, source, target).await;
+                    }
+                    let Some(s) = sender.as_mut() else {
+                        outcome.other.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    let request = hyper::Request::post(wire::api::NONCE_PATH)
+                        .header("host", "coordinator")
+                        .body(Empty::new())
+                        .expect("request");
+                    let response = match s.send_request(request).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            outcome.other.fetch_add(1, Ordering::Relaxed);
+                            sender = None;
+                            continue;
+                        }
+                    };
+                    let status = response.status().as_u16();
+                    let retry_after = response.headers().contains_key("retry-after");
+                    let _ = response.into_body().collect().await;
+                    let counter = match (status, retry_after) {
+                        (200, _) => &outcome.ok,
+                        (429, true) => &outcome.limited,
+                        _ => &outcome.other,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("flood task");
+        }
+    }
+
+    /// `count` connections from `source` that never send a request: odd ones not even a
+    /// ClientHello, even ones stop after the TLS handshake (when the server let them that far).
+    /// Returns the streams that connected; they stay open on this side while held.
+    pub async fn silent(
+        root_pem: &str,
+        source: IpAddr,
+        target: SocketAddr,
+        count: usize,
+    ) -> Vec<Box<dyn std::any::Any + Send>> {
+        let connector = connector(root_pem);
+        let mut held: Vec<Box<dyn std::any::Any + Send>> = Vec::with_capacity(count);
+        let mut tls = Vec::new();
+        for i in 0..count {
+            if i % 2 == 0 {
+                let connector = connector.clone();
+                tls.push(tokio::spawn(async move { tls_from(&connector, source, target).await }));
+            } else if let Ok(tcp) = tcp_from(source, target).await {
+                held.push(Box::new(tcp));
+            }
+        }
+        for t in tls {
+            if let Ok(Ok(stream)) = t.await {
+                held.push(Box::new(stream));
+            }
+        }
+        held
+    }
+}
