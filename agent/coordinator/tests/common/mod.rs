@@ -222,6 +222,34 @@ pub mod flood {
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))?
     }
 
+    /// One `POST` on a new TLS connection from `source`, as `podmesh attest` makes it:
+    /// (status, Retry-After seconds, body).
+    pub async fn post_from(
+        connector: &tokio_rustls::TlsConnector,
+        source: IpAddr,
+        target: SocketAddr,
+        path: &str,
+        body: Vec<u8>,
+    ) -> std::io::Result<(u16, Option<u64>, Bytes)> {
+        let other = |e: hyper::Error| std::io::Error::other(e.to_string());
+        let tls = tls_from(connector, source, target).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(other)?;
+        let driver = tokio::spawn(conn);
+        let request = hyper::Request::post(path)
+            .header("host", "coordinator")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .map_err(std::io::Error::other)?;
+        let response = sender.send_request(request).await.map_err(other)?;
+        let status = response.status().as_u16();
+        let retry_after =
+            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let bytes = response.into_body().collect().await.map_err(other)?.to_bytes();
+        driver.abort();
+        Ok((status, retry_after, bytes))
+    }
+
     type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
     async fn open(connector: &tokio_rustls::TlsConnector, source: IpAddr, target: SocketAddr) -> Option<Sender> {
