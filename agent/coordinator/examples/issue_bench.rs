@@ -34,7 +34,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wire::api::{CertificateRequest, NonceResponse};
+use wire::api::CertificateRequest;
 use wire::client::Client;
 
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -141,7 +141,7 @@ async fn scale(pods: &[usize], concurrency: usize) {
     let guest = Arc::new(platform.guest(MEASUREMENT, WEB_HOST_DATA));
     let exe = std::env::current_exe().expect("own path");
     println!("scale: each pod renews once (nonce + tsm-sim SNP evidence + certificate, new TLS connection per request), {concurrency} at a time");
-    println!("| pods | certificates/s | issuance p50 ms | issuance p99 ms | renewal p99 ms | 503 retries | RSS idle MiB | RSS peak MiB |");
+    println!("| pods | certificates/s | issuance p50 ms | issuance p99 ms | renewal p99 ms | 429/503 waits | RSS idle MiB | RSS peak MiB |");
     println!("|---|---|---|---|---|---|---|---|");
     let mut best = 0.0f64;
     for &n in pods {
@@ -180,45 +180,12 @@ async fn scale(pods: &[usize], concurrency: usize) {
                         break;
                     }
                     let source = IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 1)) + i as u32));
-                    let w = &workloads[i];
-                    let renewal = Instant::now();
-                    loop {
-                        let (status, after, body) =
-                            flood::post_from(&connector, source, target, wire::api::NONCE_PATH, Vec::new())
-                                .await
-                                .expect("nonce");
-                        if status != 200 {
-                            retries.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_secs(after.unwrap_or(1))).await;
-                            continue;
-                        }
-                        let nonce: NonceResponse = serde_json::from_slice(&body).expect("nonce JSON");
-                        let request = CertificateRequest {
-                            evidence: snp_evidence(&guest, &w.spki, &nonce.nonce),
-                            nonce: nonce.nonce,
-                            public_key: Some(w.spki.clone()),
-                            csr: None,
-                        };
-                        let body = serde_json::to_vec(&request).expect("request JSON");
-                        let issuing = Instant::now();
-                        let (status, after, answer) =
-                            flood::post_from(&connector, source, target, wire::api::CERTIFICATE_PATH, body)
-                                .await
-                                .expect("certificate");
-                        match status {
-                            200 => {
-                                let mut t = times.lock().expect("times");
-                                t.0.push(issuing.elapsed());
-                                t.1.push(renewal.elapsed());
-                                break;
-                            }
-                            503 => {
-                                retries.fetch_add(1, Ordering::Relaxed);
-                                tokio::time::sleep(Duration::from_secs(after.unwrap_or(1))).await;
-                            }
-                            other => panic!("certificate: {other}: {}", String::from_utf8_lossy(&answer)),
-                        }
-                    }
+                    let (issuance, renewal, refused) =
+                        flood::renew_from(&connector, source, target, &guest, &workloads[i]).await.expect("renewal");
+                    retries.fetch_add(refused, Ordering::Relaxed);
+                    let mut t = times.lock().expect("times");
+                    t.0.push(issuance);
+                    t.1.push(renewal);
                 }
             }));
         }

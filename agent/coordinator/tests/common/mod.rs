@@ -97,15 +97,30 @@ impl Drop for Running {
 }
 
 pub async fn start(state: &Path, manifest: Option<Manifest>, config: Config, limits: Limits) -> Running {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    start_on(listener, state, manifest, config, limits).await
+}
+
+/// [`start`] on `listener` (bound in another network namespace, say); its address is a TLS name.
+pub async fn start_on(
+    listener: std::net::TcpListener,
+    state: &Path,
+    manifest: Option<Manifest>,
+    config: Config,
+    limits: Limits,
+) -> Running {
     let state = state.to_path_buf();
     let coordinator = tokio::task::spawn_blocking(move || Coordinator::open(&state, manifest, config))
         .await
         .unwrap()
         .expect("coordinator opens");
     let coordinator = Arc::new(coordinator);
-    let tls = server::tls_config(coordinator.root(), &["localhost".into(), "127.0.0.1".into()]).expect("tls config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let addr = listener.local_addr().expect("listener address");
+    let tls = server::tls_config(coordinator.root(), &["localhost".into(), "127.0.0.1".into(), addr.ip().to_string()])
+        .expect("tls config");
+    listener.set_nonblocking(true).expect("non-blocking listener");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    let url = format!("https://{addr}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = server::router(coordinator.clone(), limits);
     let task = tokio::spawn(server::serve(listener, tls, router, limits, async {
@@ -248,6 +263,53 @@ pub mod flood {
         let bytes = response.into_body().collect().await.map_err(other)?.to_bytes();
         driver.abort();
         Ok((status, retry_after, bytes))
+    }
+
+    /// One renewal as `podmesh attest` makes it, from `source`: nonce, evidence, certificate
+    /// (a 429/503 waits its Retry-After and tries again). Returns (certificate request time,
+    /// whole renewal time, refusals waited out).
+    pub async fn renew_from(
+        connector: &tokio_rustls::TlsConnector,
+        source: IpAddr,
+        target: SocketAddr,
+        guest: &tsm_sim::signer::SnpProvider,
+        workload: &super::Workload,
+    ) -> Result<(Duration, Duration, usize), String> {
+        let started = std::time::Instant::now();
+        let mut refused = 0;
+        loop {
+            let (status, after, body) = post_from(connector, source, target, wire::api::NONCE_PATH, Vec::new())
+                .await
+                .map_err(|e| format!("nonce: {e}"))?;
+            if status == 429 || status == 503 {
+                refused += 1;
+                tokio::time::sleep(Duration::from_secs(after.unwrap_or(1))).await;
+                continue;
+            }
+            if status != 200 {
+                return Err(format!("nonce: {status}: {}", String::from_utf8_lossy(&body)));
+            }
+            let nonce: wire::api::NonceResponse = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            let request = wire::api::CertificateRequest {
+                evidence: super::snp_evidence(guest, &workload.spki, &nonce.nonce),
+                nonce: nonce.nonce,
+                public_key: Some(workload.spki.clone()),
+                csr: None,
+            };
+            let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+            let issuing = std::time::Instant::now();
+            let (status, after, answer) = post_from(connector, source, target, wire::api::CERTIFICATE_PATH, body)
+                .await
+                .map_err(|e| format!("certificate: {e}"))?;
+            match status {
+                200 => return Ok((issuing.elapsed(), started.elapsed(), refused)),
+                503 => {
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_secs(after.unwrap_or(1))).await;
+                }
+                _ => return Err(format!("certificate: {status}: {}", String::from_utf8_lossy(&answer))),
+            }
+        }
     }
 
     type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
