@@ -22,7 +22,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub state: PathBuf,
     /// Manifest JSON; required on first start. When it differs from the persisted manifest it
-    /// becomes a new generation and the mesh CA rotates.
+    /// becomes a new generation and the mesh CA rotates. Manifests are strict: SNP needs
+    /// measurements, guest_policy and minimum_tcb; TDX needs mrtds, rtmrs (RTMR0..2), attributes
+    /// and xfam; write "any" to accept every value of one (logged as a warning). Example:
+    /// {"reference_values": {"snp": {"measurements": ["<96 hex>"], "guest_policy": "0x30000",
+    /// "minimum_tcb": {"bootloader": 10, "tee": 0, "snp": 25, "microcode": 84}}},
+    /// "policies": {"<HOSTDATA 64 hex>": {"name": "web", "sans": ["web"]}}}
     #[arg(long)]
     pub manifest: Option<PathBuf>,
     /// File with the hex SHA-256 of the owner's bearer token; without it `PUT /v1/manifest` is disabled.

@@ -23,7 +23,7 @@ pub enum StateError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("state dir: {path}: {source}")]
     Ca { path: PathBuf, source: CaError },
-    #[error("state dir: {path}: {source}")]
+    #[error("state dir: {path}: {source} (pass --manifest FILE with a valid manifest to replace it)")]
     Manifest { path: PathBuf, source: ManifestError },
     #[error("state dir: {path}: {why}")]
     Corrupt { path: PathBuf, why: String },
@@ -120,7 +120,7 @@ impl StateDir {
         let gdir = self.generation_dir(generation);
         let manifest_path = gdir.join("manifest.json");
         let persisted = Manifest::from_json(read_text(&manifest_path)?.as_bytes())
-            .map_err(|source| StateError::Manifest { path: manifest_path, source })?;
+            .map_err(|source| StateError::Manifest { path: manifest_path.clone(), source });
         let mesh = MeshCa::from_pem(
             &read_text(&gdir.join("mesh-ca.key"))?,
             &read_text(&gdir.join("intermediate-ca.pem"))?,
@@ -128,12 +128,19 @@ impl StateDir {
             &root,
         )
         .map_err(|source| StateError::Ca { path: gdir.clone(), source })?;
-        match manifest {
-            Some(new) if new.sha256 != persisted.sha256 => {
+        match (manifest, persisted) {
+            (Some(new), Ok(persisted)) if new.sha256 == persisted.sha256 => {
+                Ok(State { root, generation, mesh, manifest: persisted })
+            }
+            (Some(new), persisted) => {
+                // A persisted manifest of an older (non-strict) schema is replaced, not served.
+                if let Err(e) = persisted {
+                    tracing::warn!(PODMESH_EVENT = "coordinator_persisted_manifest_invalid", error = %e, "the persisted manifest no longer validates; --manifest replaces it");
+                }
                 let (generation, mesh) = self.commit(&root, &new, generation)?;
                 Ok(State { root, generation, mesh, manifest: new })
             }
-            _ => Ok(State { root, generation, mesh, manifest: persisted }),
+            (None, persisted) => Ok(State { root, generation, mesh, manifest: persisted? }),
         }
     }
 

@@ -14,9 +14,16 @@ use wire::client::ClientError;
 
 use test_vectors::dir as vectors;
 
+/// As strict as trustee's report allows: its POLICY (0x3001f), TCB (bl 3, tee 0, snp 8, ucode
+/// 115) as both floors, and its chip.
 fn snp_manifest(measurement: &[u8], host_data: &[u8], allow_debug: bool) -> serde_json::Value {
+    let chip = hex::encode(&std::fs::read(vectors().join("snp/trustee/test-report.bin")).unwrap()[0x1A0..0x1E0]);
     serde_json::json!({
-        "reference_values": { "snp": { "measurements": [hex::encode(measurement)], "max_vmpl": 3, "allow_debug": allow_debug } },
+        "reference_values": { "snp": {
+            "measurements": [hex::encode(measurement)], "guest_policy": "0x3001f",
+            "minimum_tcb": { "bootloader": 3, "tee": 0, "snp": 8, "microcode": 115 },
+            "chip_ids": [chip], "products": ["Milan"], "max_vmpl": 3, "allow_debug": allow_debug
+        } },
         "policies": { hex::encode(host_data): { "name": "real", "sans": ["real"] } }
     })
 }
