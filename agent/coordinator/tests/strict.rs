@@ -171,3 +171,60 @@ async fn binary_warns_on_permissive_values_at_start_and_on_each_certificate_and_
     child.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
     child.wait_exit(Duration::from_secs(15)).unwrap();
 }
+
+#[tokio::test]
+async fn put_refuses_non_strict_manifests_and_an_old_persisted_manifest_is_replaced_or_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let platform = SimPlatform::new(tmp.path());
+    let (token, hash) = coordinator::owner::generate();
+    let config = coordinator::service::Config {
+        owner: Some(coordinator::owner::OwnerToken::from_hash_hex(&hash).unwrap()),
+        ..sim_config(&platform)
+    };
+    let state = tmp.path().join("state");
+    let strict = manifest_json(true, &MEASUREMENT);
+    let running = start(&state, Some(manifest(&strict)), config.clone(), Limits::default()).await;
+    let client = running.client();
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit); 3] = [
+        ("reference_values.snp.guest_policy: missing", |v| {
+            v["reference_values"]["snp"].as_object_mut().unwrap().remove("guest_policy");
+        }),
+        ("reference_values.tdx.rtmrs[0]: null no longer means any", |v| {
+            v["reference_values"]["tdx"] =
+                tdx_manifest_json(true, &Default::default(), "x")["reference_values"]["tdx"].clone();
+            v["reference_values"]["tdx"]["rtmrs"] = serde_json::json!([null, null, null, null]);
+        }),
+        ("reference_values.tdx.xfam: missing", |v| {
+            v["reference_values"]["tdx"] =
+                tdx_manifest_json(true, &Default::default(), "x")["reference_values"]["tdx"].clone();
+            v["reference_values"]["tdx"].as_object_mut().unwrap().remove("xfam");
+        }),
+    ];
+    for (want, edit) in cases {
+        let mut v = strict.clone();
+        edit(&mut v);
+        match client.set_manifest(&token, v.to_string().into_bytes()).await {
+            Err(ClientError::Rejected { reason: Reason::ManifestInvalid, detail, .. }) => {
+                assert!(detail.contains(want), "{want:?} not in {detail:?}")
+            }
+            other => panic!("{want}: expected manifest_invalid, got {other:?}"),
+        }
+    }
+    assert_eq!(client.ca().await.unwrap().manifest_generation, 1, "refused updates change nothing");
+    running.stop().await;
+
+    // A manifest persisted by a coordinator before strict manifests: explained without
+    // --manifest, replaced (a new generation) with one.
+    let persisted = state.join("generations/1/manifest.json");
+    let mut old = strict.clone();
+    old["reference_values"]["snp"].as_object_mut().unwrap().remove("minimum_tcb");
+    std::fs::write(&persisted, old.to_string()).unwrap();
+    let err = coordinator::service::Coordinator::open(&state, None, config.clone()).err().expect("old manifest served");
+    let err = err.to_string();
+    assert!(err.contains("reference_values.snp.minimum_tcb: missing") && err.contains("--manifest"), "{err}");
+    let running = start(&state, Some(manifest(&strict)), config, Limits::default()).await;
+    assert_eq!(running.client().ca().await.unwrap().manifest_generation, 2);
+    attest(&running.client(), &platform.guest(MEASUREMENT, WEB_HOST_DATA), &Workload::new()).await.unwrap();
+    running.stop().await;
+}
