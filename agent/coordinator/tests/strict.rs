@@ -81,10 +81,6 @@ async fn lying_snp_evidence_fails_the_launch_tcb_chip_and_migration_agent_checks
     running.stop().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn binary_warns_on_permissive_values_at_start_and_on_each_certificate_and_explains_old_manifests() {
     let bin = env!("CARGO_BIN_EXE_podmesh-coordinator");
@@ -136,16 +132,8 @@ async fn binary_warns_on_permissive_values_at_start_and_on_each_certificate_and_
     )
     .unwrap();
     let url = format!("https://127.0.0.1:{port}");
-    let client = loop {
-        if let Ok(pem) = std::fs::read_to_string(state.join("root-ca.pem")) {
-            let client = wire::client::Client::new(&url, wire::client::ServerTrust::RootCaPem(pem)).unwrap();
-            if client.ca().await.is_ok() {
-                break client;
-            }
-        }
-        assert!(child.exited().is_none(), "coordinator exited early: {}", std::fs::read_to_string(&log).unwrap());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let root_pem = wait_serving(&mut child, &state, &url).await;
+    let client = wire::client::Client::new(&url, wire::client::ServerTrust::RootCaPem(root_pem)).unwrap();
     let warnings = |text: &str, field: &str| {
         text.lines()
             .filter(|l| {

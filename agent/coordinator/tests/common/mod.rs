@@ -194,3 +194,23 @@ pub async fn attest(
 pub fn sim_config(platform: &SimPlatform) -> Config {
     Config { anchors: platform.anchors(), ..Config::default() }
 }
+
+/// A free loopback port for a `podmesh-coordinator serve` child.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until the coordinator binary `child` (state dir `state`) answers at `url`; returns
+/// its root CA PEM. Panics when it exits first.
+pub async fn wait_serving(child: &mut podmesh_tests::harness::Proc, state: &Path, url: &str) -> String {
+    loop {
+        if let Ok(pem) = std::fs::read_to_string(state.join("root-ca.pem")) {
+            let client = Client::new(url, ServerTrust::RootCaPem(pem.clone())).unwrap();
+            if client.ca().await.is_ok() {
+                return pem;
+            }
+        }
+        assert!(child.exited().is_none(), "coordinator exited early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
