@@ -88,6 +88,18 @@ async fn real_snp_report_verifies_up_to_the_key_binding() {
     expect(running.client().certificate(&request(nonce, report.clone())).await, Reason::MeasurementMismatch);
     running.stop().await;
 
+    // the genuine report from a chip the manifest does not list: refused before the key binding
+    let config = Config {
+        anchors: Anchors { vcek_cache: Some(tmp.path().join("vcek-cache")), ..Anchors::default() },
+        ..Config::default()
+    };
+    let mut other_chip = snp_manifest(measurement, host_data, false);
+    other_chip["reference_values"]["snp"]["chip_ids"] = serde_json::json!([hex::encode([0x5a; 64])]);
+    let running = start(&tmp.path().join("state4"), Some(manifest(&other_chip)), config, Limits::default()).await;
+    let nonce = running.client().nonce().await.unwrap().nonce;
+    expect(running.client().certificate(&request(nonce, report.clone())).await, Reason::ProductNotAllowed);
+    running.stop().await;
+
     // no certificate table and no cached VCEK: the evidence is incomplete
     let running = start(
         &tmp.path().join("state3"),
