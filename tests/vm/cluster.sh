@@ -47,8 +47,8 @@ cluster_start() {
     # POLICY, tsm-sim's TCB (bl 10 tee 0 snp 25 ucode 84; launch TCB floor the same) and the
     # one simulated chip the guest's tsm-sim signs as.
     local chip_id
-    chip_id=$(od -An -tx1 -v "$sim/state/chip_id" | tr -d ' \n')
-    [ ${#chip_id} -eq 128 ] || pmvm_die "tsm-sim state has no 64-byte chip_id"
+    chip_id=$(od -An -tx1 -v "$sim/state/amd-genoa/chip_id" | tr -d ' \n')
+    [ ${#chip_id} -eq 128 ] || pmvm_die "tsm-sim state has no 64-byte amd-genoa/chip_id"
     cat >"$work/manifest.json" <<EOF
 {
   "reference_values": {
