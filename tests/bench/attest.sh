@@ -48,7 +48,8 @@ host_data=$(printf 'podmesh-bench-pod' | sha256sum | cut -c1-64)
 "$bin/tsm-sim" anchor --state "$work/sim" --out "$work/anchor" >"$work/anchor.log" 2>&1 || die "tsm-sim anchor: $(tail -n3 "$work/anchor.log")"
 cat >"$work/manifest.json" <<JSON
 {
-  "reference_values": { "snp": { "products": ["Genoa"], "measurements": ["$measurement"], "guest_policy": "0x30000" } },
+  "reference_values": { "snp": { "products": ["Genoa"], "measurements": ["$measurement"], "guest_policy": "0x30000",
+                                 "minimum_tcb": { "bootloader": 10, "tee": 0, "snp": 25, "microcode": 84 } } },
   "policies": { "$host_data": { "name": "bench", "sans": ["bench"] } },
   "allow_simulated_tee": true
 }

@@ -72,6 +72,15 @@ impl Drop for TsmSim {
     }
 }
 
+/// The TCB tsm-sim's guests report and were launched under (its default, bl 10 tee 0 snp 25
+/// ucode 84), as a manifest `minimum_tcb`: the strictest floor they meet. `minimum_launch_tcb`
+/// defaults to it, so a mount with a lower `--launch-tcb` is refused.
+pub fn sim_min_tcb() -> serde_json::Value {
+    serde_json::json!({ "bootloader": 10, "tee": 0, "snp": 25, "microcode": 84 })
+}
+
+/// A strict SNP manifest for the cluster's simulated guests (`json()`); build test manifests
+/// from it rather than from JSON literals.
 pub struct Manifest {
     pub measurement: &'static str,
     /// (host data, name, SANs)
@@ -87,7 +96,10 @@ impl Manifest {
             .map(|(hd, name, sans)| (hd.to_string(), serde_json::json!({ "name": name, "sans": sans })))
             .collect();
         serde_json::json!({
-            "reference_values": { "snp": { "products": ["Genoa"], "measurements": [self.measurement], "guest_policy": POLICY } },
+            "reference_values": { "snp": {
+                "products": ["Genoa"], "measurements": [self.measurement], "guest_policy": POLICY,
+                "minimum_tcb": sim_min_tcb()
+            } },
             "policies": policies,
             "allow_simulated_tee": self.allow_simulated,
         })

@@ -8,7 +8,12 @@ use std::time::Duration;
 
 /// Runs one daemon against the running coordinator and checks that it is refused for `reason`.
 fn refused(cl: &Cluster, tag: &str, host_data: &str, measurement: &str, reason: &str) {
-    let tsm = cl.mount_tsm(tag, host_data, measurement, &[]).unwrap();
+    refused_with(cl, tag, host_data, measurement, &[], reason)
+}
+
+/// [`refused`] for a guest whose tsm-sim mount gets the `extra` flags.
+fn refused_with(cl: &Cluster, tag: &str, host_data: &str, measurement: &str, extra: &[&str], reason: &str) {
+    let tsm = cl.mount_tsm(tag, host_data, measurement, extra).unwrap();
     let pod = &cl.pods.a;
     firewall::deny::install(Some(pod.name())).unwrap();
     let dir = cl.path(&format!("tls-{tag}"));
@@ -34,11 +39,15 @@ fn attest_rejected_evidence_leaves_no_certificate_and_the_deny_table() {
     let (cl, coord) = Cluster::with_coordinator(&t, &[]).unwrap();
     refused(&cl, "wrong-measurement", HOSTDATA_A, OTHER_MEASUREMENT, "measurement_mismatch");
     refused(&cl, "unknown-host-data", HOSTDATA_UNKNOWN, MEASUREMENT, "unknown_host_data");
+    // A guest launched by older firmware (LAUNCH_TCB bootloader 1) that reports the current TCB:
+    // the standard manifest's minimum_tcb is also its launch floor.
+    refused_with(&cl, "old-launch", HOSTDATA_A, MEASUREMENT, &["--launch-tcb", "bl=1"], "tcb_too_low");
     let coord_log = coord.log_text();
     assert!(
         coord_log.contains("measurement_mismatch") && coord_log.contains("unknown_host_data"),
         "coordinator log: {coord_log}"
     );
+    assert!(coord_log.contains("LAUNCH_TCB bootloader SPL 1"), "coordinator log: {coord_log}");
     drop(coord);
 
     // Same state, a manifest without the simulated-TEE opt-in.

@@ -43,10 +43,18 @@ cluster_start() {
     printf '%s\n' --host-data "$PMVM_HOSTDATA_VM" --measurement "$PMVM_MEASUREMENT" --policy 0x30000 >"$sim/guest/args"
     tar -czf "$work/tsm-sim.tgz" -C "$sim/guest" state args
 
+    # Strict SNP reference values, as strict as the simulated evidence allows: the measurement,
+    # POLICY, tsm-sim's TCB (bl 10 tee 0 snp 25 ucode 84; launch TCB floor the same) and the
+    # one simulated chip the guest's tsm-sim signs as.
+    local chip_id
+    chip_id=$(od -An -tx1 -v "$sim/state/amd-genoa/chip_id" | tr -d ' \n')
+    [ ${#chip_id} -eq 128 ] || pmvm_die "tsm-sim state has no 64-byte amd-genoa/chip_id"
     cat >"$work/manifest.json" <<EOF
 {
   "reference_values": {
-    "snp": { "products": ["Genoa"], "measurements": ["$PMVM_MEASUREMENT"], "guest_policy": "0x30000" }
+    "snp": { "products": ["Genoa"], "measurements": ["$PMVM_MEASUREMENT"], "guest_policy": "0x30000",
+             "minimum_tcb": { "bootloader": 10, "tee": 0, "snp": 25, "microcode": 84 },
+             "chip_ids": ["$chip_id"] }
   },
   "policies": {
     "$PMVM_HOSTDATA_POD2": { "name": "pod2", "sans": ["pod2"] }

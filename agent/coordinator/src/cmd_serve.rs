@@ -23,7 +23,12 @@ pub struct ServeArgs {
     pub state: PathBuf,
     /// Manifest JSON; required on first start. Later the persisted history is authoritative: a
     /// file that is not the current manifest is refused (a restart must not roll back an update)
-    /// unless --apply-manifest is given.
+    /// unless --apply-manifest is given. Manifests are strict: SNP needs measurements,
+    /// guest_policy and minimum_tcb; TDX needs mrtds, rtmrs (RTMR0..2), attributes and xfam; write
+    /// "any" to accept every value of one (logged as a warning). Example:
+    /// {"reference_values": {"snp": {"measurements": ["<96 hex>"], "guest_policy": "0x30000",
+    /// "minimum_tcb": {"bootloader": 10, "tee": 0, "snp": 25, "microcode": 84}}},
+    /// "policies": {"<HOSTDATA 64 hex>": {"name": "web", "sans": ["web"]}}}
     #[arg(long)]
     pub manifest: Option<PathBuf>,
     /// Make a --manifest that differs from the current one the next generation (a mesh CA

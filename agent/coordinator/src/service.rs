@@ -93,7 +93,7 @@ impl Coordinator {
             Verifier::check_config(m, &config.anchors)?;
         }
         let state = StateDir::open(state_dir)?;
-        let loaded = state.load_or_init(manifest.as_ref())?;
+        let loaded = state.load_or_init(manifest.as_ref(), config.apply_manifest)?;
         let verifier = Verifier::new(&loaded.manifest, &config.anchors)?;
         tracing::info!(
             PODMESH_EVENT = "coordinator_state_loaded",
@@ -102,6 +102,7 @@ impl Coordinator {
             policies = loaded.manifest.policies.len(),
             "coordinator state loaded from {}", state_dir.display()
         );
+        loaded.manifest.warn_permissive("loaded at start");
         let coordinator = Self {
             root: loaded.root,
             current: RwLock::new(Arc::new(Generation {
@@ -197,6 +198,19 @@ impl Coordinator {
                 other => internal(format!("issuing the mesh certificate: {other}")),
             })?;
         let not_after = issued.not_after.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let platform = match request.evidence {
+            wire::api::Evidence::Snp { .. } => tee::Platform::SevSnp,
+            wire::api::Evidence::Tdx { .. } => tee::Platform::Tdx,
+        };
+        for name in generation.manifest.permissive(platform) {
+            tracing::warn!(
+                PODMESH_EVENT = "permissive_reference_value",
+                field = %name,
+                workload = %policy.name,
+                generation = generation.number,
+                "certificate for {} issued under the permissive reference value {name}", policy.name
+            );
+        }
         tracing::info!(
             PODMESH_EVENT = "coordinator_certificate_issued",
             workload = %policy.name,
@@ -266,6 +280,7 @@ impl Coordinator {
             return Ok(previous);
         }
         let (number, mesh) = self.state.commit(&self.root, &manifest, previous.number)?;
+        manifest.warn_permissive("set by the owner");
         let generation = Arc::new(Generation { number, mesh, manifest, verifier });
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = generation.clone();
         Ok(generation)

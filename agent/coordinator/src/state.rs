@@ -32,7 +32,7 @@ pub enum StateError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("state dir: {path}: {source}")]
     Ca { path: PathBuf, source: CaError },
-    #[error("state dir: {path}: {source}")]
+    #[error("state dir: {path}: {source} (start once with --manifest FILE --apply-manifest to make a valid manifest the next generation)")]
     Manifest { path: PathBuf, source: ManifestError },
     #[error("state dir: {path}: {why}")]
     Corrupt { path: PathBuf, why: String },
@@ -123,8 +123,10 @@ impl StateDir {
 
     /// Loads the root (creating it on first start) and the current generation. `first` becomes
     /// generation 1 of an empty directory and is otherwise ignored: whether a different manifest
-    /// may replace the persisted one is the caller's decision ([`StateDir::commit`]).
-    pub fn load_or_init(&self, first: Option<&Manifest>) -> Result<State, StateError> {
+    /// may replace the persisted one is the caller's decision ([`StateDir::commit`]), except that a
+    /// persisted manifest which no longer validates (an older, permissive schema) is replaced by
+    /// `first` when `replace_invalid` (the owner's explicit `--apply-manifest`), and refused otherwise.
+    pub fn load_or_init(&self, first: Option<&Manifest>, replace_invalid: bool) -> Result<State, StateError> {
         let root = self.load_or_create_root()?;
         let current = self.dir.join("current");
         if !current.exists() {
@@ -139,8 +141,18 @@ impl StateDir {
         })?;
         let gdir = self.generation_dir(generation);
         let manifest_path = gdir.join("manifest.json");
-        let persisted = Manifest::from_json(read_text(&manifest_path)?.as_bytes())
-            .map_err(|source| StateError::Manifest { path: manifest_path, source })?;
+        let persisted = match Manifest::from_json(read_text(&manifest_path)?.as_bytes()) {
+            Ok(persisted) => persisted,
+            Err(source) => match first.filter(|_| replace_invalid) {
+                Some(new) => {
+                    tracing::warn!(PODMESH_EVENT = "coordinator_persisted_manifest_invalid", path = %manifest_path.display(), error = %source, "the persisted manifest of generation {generation} no longer validates; --apply-manifest makes the given one the next generation");
+                    self.remove_leftovers(generation)?;
+                    let (generation, mesh) = self.commit(&root, new, generation)?;
+                    return Ok(State { root, generation, mesh, manifest: new.clone() });
+                }
+                None => return Err(StateError::Manifest { path: manifest_path, source }),
+            },
+        };
         let mesh = MeshCa::from_pem(
             &read_text(&gdir.join("mesh-ca.key"))?,
             &read_text(&gdir.join("intermediate-ca.pem"))?,

@@ -1,7 +1,8 @@
 //! From a certificate request to verified, manifest-approved claims — or a [`Rejection`].
 //!
-//! Order: evidence signature and chain (crate `tee`, with the manifest's measurements, TCB,
-//! VMPL and debug rules in its policy), simulated-anchor diagnosis, report data binding,
+//! Order: evidence signature and chain (crate `tee`, with the manifest's measurements, TCB and
+//! launch TCB floors, chip IDs, migration-agent, VMPL and debug rules, MRSEAM and TEE_TCB_SVN
+//! floor in its policy), simulated-anchor diagnosis, report data binding,
 //! the remaining reference values, then the policy entry for HOSTDATA/MRCONFIGID.
 
 use crate::manifest::{Manifest, Policy};
@@ -138,12 +139,17 @@ fn with_manifest_policy(mut trust: TrustConfig, manifest: &Manifest) -> TrustCon
         trust.snp_policy.allow_debug = snp.allow_debug;
         trust.snp_policy.max_vmpl = Some(snp.max_vmpl);
         trust.snp_policy.min_tcb = snp.minimum_tcb;
+        trust.snp_policy.min_launch_tcb = snp.minimum_launch_tcb;
+        trust.snp_policy.chip_ids = snp.chip_ids.clone();
+        trust.snp_policy.allow_migration_agent = snp.allow_migration_agent;
         trust.snp_policy.measurements = snp.measurements.clone();
     }
     if let Some(tdx) = &manifest.tdx {
         trust.tdx_policy.allow_debug = tdx.allow_debug;
         trust.tdx_policy.accepted_tcb_statuses = tdx.accepted_tcb_statuses.clone();
         trust.tdx_policy.mr_td = tdx.mrtds.clone();
+        trust.tdx_policy.min_tee_tcb_svn = tdx.minimum_tee_tcb_svn;
+        trust.tdx_policy.mr_seam = tdx.mrseams.clone();
     }
     trust
 }
@@ -282,14 +288,17 @@ fn map_verify_error(err: &VerifyError) -> Rejection {
         VerifyError::Snp(e) => match e {
             SnpError::DebugNotAllowed => Reason::PolicyMismatch,
             SnpError::VmplTooHigh { .. } => Reason::VmplNotAllowed,
-            SnpError::TcbTooLow { .. } => Reason::TcbTooLow,
+            SnpError::TcbTooLow { .. } | SnpError::LaunchTcbTooLow { .. } => Reason::TcbTooLow,
+            SnpError::MigrationAgentNotAllowed { .. } => Reason::PolicyMismatch,
+            SnpError::ChipIdNotAllowed { .. } => Reason::ProductNotAllowed,
             SnpError::MeasurementNotAllowed { .. } => Reason::MeasurementMismatch,
             SnpError::HostDataMismatch { .. } => Reason::UnknownHostData,
             SnpError::ReportDataMismatch => Reason::ReportDataMismatch,
             _ => Reason::EvidenceInvalid,
         },
         VerifyError::Tdx(e) => match e {
-            TdxError::TcbStatusNotAccepted { .. } => Reason::TcbTooLow,
+            TdxError::TcbStatusNotAccepted { .. } | TdxError::TeeTcbSvnTooLow { .. } => Reason::TcbTooLow,
+            TdxError::MrSeamNotAllowed { .. } => Reason::MeasurementMismatch,
             TdxError::MrTdNotAllowed { .. } => Reason::MeasurementMismatch,
             TdxError::MrConfigIdMismatch { .. } => Reason::UnknownHostData,
             TdxError::ReportDataMismatch => Reason::ReportDataMismatch,

@@ -170,10 +170,6 @@ async fn restart_keeps_root_and_mesh_ca() {
     assert!(err.to_string().contains("--manifest"), "{err}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn binary_serves_cli_talks_to_it_and_sigterm_stops_it() {
     let bin = env!("CARGO_BIN_EXE_podmesh-coordinator");
@@ -206,16 +202,7 @@ async fn binary_serves_cli_talks_to_it_and_sigterm_stops_it() {
             .stderr(Stdio::null()),
     )
     .unwrap();
-    let root_pem = loop {
-        if let Ok(pem) = std::fs::read_to_string(state.join("root-ca.pem")) {
-            let client = Client::new(&url, ServerTrust::RootCaPem(pem.clone())).unwrap();
-            if client.ca().await.is_ok() {
-                break pem;
-            }
-        }
-        assert!(child.exited().is_none(), "coordinator exited early");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let root_pem = wait_serving(&mut child, &state, &url).await;
     // pinning by root fingerprint works as well as by PEM; a wrong pin fails the handshake
     let der = wire::pem::certificate("root", &root_pem).unwrap();
     let fingerprint: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&der).into();

@@ -14,9 +14,16 @@ use wire::client::ClientError;
 
 use test_vectors::dir as vectors;
 
+/// As strict as trustee's report allows: its POLICY (0x3001f), TCB (bl 3, tee 0, snp 8, ucode
+/// 115) as both floors, and its chip.
 fn snp_manifest(measurement: &[u8], host_data: &[u8], allow_debug: bool) -> serde_json::Value {
+    let chip = hex::encode(&std::fs::read(vectors().join("snp/trustee/test-report.bin")).unwrap()[0x1A0..0x1E0]);
     serde_json::json!({
-        "reference_values": { "snp": { "measurements": [hex::encode(measurement)], "max_vmpl": 3, "allow_debug": allow_debug } },
+        "reference_values": { "snp": {
+            "measurements": [hex::encode(measurement)], "guest_policy": "0x3001f",
+            "minimum_tcb": { "bootloader": 3, "tee": 0, "snp": 8, "microcode": 115 },
+            "chip_ids": [chip], "products": ["Milan"], "max_vmpl": 3, "allow_debug": allow_debug
+        } },
         "policies": { hex::encode(host_data): { "name": "real", "sans": ["real"] } }
     })
 }
@@ -79,6 +86,18 @@ async fn real_snp_report_verifies_up_to_the_key_binding() {
     .await;
     let nonce = running.client().nonce().await.unwrap().nonce;
     expect(running.client().certificate(&request(nonce, report.clone())).await, Reason::MeasurementMismatch);
+    running.stop().await;
+
+    // the genuine report from a chip the manifest does not list: refused before the key binding
+    let config = Config {
+        anchors: Anchors { vcek_cache: Some(tmp.path().join("vcek-cache")), ..Anchors::default() },
+        ..Config::default()
+    };
+    let mut other_chip = snp_manifest(measurement, host_data, false);
+    other_chip["reference_values"]["snp"]["chip_ids"] = serde_json::json!([hex::encode([0x5a; 64])]);
+    let running = start(&tmp.path().join("state4"), Some(manifest(&other_chip)), config, Limits::default()).await;
+    let nonce = running.client().nonce().await.unwrap().nonce;
+    expect(running.client().certificate(&request(nonce, report.clone())).await, Reason::ProductNotAllowed);
     running.stop().await;
 
     // no certificate table and no cached VCEK: the evidence is incomplete

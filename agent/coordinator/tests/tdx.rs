@@ -53,6 +53,16 @@ async fn attest_tdx_tampered(
         .await
 }
 
+/// The sim anchor dir: the simulated Intel root and collateral whose (only) TCB level is the
+/// one `collateral_for` reports, UpToDate.
+fn sim_anchor(base: &std::path::Path, guest: &TdxProvider, collateral_for: &TdxLaunch) -> std::path::PathBuf {
+    let anchor = base.join("anchor");
+    std::fs::create_dir(&anchor).unwrap();
+    std::fs::write(anchor.join("intel_root.der"), guest.keys().root_der()).unwrap();
+    std::fs::write(anchor.join("collateral.json"), guest.keys().collateral_json(collateral_for).unwrap()).unwrap();
+    anchor
+}
+
 fn expect(r: Result<wire::api::CertificateResponse, ClientError>, want: Reason) {
     match r {
         Err(ClientError::Rejected { reason, detail, .. }) => assert_eq!(reason, want, "{detail}"),
@@ -65,23 +75,10 @@ async fn simulated_tdx_quote_gets_a_certificate_and_bad_ones_do_not() {
     let tmp = tempfile::tempdir().unwrap();
     let sim_state = tmp.path().join("tsm-sim");
     let good = TdxProvider::new(&sim_state, launch(MRTD, RTMR2)).expect("sim TDX provider");
-    let anchor = tmp.path().join("anchor");
-    std::fs::create_dir(&anchor).unwrap();
-    std::fs::write(anchor.join("intel_root.der"), good.keys().root_der()).unwrap();
-    std::fs::write(anchor.join("collateral.json"), good.keys().collateral_json(good.launch()).unwrap()).unwrap();
+    let anchor = sim_anchor(tmp.path(), &good, good.launch());
 
     let defaults = TdxLaunch::default();
-    let manifest_json = serde_json::json!({
-        "reference_values": { "tdx": {
-            "mrtds": [hex::encode(MRTD)],
-            "rtmrs": [null, null, hex::encode(RTMR2), null],
-            "attributes": hex::encode(defaults.td_attributes.to_le_bytes()),
-            "xfam": hex::encode(defaults.xfam.to_le_bytes()),
-            "minimum_tcb_status": "UpToDate"
-        } },
-        "policies": { hex::encode(MRCONFIGID): { "name": "tdx-web", "sans": ["tdx-web", "10.0.1.1"] } },
-        "allow_simulated_tee": true
-    });
+    let manifest_json = tdx_manifest_json(true, good.launch(), "tdx-web");
     let config = Config { anchors: Anchors::default().with_sim(&anchor).expect("TDX sim anchor"), ..Config::default() };
     let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json)), config, Limits::default()).await;
     let client = running.client();
@@ -119,5 +116,40 @@ async fn simulated_tdx_quote_gets_a_certificate_and_bad_ones_do_not() {
     expect(attest_tdx(&client, &other_config, &workload).await, Reason::UnknownHostData);
     // tampered quote: flip a bit of MRTD inside the signed body
     expect(attest_tdx_tampered(&client, &good, &workload, |q| q[48 + 136] ^= 1).await, Reason::EvidenceInvalid);
+    running.stop().await;
+}
+
+/// Quotes that Intel's (simulated) collateral accepts as UpToDate but the manifest must not: a
+/// TDX module older than the manifest's TEE_TCB_SVN floor (the collateral's one TCB level is the
+/// older module's), another TDX module (MRSEAM), and a quote from a foreign quoting enclave.
+#[tokio::test]
+async fn older_or_other_tdx_modules_and_foreign_quoting_enclaves_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim_state = tmp.path().join("tsm-sim");
+    let good = TdxProvider::new(&sim_state, launch(MRTD, RTMR2)).unwrap();
+    let older = TdxLaunch { tee_tcb_svn: [2, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], ..launch(MRTD, RTMR2) };
+    assert!(older.tee_tcb_svn < good.launch().tee_tcb_svn);
+    let anchor = sim_anchor(tmp.path(), &good, &older);
+    let config = Config { anchors: Anchors::default().with_sim(&anchor).expect("TDX sim anchor"), ..Config::default() };
+    let manifest_json = tdx_manifest_json(true, good.launch(), "tdx-web");
+    let running = start(&tmp.path().join("state"), Some(manifest(&manifest_json)), config, Limits::default()).await;
+    let client = running.client();
+    let workload = Workload::new();
+    attest_tdx(&client, &good, &workload).await.expect("the pinned module");
+
+    let detail = |r: Result<wire::api::CertificateResponse, ClientError>, want: Reason| match r {
+        Err(ClientError::Rejected { reason, detail, .. }) if reason == want => detail,
+        other => panic!("expected {want}, got {other:?}"),
+    };
+    let older_guest = TdxProvider::new(&sim_state, older).unwrap();
+    let d = detail(attest_tdx(&client, &older_guest, &workload).await, Reason::TcbTooLow);
+    assert!(d.contains("TEE_TCB_SVN 02000500") && d.contains("at byte 0"), "{d}");
+    let other_module = TdxProvider::new(&sim_state, TdxLaunch { mr_seam: [0x12; 48], ..launch(MRTD, RTMR2) }).unwrap();
+    let d = detail(attest_tdx(&client, &other_module, &workload).await, Reason::MeasurementMismatch);
+    assert!(d.contains("MRSEAM 1212"), "{d}");
+    let foreign_qe =
+        TdxProvider::new(&sim_state, TdxLaunch { qe_vendor_id: [0xab; 16], ..launch(MRTD, RTMR2) }).unwrap();
+    let d = detail(attest_tdx(&client, &foreign_qe, &workload).await, Reason::EvidenceInvalid);
+    assert!(d.contains("QE vendor ID abababab") && d.contains("not Intel's"), "{d}");
     running.stop().await;
 }

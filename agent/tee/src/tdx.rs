@@ -1,6 +1,12 @@
 //! Intel TDX quotes (v4, v5 with TD1.0/TD1.5 bodies): parsing, collateral loading, and
 //! verification with `dcap-qvl` at a caller-given time.
 //!
+//! Besides dcap-qvl's signature, collateral and TCB-status checks, [`TdxPolicy`] holds what
+//! go-tdx-guest's validator offers and Contrast sets: MRTD, a componentwise floor for
+//! TEE_TCB_SVN (the TDX module's SVNs), allowed MRSEAMs (the TDX module's measurement), and
+//! Intel's QE vendor ID (checked first, so a quote from another quoting enclave is named as
+//! such instead of failing somewhere inside dcap-qvl).
+//!
 //! The quote's own length comes from its header and signature-data length; bytes after it
 //! (configfs buffers, zero padding, test junk) are tolerated and never passed on.
 
@@ -12,6 +18,10 @@ const HEADER_LEN: usize = 48;
 const TD10_LEN: usize = 584;
 const TD15_LEN: usize = 648;
 const TEE_TYPE_TDX: u32 = 0x81;
+const QE_VENDOR_ID_AT: usize = 12;
+/// Intel's DCAP quoting enclave, 939a7233-f79c-4ca9-940a-0db3957f0607 (the only QE whose
+/// quotes dcap-qvl can verify).
+pub const INTEL_QE_VENDOR_ID: [u8; 16] = dcap_qvl::INTEL_QE_VENDOR_ID;
 
 /// The TD report fields a verifier cares about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +48,8 @@ pub struct TdxQuote {
     pub version: u16,
     /// 2 = TD1.0, 3 = TD1.5 (v4 quotes are always TD1.0).
     pub body_type: u16,
+    /// Header QE_VENDOR_ID: which quoting enclave signed.
+    pub qe_vendor_id: [u8; 16],
     pub td: TdReport,
     pub trailing: usize,
 }
@@ -76,6 +88,12 @@ pub enum TdxError {
     MrConfigIdMismatch { found: String, expected: String },
     #[error("TDX policy: REPORTDATA does not match the expected value (nonce/key binding)")]
     ReportDataMismatch,
+    #[error("TDX: QE vendor ID {found} is not Intel's ({expected}): the quote is not from Intel's quoting enclave")]
+    QeVendorNotIntel { found: String, expected: String },
+    #[error("TDX policy: TEE_TCB_SVN {found} is below the required minimum {min} at byte {index} (the TDX module is older than the manifest allows)")]
+    TeeTcbSvnTooLow { found: String, min: String, index: usize },
+    #[error("TDX policy: MRSEAM {found} (the TDX module's measurement) is not one of the {allowed} allowed values")]
+    MrSeamNotAllowed { found: String, allowed: usize },
     #[error("TDX policy: the TD is debuggable (TDATTRIBUTES.DEBUG) and debug is not allowed")]
     DebugNotAllowed,
 }
@@ -128,6 +146,7 @@ impl TdxQuote {
         need(bytes, total, "signature data")?;
 
         let b = bytes;
+        let qe_vendor_id = take::<16>(b, &mut QE_VENDOR_ID_AT.to_owned());
         let mut at = body_at;
         let tee_tcb_svn = take::<16>(b, &mut at);
         let mr_seam = take::<48>(b, &mut at);
@@ -147,6 +166,7 @@ impl TdxQuote {
             raw: bytes[..total].to_vec(),
             version,
             body_type,
+            qe_vendor_id,
             td: TdReport {
                 tee_tcb_svn,
                 mr_seam,
@@ -179,6 +199,10 @@ pub struct TdxPolicy {
     pub allow_debug: bool,
     /// Allowed MRTDs (empty: any; the manifest decides).
     pub mr_td: Vec<[u8; 48]>,
+    /// Componentwise floor for TEE_TCB_SVN (each byte at least this one's).
+    pub min_tee_tcb_svn: Option<[u8; 16]>,
+    /// Allowed MRSEAMs (empty: any).
+    pub mr_seam: Vec<[u8; 48]>,
     pub mr_config_id: Option<[u8; 48]>,
     pub report_data: Option<[u8; 64]>,
 }
@@ -189,6 +213,8 @@ impl Default for TdxPolicy {
             accepted_tcb_statuses: vec!["UpToDate".into(), "SWHardeningNeeded".into()],
             allow_debug: false,
             mr_td: Vec::new(),
+            min_tee_tcb_svn: None,
+            mr_seam: Vec::new(),
             mr_config_id: None,
             report_data: None,
         }
@@ -379,6 +405,12 @@ pub fn verify(
     policy: &TdxPolicy,
     now: time::OffsetDateTime,
 ) -> Result<VerifiedTdx, TdxError> {
+    if quote.qe_vendor_id != INTEL_QE_VENDOR_ID {
+        return Err(TdxError::QeVendorNotIntel {
+            found: hex::encode(quote.qe_vendor_id),
+            expected: hex::encode(INTEL_QE_VENDOR_ID),
+        });
+    }
     check_collateral_window(collateral, now)?;
     let secs = u64::try_from(now.unix_timestamp()).map_err(|_| TdxError::Verification("time before 1970".into()))?;
     let verifier = match root_ca_der {
@@ -400,6 +432,14 @@ pub fn verify(
     }
     if !policy.mr_td.is_empty() && !policy.mr_td.contains(&td.mr_td) {
         return Err(TdxError::MrTdNotAllowed { found: hex::encode(td.mr_td), allowed: policy.mr_td.len() });
+    }
+    if let Some(min) = &policy.min_tee_tcb_svn {
+        if let Some(index) = (0..min.len()).find(|&i| td.tee_tcb_svn[i] < min[i]) {
+            return Err(TdxError::TeeTcbSvnTooLow { found: hex::encode(td.tee_tcb_svn), min: hex::encode(min), index });
+        }
+    }
+    if !policy.mr_seam.is_empty() && !policy.mr_seam.contains(&td.mr_seam) {
+        return Err(TdxError::MrSeamNotAllowed { found: hex::encode(td.mr_seam), allowed: policy.mr_seam.len() });
     }
     if let Some(expected) = &policy.mr_config_id {
         if expected != &td.mr_config_id {

@@ -274,6 +274,46 @@ fn policy_checks_each_fail_with_their_reason() {
     assert!(matches!(e, SnpError::ReportDataMismatch), "{e}");
 }
 
+/// The checks Contrast turns on in go-sev-guest, on real reports. The trustee VLEK report was
+/// launched at microcode 219 (LAUNCH_TCB) and reports 217 (REPORTED_TCB), so the two floors
+/// are seen to be distinct checks.
+#[test]
+fn launch_tcb_and_chip_id_checks_on_real_reports() {
+    let v = vectors();
+    let cs = cases(&v);
+    let vlek = &cs[3];
+    let check = |t: &TrustConfig, c: &Case| verify(&evidence(&c.report, &c.vek), t, c.at);
+    let tcb = |microcode| MinTcb { bootloader: 4, tee: 0, snp: 24, microcode, fmc: 0 };
+    let mut t = permissive();
+    t.snp_policy.min_tcb = Some(tcb(217));
+    t.snp_policy.min_launch_tcb = Some(tcb(219));
+    check(&t, vlek).unwrap();
+    t.snp_policy.min_launch_tcb = Some(tcb(220));
+    let e = snp_err(check(&t, vlek));
+    assert!(matches!(e, SnpError::LaunchTcbTooLow { component: "microcode", found: 219, min: 220 }), "{e}");
+    t.snp_policy.min_launch_tcb = None;
+    t.snp_policy.min_tcb = Some(tcb(219));
+    let e = snp_err(check(&t, vlek));
+    assert!(matches!(e, SnpError::TcbTooLow { component: "microcode", found: 217, min: 219 }), "{e}");
+
+    // CHIP_ID: the report's own chip passes, another chip and a masked (VLEK) CHIP_ID do not.
+    let trustee = &cs[2];
+    let chip: [u8; 64] = trustee.report[0x1A0..0x1E0].try_into().unwrap();
+    let mut t = permissive();
+    t.snp_policy.chip_ids = vec![chip];
+    check(&t, trustee).unwrap();
+    let e = snp_err(check(&t, &cs[4]));
+    assert!(matches!(e, SnpError::ChipIdNotAllowed { allowed: 1, .. }), "{e}");
+    let e = snp_err(check(&t, vlek));
+    assert!(matches!(e, SnpError::ChipIdNotAllowed { .. }), "{e}");
+    // No real report allows a migration agent; the default policy refuses one (see the tsm-sim
+    // tests in the coordinator), and accepts every real report.
+    for c in &cs {
+        let policy = u64::from(SnpReport::parse(&c.report).unwrap().report.policy);
+        assert_eq!(policy & tee::snp::POLICY_MIGRATE_MA, 0, "{}", c.name);
+    }
+}
+
 #[test]
 fn deliberately_invalid_vceks_are_rejected() {
     let v = vectors();

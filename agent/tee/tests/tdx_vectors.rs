@@ -187,6 +187,41 @@ fn policy_checks_for_tdx() {
     assert!(matches!(tdx_err(verify(&ev(&quote, &coll), &t, now)), TdxError::ReportDataMismatch));
 }
 
+/// The TDX-module checks go-tdx-guest offers (MRSEAM, a componentwise TEE_TCB_SVN floor) and
+/// the QE vendor ID, on a real quote whose collateral says UpToDate.
+#[test]
+fn mrseam_tee_tcb_svn_floor_and_qe_vendor_on_a_real_quote() {
+    let v = vectors();
+    let quote = read(&v, "tdx/dcap-qvl/tdx_quote");
+    let q = TdxQuote::parse(&quote).unwrap();
+    assert_eq!(q.qe_vendor_id, tdx::INTEL_QE_VENDOR_ID);
+    let coll = dcap(&v, "tdx_quote_collateral.json");
+    let now = at("2025-07-01T00:00:00Z");
+    // Pinned to the quote's own values: accepted.
+    let mut t = trust(&["UpToDate"]);
+    t.tdx_policy.mr_seam = vec![q.td.mr_seam];
+    t.tdx_policy.min_tee_tcb_svn = Some(q.td.tee_tcb_svn);
+    verify(&ev(&quote, &coll), &t, now).unwrap();
+    // Another TDX module.
+    t.tdx_policy.mr_seam = vec![[0x42; 48]];
+    let e = tdx_err(verify(&ev(&quote, &coll), &t, now));
+    assert!(matches!(e, TdxError::MrSeamNotAllowed { allowed: 1, .. }), "{e}");
+    // One SVN byte above the quote's: refused, naming the byte.
+    t.tdx_policy.mr_seam.clear();
+    let mut floor = q.td.tee_tcb_svn;
+    let index = floor.iter().position(|&b| b < u8::MAX).unwrap();
+    floor[index] += 1;
+    t.tdx_policy.min_tee_tcb_svn = Some(floor);
+    let e = tdx_err(verify(&ev(&quote, &coll), &t, now));
+    assert!(matches!(e, TdxError::TeeTcbSvnTooLow { index: i, .. } if i == index), "{e}");
+    // A foreign QE vendor in the header: named before dcap-qvl runs (its signature would fail too).
+    let mut foreign = quote.clone();
+    foreign[12] ^= 0xff;
+    let e = tdx_err(verify(&ev(&foreign, &coll), &trust(&["UpToDate"]), now));
+    assert!(matches!(e, TdxError::QeVendorNotIntel { .. }), "{e}");
+    assert!(e.to_string().contains("939a7233f79c4ca9940a0db3957f0607"), "{e}");
+}
+
 #[test]
 fn trustee_quotes_parse_but_lack_a_current_pck_crl() {
     let v = vectors();

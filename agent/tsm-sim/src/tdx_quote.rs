@@ -73,6 +73,8 @@ pub struct TdxLaunch {
     pub rtmr: [[u8; 48]; 4],
     pub qe_svn: u16,
     pub pce_svn: u16,
+    /// Header QE_VENDOR_ID; Intel's unless a test plays a foreign quoting enclave.
+    pub qe_vendor_id: [u8; 16],
 }
 
 impl Default for TdxLaunch {
@@ -93,6 +95,7 @@ impl Default for TdxLaunch {
             rtmr: [[0; 48]; 4],
             qe_svn: 8,
             pce_svn: 13,
+            qe_vendor_id: INTEL_QE_VENDOR_ID,
         }
     }
 }
@@ -459,7 +462,7 @@ pub fn build_quote(keys: &SimTdxKeys, launch: &TdxLaunch, report_data: &[u8; 64]
     q.extend_from_slice(&0x81u32.to_le_bytes()); // TEE type: TDX
     q.extend_from_slice(&launch.qe_svn.to_le_bytes());
     q.extend_from_slice(&launch.pce_svn.to_le_bytes());
-    q.extend_from_slice(&INTEL_QE_VENDOR_ID);
+    q.extend_from_slice(&launch.qe_vendor_id);
     q.extend_from_slice(&[0u8; 20]); // user data
                                      // TD 1.0 report body.
     q.extend_from_slice(&launch.tee_tcb_svn);

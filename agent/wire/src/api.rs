@@ -143,17 +143,17 @@ pub enum Reason {
     ReportDataMismatch,
     /// 403: the manifest has no reference values for this platform.
     PlatformNotAllowed,
-    /// 403: measurement / MRTD not in the manifest.
+    /// 403: measurement / MRTD (or TDX MRSEAM) not in the manifest.
     MeasurementMismatch,
     /// 403: TDX RTMR differs from the manifest.
     RtmrMismatch,
-    /// 403: reported TCB below the minimum, or TDX TCB status not accepted.
+    /// 403: SNP reported or launch TCB below the minimum, TDX TEE_TCB_SVN below the minimum, or TDX TCB status not accepted.
     TcbTooLow,
-    /// 403: SNP guest policy / TDX attributes or XFAM differ, or debug enabled.
+    /// 403: SNP guest policy / TDX attributes or XFAM differ, debug enabled, or an SNP migration agent allowed.
     PolicyMismatch,
     /// 403: SNP VMPL not allowed.
     VmplNotAllowed,
-    /// 403: SNP product (Milan/Genoa/Turin) not allowed.
+    /// 403: SNP product (Milan/Genoa/Turin) or CHIP_ID not allowed.
     ProductNotAllowed,
     /// 403: HOST_DATA / MRCONFIGID has no policy entry in the manifest.
     UnknownHostData,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tsm_sim::signer::{Provider, SnpProvider};
 use tsm_sim::snp_chain::{Product, SimAmdChain};
 use tsm_sim::snp_report::SnpLaunch;
+use tsm_sim::tdx_quote::TdxLaunch;
 use wire::api::{self, CertificateRequest, CertificateResponse};
 use wire::client::{Client, ClientError, ServerTrust};
 
@@ -20,15 +21,42 @@ pub const MEASUREMENT: [u8; 48] = [0xa1; 48];
 pub const WEB_HOST_DATA: [u8; 32] = [0x11; 32];
 pub const DB_HOST_DATA: [u8; 32] = [0x22; 32];
 
+/// The simulated guests' TCB (tsm-sim's default) as a manifest `minimum_tcb`: the strictest
+/// floor their evidence meets.
+pub fn sim_min_tcb() -> serde_json::Value {
+    let t = tsm_sim::snp_chain::TcbVersion::default();
+    serde_json::json!({ "bootloader": t.bootloader, "tee": t.tee, "snp": t.snp, "microcode": t.microcode })
+}
+
+/// A strict SNP manifest for the simulated guests: web and db policies, `measurement` only.
 pub fn manifest_json(allow_sim: bool, measurement: &[u8; 48]) -> serde_json::Value {
     serde_json::json!({
         "reference_values": {
-            "snp": { "measurements": [hex::encode(measurement)], "guest_policy": "0x30000", "max_vmpl": 0 }
+            "snp": { "products": ["Milan"], "measurements": [hex::encode(measurement)], "guest_policy": "0x30000",
+                     "minimum_tcb": sim_min_tcb(), "max_vmpl": 0 }
         },
         "policies": {
             hex::encode(WEB_HOST_DATA): { "name": "web", "sans": ["web", "web.default.svc", "10.0.0.7", "spiffe://podmesh/web"] },
             hex::encode(DB_HOST_DATA): { "name": "db", "sans": ["10.0.0.8"] }
         },
+        "allow_simulated_tee": allow_sim
+    })
+}
+
+/// A strict TDX manifest pinning everything `launch` reports (MRTD, RTMR0..3, attributes, XFAM,
+/// TEE_TCB_SVN as the floor, MRSEAM), with one policy `name` for its MRCONFIGID.
+pub fn tdx_manifest_json(allow_sim: bool, launch: &TdxLaunch, name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "reference_values": { "tdx": {
+            "mrtds": [hex::encode(launch.mr_td)],
+            "rtmrs": launch.rtmr.iter().map(hex::encode).collect::<Vec<_>>(),
+            "attributes": hex::encode(launch.td_attributes.to_le_bytes()),
+            "xfam": hex::encode(launch.xfam.to_le_bytes()),
+            "minimum_tcb_status": "UpToDate",
+            "minimum_tee_tcb_svn": hex::encode(launch.tee_tcb_svn),
+            "mrseams": [hex::encode(launch.mr_seam)]
+        } },
+        "policies": { hex::encode(launch.mr_config_id): { "name": name, "sans": [name, "10.0.1.1"] } },
         "allow_simulated_tee": allow_sim
     })
 }
@@ -54,9 +82,21 @@ impl SimPlatform {
 
     /// A guest launched with `measurement` and `host_data`.
     pub fn guest(&self, measurement: [u8; 48], host_data: [u8; 32]) -> SnpProvider {
-        let chain = SimAmdChain::load_or_create(&self.dir, Product::Milan).expect("simulated AMD chain");
-        let launch = SnpLaunch { measurement, host_data, ..SnpLaunch::default() };
-        SnpProvider::new(chain, launch, true, 0).expect("simulated SNP provider")
+        self.guest_with(SnpLaunch { measurement, host_data, ..SnpLaunch::default() })
+    }
+
+    /// A guest with every launch value chosen (policy, launch TCB, ...), e.g. one that lies.
+    pub fn guest_with(&self, launch: SnpLaunch) -> SnpProvider {
+        SnpProvider::new(self.chain(), launch, true, 0).expect("simulated SNP provider")
+    }
+
+    fn chain(&self) -> SimAmdChain {
+        SimAmdChain::load_or_create(&self.dir, Product::Milan).expect("simulated AMD chain")
+    }
+
+    /// The CHIP_ID every guest of this platform reports.
+    pub fn chip_id(&self) -> [u8; 64] {
+        *self.chain().chip_id()
     }
 
     pub fn anchors(&self) -> Anchors {
@@ -402,5 +442,25 @@ pub mod flood {
             }
         }
         held
+    }
+}
+
+/// A free loopback port for a `podmesh-coordinator serve` child.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until the coordinator binary `child` (state dir `state`) answers at `url`; returns
+/// its root CA PEM. Panics when it exits first.
+pub async fn wait_serving(child: &mut podmesh_tests::harness::Proc, state: &Path, url: &str) -> String {
+    loop {
+        if let Ok(pem) = std::fs::read_to_string(state.join("root-ca.pem")) {
+            let client = Client::new(url, ServerTrust::RootCaPem(pem.clone())).unwrap();
+            if client.ca().await.is_ok() {
+                return pem;
+            }
+        }
+        assert!(child.exited().is_none(), "coordinator exited early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

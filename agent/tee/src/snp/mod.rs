@@ -7,7 +7,7 @@ mod policy;
 mod report;
 
 pub use chain::{AmdRoots, VekInfo};
-pub use policy::{MinTcb, SnpPolicy};
+pub use policy::{MinTcb, SnpPolicy, POLICY_DEBUG, POLICY_MIGRATE_MA};
 pub use report::{SigningKey, SnpReport, AZURE_HCL_OFFSET, REPORT_LEN, SIGNED_LEN};
 
 use crate::certtable::{CertKind, CertTable};
@@ -107,6 +107,12 @@ pub enum SnpError {
     VmplTooHigh { vmpl: u32, max: u32 },
     #[error("SNP policy: REPORTED_TCB {component} SPL {found} is below the required minimum {min}")]
     TcbTooLow { component: &'static str, found: u8, min: u8 },
+    #[error("SNP policy: LAUNCH_TCB {component} SPL {found} is below the required minimum {min}: the guest was launched by firmware older than the manifest allows")]
+    LaunchTcbTooLow { component: &'static str, found: u8, min: u8 },
+    #[error("SNP policy: the guest POLICY {policy:#x} allows a migration agent (MIGRATE_MA, bit 18), which can export the guest's memory, and the manifest does not allow it")]
+    MigrationAgentNotAllowed { policy: u64 },
+    #[error("SNP policy: CHIP_ID {found} is not one of the {allowed} allowed chips")]
+    ChipIdNotAllowed { found: String, allowed: usize },
     #[error("SNP policy: measurement {found} is not one of the {allowed} allowed measurements")]
     MeasurementNotAllowed { found: String, allowed: usize },
     #[error("SNP policy: HOST_DATA {found} differs from the expected {expected}")]

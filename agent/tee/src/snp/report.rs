@@ -107,7 +107,7 @@ impl SnpReport {
 
     /// POLICY bit 19: the guest allows the hypervisor to debug it.
     pub fn debug_allowed(&self) -> bool {
-        u64::from(self.report.policy) & (1 << 19) != 0
+        u64::from(self.report.policy) & super::POLICY_DEBUG != 0
     }
 }
 

@@ -51,3 +51,15 @@ fn debug_bit_is_policy_bit_19() {
     r[0x08..0x10].copy_from_slice(&0x30000u64.to_le_bytes());
     assert!(!SnpReport::parse(&r).unwrap().debug_allowed());
 }
+
+#[test]
+fn migration_agent_policies_are_refused_unless_allowed() {
+    use super::{SnpPolicy, POLICY_MIGRATE_MA};
+    let mut r = minimal_report(2);
+    r[0x08..0x10].copy_from_slice(&(0x30000 | POLICY_MIGRATE_MA).to_le_bytes());
+    let report = SnpReport::parse(&r).unwrap();
+    let e = SnpPolicy::default().check(&report).unwrap_err();
+    assert!(matches!(e, SnpError::MigrationAgentNotAllowed { policy: 0x70000 }), "{e}");
+    assert!(e.to_string().contains("MIGRATE_MA"), "{e}");
+    SnpPolicy { allow_migration_agent: true, ..SnpPolicy::default() }.check(&report).unwrap();
+}
