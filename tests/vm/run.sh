@@ -431,8 +431,6 @@ if pmvm_wait "$J" 300 "PODMESH_EVENT=proxy_ready" '.PODMESH_EVENT == "proxy_read
     else
         failures+=("pod: the guest's tls dir"); pmvm_log "FAIL pod: tls-fs: $tlsfs"
     fi
-    out=$(pmvm_ctl "$C" "$J" pod-exec) || true
-    pmvm_log "     ExecProcess (hostname) in the container through the agent: ${out//$'\n'/ | }"
     # kill -9 of the proxy while the container serves: the TPROXY rules stay and reject.
     out=$(pmvm_ctl "$C" "$J" kill-proxy) || true
     pmvm_log "     kill -9 podmesh-proxy: ${out//$'\n'/ | }"

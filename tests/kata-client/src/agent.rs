@@ -29,8 +29,6 @@ pub struct Pod<'a> {
     /// Absolute path in the VM of the container's root file system.
     pub rootfs: &'a str,
     pub args: &'a [String],
-    /// One pid namespace for the pod (the agent's sandbox pidns) instead of one per container.
-    pub shared_pidns: bool,
 }
 
 /// What GetGuestDetails says about the agent.
@@ -133,51 +131,17 @@ impl Agent {
     }
 
     pub fn create_sandbox(&mut self, pod: &Pod<'_>) -> Result<(), AgentError> {
-        // hostname 1, sandbox_pidns 4, sandbox_id 5.
-        let req = Msg::new().string(1, pod.hostname).bool(4, pod.shared_pidns).string(5, pod.sandbox_id);
-        self.call("CreateSandbox", req).map(drop)
+        // hostname 1, sandbox_pidns 4 (false: each container its own pid namespace), sandbox_id 5.
+        self.call("CreateSandbox", Msg::new().string(1, pod.hostname).string(5, pod.sandbox_id)).map(drop)
     }
 
     pub fn create_container(&mut self, pod: &Pod<'_>) -> Result<(), AgentError> {
-        let req = Msg::new()
-            .string(1, pod.container_id)
-            .string(2, pod.container_id)
-            .msg(6, spec(pod))
-            .bool(7, pod.shared_pidns);
+        let req = Msg::new().string(1, pod.container_id).string(2, pod.container_id).msg(6, spec(pod));
         self.call("CreateContainer", req).map(drop)
     }
 
     pub fn start_container(&mut self, container_id: &str) -> Result<(), AgentError> {
         self.call("StartContainer", Msg::new().string(1, container_id)).map(drop)
-    }
-
-    pub fn exec(&mut self, container_id: &str, exec_id: &str, args: &[String]) -> Result<(), AgentError> {
-        let req = Msg::new().string(1, container_id).string(2, exec_id).msg(4, process(args));
-        self.call("ExecProcess", req).map(drop)
-    }
-
-    /// One ReadStdout: `None` at the end of the stream (the agent answers EOF with an error).
-    pub fn read_stdout(&mut self, container_id: &str, exec_id: &str) -> Result<Option<Vec<u8>>, AgentError> {
-        let method = "ReadStdout";
-        let req = Msg::new().string(1, container_id).string(2, exec_id).uint(3, 32 * 1024);
-        match self.call(method, req) {
-            Ok(answer) => {
-                let f = proto::fields(&answer).map_err(|source| AgentError::Proto { method, source })?;
-                let data = proto::get_bytes(&f, 1);
-                Ok((!data.is_empty()).then(|| data.to_vec()))
-            }
-            Err(AgentError::Ttrpc(TtrpcError::Status { .. })) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// WaitProcess: the exit status.
-    pub fn wait(&mut self, container_id: &str, exec_id: &str) -> Result<i32, AgentError> {
-        let method = "WaitProcess";
-        let answer = self.call(method, Msg::new().string(1, container_id).string(2, exec_id))?;
-        let f = proto::fields(&answer).map_err(|source| AgentError::Proto { method, source })?;
-        // int32 on the wire: a negative status is sign-extended to 64 bits.
-        Ok(proto::get_varint_field(&f, 1) as i64 as i32)
     }
 }
 
@@ -188,8 +152,7 @@ mod tests {
     #[test]
     fn the_spec_has_no_network_namespace_and_a_readonly_local_root() {
         let args = vec!["/bin/httpd".to_owned()];
-        let pod =
-            Pod { sandbox_id: "s", container_id: "c", hostname: "h", rootfs: "/r", args: &args, shared_pidns: false };
+        let pod = Pod { sandbox_id: "s", container_id: "c", hostname: "h", rootfs: "/r", args: &args };
         let bytes = spec(&pod).into_bytes();
         let f = proto::fields(&bytes).unwrap();
         let root = proto::fields(proto::get_bytes(&f, 3)).unwrap();
