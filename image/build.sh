@@ -6,7 +6,9 @@
 # Output: build/image/<profile>/podmesh.vmlinuz + podmesh.cpio (+ build-info.txt).
 # Binaries come from target/<cargo-profile> (default release; the VM test uses the debug
 # build that `cargo test` already made) and are stripped on the way into the image.
-# Env: PODMESH_KATA_AGENT=/path/to/kata-agent installs a real agent instead of the stand-in;
+# Env: PODMESH_KATA_DIR (default ../shared/kata beside the repository) or
+#      PODMESH_KATA_AGENT=/path/to/kata-agent: the real kata-agent, checked against the
+#      SHA256SUMS beside it (the test image fails without it, production builds without agent);
 #      PODMESH_IMAGE_CACHE (default /var/cache/podmesh/image) keeps the kernel .debs, the apt
 #      package cache and mkosi's incremental cache across builds and fresh clones.
 #
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
         --profile) profile=${2:?--profile needs production or test}; shift 2 ;;
         --no-cargo) cargo_build=0; shift ;;
         --cargo-profile) cargo_profile=${2:?--cargo-profile needs release or debug}; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "image/build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -62,9 +64,66 @@ stage=$work/stage-$profile
 out=$work/$profile
 mkdir -p "$cache/debs" "$cache/packages" "$cache/mkosi-$profile" "$work" "$out"
 
+# The real kata-agent (Kata Containers 4.1.0, Apache-2.0): PODMESH_KATA_AGENT=/path/to/kata-agent,
+# else kata-agent from PODMESH_KATA_DIR (default ../shared/kata beside the repository). Its
+# directory must hold a SHA256SUMS that lists it with the right digest (fail closed: a binary that
+# does not match is not installed). The test image needs it; a production image without it has no
+# agent (and no agent unit). With it: /usr/local/bin/kata-agent, /etc/agent-config.toml, its unit,
+# kata-containers.target, the image's drop-in, and the licence texts the agent's README names
+# (Apache-2.0; pathrs under MPL-2.0; libseccomp LGPL-2.1) with a pointer to the source.
+kata_dir=${PODMESH_KATA_DIR:-$(cd .. && pwd)/shared/kata}
+kata_agent=${PODMESH_KATA_AGENT:-$kata_dir/kata-agent}
+stage_kata_agent() {
+    if [ ! -e "$kata_agent" ]; then
+        if [ "$profile" = test ]; then
+            echo "image/build.sh: the test image needs the real kata-agent: $kata_agent is missing" \
+                "(check out shared/kata beside the repository, or set PODMESH_KATA_DIR / PODMESH_KATA_AGENT)" >&2
+            exit 1
+        fi
+        progress "kata-agent: NONE ($kata_agent is missing): the production image gets no agent"
+        kata_installed=none
+        return 0
+    fi
+    local dir sums want got lic
+    dir=$(dirname "$kata_agent")
+    sums=$dir/SHA256SUMS
+    [ -x "$kata_agent" ] || { echo "image/build.sh: $kata_agent is not executable" >&2; exit 1; }
+    [ -r "$sums" ] || { echo "image/build.sh: no $sums to verify $kata_agent against" >&2; exit 1; }
+    want=$(awk -v f="$(basename "$kata_agent")" '$2 == f || $2 == "*" f { print $1 }' "$sums")
+    got=$(sha256sum "$kata_agent" | cut -d' ' -f1)
+    [ -n "$want" ] || { echo "image/build.sh: $sums does not list $(basename "$kata_agent")" >&2; exit 1; }
+    [ "$want" = "$got" ] || {
+        echo "image/build.sh: $kata_agent has sha256 $got, $sums says $want: not installing it" >&2; exit 1; }
+    install -d "$stage/usr/local/bin" "$stage/etc" "$stage/usr/lib/systemd/system/kata-agent.service.d" \
+        "$stage/usr/share/licenses/kata-agent"
+    install -m 0755 "$kata_agent" "$stage/usr/local/bin/kata-agent"
+    install -m 0644 image/kata/agent-config.toml "$stage/etc/agent-config.toml"
+    install -m 0644 image/kata/kata-agent.service image/kata/kata-containers.target "$stage/usr/lib/systemd/system/"
+    install -m 0644 image/kata/kata-agent.service.d/*.conf "$stage/usr/lib/systemd/system/kata-agent.service.d/"
+    lic=$stage/usr/share/licenses/kata-agent
+    install -m 0644 "$dir/LICENSE" "$lic/LICENSE.Apache-2.0"
+    for f in MPL-2.0 LGPL-2.1; do
+        [ -r "/usr/share/common-licenses/$f" ] || {
+            echo "image/build.sh: /usr/share/common-licenses/$f is missing (package base-files)" >&2; exit 1; }
+        install -m 0644 "/usr/share/common-licenses/$f" "$lic/LICENSE.$f"
+    done
+    [ -r "$dir/README.md" ] && install -m 0644 "$dir/README.md" "$lic/README.md"
+    cat >"$lic/NOTICE" <<NOTICE
+/usr/local/bin/kata-agent: kata-agent 4.1.0 from Kata Containers, Apache-2.0 (LICENSE.Apache-2.0).
+Source: https://github.com/kata-containers/kata-containers tag 4.1.0,
+commit ddcb1ad8d23cbb4323f86c209f132b89592902df; build and provenance in README.md.
+It contains pathrs (https://github.com/cyphar/libpathrs), MPL-2.0 OR LGPL-3.0+, used under
+MPL-2.0 (LICENSE.MPL-2.0), and links libseccomp.so.2 from Debian's libseccomp2 dynamically,
+LGPL-2.1 (LICENSE.LGPL-2.1; source: https://sources.debian.org/src/libseccomp/).
+sha256 $got
+NOTICE
+    kata_installed="$kata_agent (sha256 $got)"
+    progress "kata-agent: real binary from $kata_agent, sha256 verified against $sums"
+}
+
 # 1. Binaries.
 bins=(podmesh)
-[ "$profile" = test ] && bins+=(tsm-sim)
+[ "$profile" = test ] && bins+=(tsm-sim pmvm-kata)
 cargo_flag=(--release)
 [ "$cargo_profile" = debug ] && cargo_flag=()
 if [ "$cargo_build" = 1 ]; then
@@ -101,15 +160,7 @@ for f in units/*.conf; do
     grep -q '<busconfig' "$f" && install -m 0644 "$f" "$stage/usr/share/dbus-1/system.d/"
 done
 shopt -u nullglob
-if [ -n "${PODMESH_KATA_AGENT:-}" ]; then
-    [ -x "$PODMESH_KATA_AGENT" ] || {
-        echo "image/build.sh: PODMESH_KATA_AGENT=$PODMESH_KATA_AGENT is not an executable file" >&2; exit 1; }
-    install -m 0755 "$PODMESH_KATA_AGENT" "$stage/usr/bin/kata-agent"
-    progress "kata-agent: real binary from $PODMESH_KATA_AGENT"
-else
-    ln -s /usr/libexec/podmesh/kata-agent-standin "$stage/usr/bin/kata-agent"
-    progress "kata-agent: STAND-IN (set PODMESH_KATA_AGENT=/path/to/kata-agent for the real one)"
-fi
+stage_kata_agent
 
 # 3. Package manager tree: bookworm-security on deb.debian.org, and the archive keyring.
 pkgmngr=$work/pkgmngr
@@ -171,7 +222,7 @@ secs=$(( $(date +%s) - t0 ))
     echo "build_seconds=$secs"
     echo "kernel=$kernel $(stat -c %s "$kernel")"
     echo "cpio=$cpio_img $(stat -c %s "$cpio_img")"
-    echo "kata_agent=${PODMESH_KATA_AGENT:-standin}"
+    echo "kata_agent=$kata_installed"
     echo "binaries=target/$cargo_profile (${bins[*]})"
 } >"$out/build-info.txt"
 progress "done: $(du -h "$kernel" | cut -f1) kernel, $(du -h "$cpio_img" | cut -f1) cpio in ${secs}s -> $out"

@@ -28,6 +28,12 @@ cluster_stop() {
     CLUSTER_PIDS=() CLUSTER_MOUNTS=()
 }
 
+# cluster_coordinator_pause / _resume: SIGSTOP / SIGCONT the coordinator (a slow coordinator:
+# the podVM's attest waits and retries, so the pod runs behind the deny table for as long as the
+# caller needs to look at it).
+cluster_coordinator_pause() { kill -STOP "${CLUSTER_COORD_PID:?cluster_start first}"; }
+cluster_coordinator_resume() { kill -CONT "${CLUSTER_COORD_PID:-}" 2>/dev/null || true; }
+
 # cluster_start WORK NETNS
 cluster_start() {
     local work=$1 ns=$2
@@ -71,6 +77,7 @@ EOF
         --san "$PMVM_HOST_IP" --san 127.0.0.1 >"$work/coordinator.log" 2>&1 &
     local coord_pid=$!
     CLUSTER_PIDS+=("$coord_pid")
+    CLUSTER_COORD_PID=$coord_pid
     local i
     for i in $(seq 1 100); do
         [ -s "$state/root-ca.pem" ] && ip netns exec "$ns" bash -c "exec 3<>/dev/tcp/127.0.0.1/$PMVM_COORD_PORT" 2>/dev/null && break

@@ -6,12 +6,15 @@
 #      podVM's tap device (10.77.0.1), trusting the simulated TEE's anchor;
 #   3. writes the podVM's initdata (mesh, coordinator address and root CA), admits its digest in
 #      the manifest, boots the podVM under QEMU (TCG, no hardware TEE) with tsm-sim as its
-#      configfs-tsm reporting that digest as HOSTDATA, and follows the boot contract in the
-#      guest's journal (deny -> kata-agent -> initdata verified -> certificate -> proxy ready);
+#      configfs-tsm reporting that digest as HOSTDATA and the document on Kata's initdata disk,
+#      and follows the boot contract in the guest's journal (deny -> the real kata-agent 4.1.0
+#      -> the pod: CreateSandbox, CreateContainer, StartContainer of a busybox httpd -> initdata
+#      verified -> certificate -> proxy ready), then prints what the agent did;
 #   4. a second pod (namespace pmdemo-pod2*, routed to the podVM through the coordinator's
 #      namespace) gets its own mesh certificate from the same coordinator and runs
-#      `podmesh proxy` with an egress listener: its plaintext request to 127.0.0.2:8080 goes
-#      out as mTLS to the podVM, whose podmesh proxy terminates it and hands it to the app;
+#      `podmesh proxy` with an egress listener: its plaintext HTTP request to 127.0.0.2:8080 goes
+#      out as mTLS to the podVM, whose podmesh proxy terminates it and hands it to the
+#      container's httpd;
 #      for contrast, plaintext straight to the podVM's port 8080 gets nothing, the `#true`
 #      port 8081 answers in plaintext;
 #   5. prints the guest's podmesh journal entries and the boot timeline.
@@ -30,6 +33,7 @@ demo_vm() {
         source tests/vm/cluster.sh
         [ "$(id -u)" = 0 ] || pmvm_die "the podVM demo needs root (mkosi, namespaces, tap, FUSE)"
         pmvm_require_tools qemu-system-x86_64 mkosi jq socat openssl ip
+        pmvm_require_kata
 
         SECONDS=0  # the [vm Ns] progress lines count from the start of this demo
         local t0=$SECONDS work ns=pmvm-demo$$ pod2=pmdemo-pod2-$$ qemu_pid="" proxy_pid=""
@@ -61,7 +65,7 @@ demo_vm() {
         trap 'echo >&2; pmvm_log "interrupted: cleaning up"; exit 130' INT TERM
 
         pmvm_log "1/5 release binaries and the podVM test image (first time: several minutes)"
-        cargo build --release --locked -p podmesh -p tsm-sim -p coordinator --bins >&2
+        cargo build --release --locked -p podmesh -p tsm-sim -p coordinator -p pmvm-kata --bins >&2
         pmvm_require_bins podmesh podmesh-coordinator tsm-sim
         local t_img=$SECONDS
         bash image/build.sh --profile test --no-cargo --cargo-profile release
@@ -77,7 +81,8 @@ demo_vm() {
 
         local J=$work/journal.json C=$work/ctl.sock
         pmvm_log "3/5 booting the podVM (QEMU TCG, 1 vCPU, tsm-sim as the TEE; about 1-2 min here)"
-        pmvm_log "    initdata $work/initdata.toml: ingress 8080 mTLS (not listed), 8081 plaintext (plain#8081#true)"
+        pmvm_log "    initdata $work/initdata.toml (Kata's initdata disk): ingress 8080 mTLS (not listed), 8081 plaintext (plain#8081#true)"
+        pmvm_log "    the pod: kata-agent 4.1.0 ($PODMESH_KATA_DIR), a busybox httpd container on 8080 created through its ttRPC API"
         pmvm_log "    serial log $work/serial.log"
         image/run-qemu --profile test --netns "$ns" --serial-log "$work/serial.log" \
             --journal-out "$J" --ctl-socket "$C" --pidfile "$work/qemu.pid" \
@@ -115,6 +120,13 @@ demo_vm() {
         out=${out#*: rc=*: }
         pmvm_log "    guest: nft list table inet podmesh_deny -> ${out%% | *} (the deny table is gone, the mesh is up)"
 
+        pmvm_log "    what the runtime asked the kata-agent (pmvm-kata in the guest, over /run/kata-agent.sock):"
+        pmvm_unit_messages "$J" pmvm-pod.service | sed 's/^/      /' >&2
+        pmvm_log "    and what the agent logged (kata-agent.service, its JSON lines: msg [container]):"
+        pmvm_unit_messages "$J" kata-agent.service | jq -R -r 'fromjson? // empty |
+            select(.msg | test("announce|[Ii]nitdata|ttRPC server|rpc call|created container|container started|sandbox")) |
+            "      \(.msg | .[0:110])\(if .cid then " [\(.cid)]" else "" end)\(if .["agent-version"] then " agent-version \(.["agent-version"])" else "" end)"' >&2
+
         pmvm_log "4/5 a request through the mesh from a second pod ($pod2, 10.78.0.2)"
         # pod2 is its own namespace, routed through the coordinator's namespace to the podVM.
         ip netns del "$pod2" 2>/dev/null || true
@@ -142,19 +154,21 @@ demo_vm() {
         grep -q proxy_ready "$work/pod2-proxy.log" || pmvm_die "pod2's podmesh proxy not ready in 20 s (see $work/pod2-proxy.log)"
 
         pmvm_log "    pod2 app -> 127.0.0.2:8080 (plaintext) -> pod2 podmesh (mTLS, checks the podVM's SAN $PMVM_GUEST_IP)"
-        pmvm_log "             -> podVM $PMVM_GUEST_IP:8080 -> nft tproxy -> podmesh :15006 (requires pod2's mesh certificate) -> app:"
-        local answer
-        answer=$(ip netns exec "$pod2" timeout 20 socat -T15 - TCP:127.0.0.2:8080 </dev/null 2>&1) || true
+        pmvm_log "             -> podVM $PMVM_GUEST_IP:8080 -> nft tproxy -> podmesh :15006 (requires pod2's mesh certificate)"
+        pmvm_log "             -> the container's busybox httpd (GET /):"
+        local answer get
+        get=$(printf 'GET / HTTP/1.0\r\nHost: podvm\r\n\r\n')
+        answer=$(ip netns exec "$pod2" timeout 20 socat -T15 - TCP:127.0.0.2:8080 <<<"$get" 2>&1 | tr -d '\r') || true
         printf '      %s\n' "${answer:-(no answer)}" >&2
-        grep -q "pmvm-app port 8080" <<<"$answer" ||
+        grep -q "pmvm-pod httpd" <<<"$answer" ||
             pmvm_die "no answer through the mesh (pod2 proxy log: $(tail -n3 "$work/pod2-proxy.log" | tr '\n' ' '))"
-        pmvm_log "    the same port without the mesh (pod2 sends 'hello' to $PMVM_GUEST_IP:8080 in plaintext, expect nothing from the app):"
+        pmvm_log "    the same port without the mesh (pod2 sends the GET to $PMVM_GUEST_IP:8080 in plaintext, expect nothing from httpd):"
         # Raw bytes as hex: what comes back is binary (a TLS alert), not text.
-        answer=$(printf 'hello\n' | ip netns exec "$pod2" timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8080" 2>/dev/null |
+        answer=$(ip netns exec "$pod2" timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8080" <<<"$get" 2>/dev/null |
             od -An -tx1 -N64 | tr -s ' \n' ' ' | sed 's/ *$//') || true
         answer=${answer# }
-        # "pmvm-app" in hex: the app's answer must not come back in plaintext.
-        if grep -q "70 6d 76 6d 2d 61 70 70" <<<"$answer"; then pmvm_die "plaintext reached the app on the mTLS port: $answer"; fi
+        # "pmvm-pod" and "HTTP" in hex: httpd's answer must not come back in plaintext.
+        if grep -qE "70 6d 76 6d 2d 70 6f 64|48 54 54 50" <<<"$answer"; then pmvm_die "plaintext reached httpd on the mTLS port: $answer"; fi
         case "$answer" in
             "") answer="(closed without an answer: the port is intercepted and speaks only mTLS)" ;;
             "15 03 0"*) answer="a TLS alert record ($answer) and close: the port is intercepted and speaks only mTLS" ;;
@@ -168,24 +182,27 @@ demo_vm() {
         sed 's/^/      /' "$work/pod2-proxy.log" >&2
 
         pmvm_log "5/5 the guest's podmesh journal (guest monotonic seconds, unit: message)"
-        pmvm_jq "$J" 'select((._SYSTEMD_UNIT // .UNIT // .SYSLOG_IDENTIFIER // "") | test("podmesh|kata|tsm-sim|podvm")) |
+        pmvm_jq "$J" 'select(((._SYSTEMD_UNIT // .UNIT // .SYSLOG_IDENTIFIER // "") | test("podmesh|tsm-sim|podvm|pmvm-pod")) or .PODMESH_EVENT != null) |
             "\(.__MONOTONIC_TIMESTAMP)\t\(._SYSTEMD_UNIT // .UNIT // .SYSLOG_IDENTIFIER)\t\(.MESSAGE)"' |
             awk -F'\t' '{ printf "  %8.3fs %s: %s\n", $1 / 1e6, $2, $3 }' >&2
-        local deny kata cert ready
+        local deny kata kata_ready pod cert ready
         deny=$(pmvm_event_usec "$J" deny_installed) || true
         [ -n "$deny" ] || deny=$(pmvm_unit_job_usec "$J" podmesh-deny.service "done") || true
-        kata=$(pmvm_event_usec "$J" kata_agent_started) || true
+        kata=$(pmvm_event_usec "$J" kata_agent_starting) || true
+        kata_ready=$(pmvm_event_usec "$J" kata_agent_ready) || true
+        pod=$(pmvm_event_usec "$J" pod_started) || true
         cert=$(pmvm_event_usec "$J" certificate_written podmesh-attest.service) || true
         ready=$(pmvm_event_usec "$J" proxy_ready podmesh-proxy.service) || true
         cat >&2 <<EOF
 
 == podVM demo: ok ==
 boot timeline (guest monotonic): kernel start 0.000 s -> deny installed $(pmvm_ms "$deny") s
-  -> kata-agent start $(pmvm_ms "$kata") s -> certificate written $(pmvm_ms "$cert") s -> proxy ready $(pmvm_ms "$ready") s
+  -> kata-agent start $(pmvm_ms "$kata") s -> agent ready $(pmvm_ms "$kata_ready") s -> pod started $(pmvm_ms "$pod") s
+  -> certificate written $(pmvm_ms "$cert") s -> proxy ready $(pmvm_ms "$ready") s
 QEMU start to proxy ready: ${ready_wall} s wall clock; image build ${img_secs} s;
 image: kernel $(du -h build/image/test/podmesh.vmlinuz | cut -f1), OS cpio $(du -h build/image/test/podmesh.cpio | cut -f1) (uncompressed, in RAM)
-a plaintext request from pod2 crossed the mesh as mTLS and reached the podVM's app; plaintext
-to the same port did not. Whole podVM demo: $((SECONDS - t0)) s.
+a plaintext request from pod2 crossed the mesh as mTLS and reached httpd in the container the
+real kata-agent started; plaintext to the same port did not. Whole podVM demo: $((SECONDS - t0)) s.
 EOF
     )
 }

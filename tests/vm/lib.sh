@@ -22,6 +22,17 @@ pmvm_require_tools() {
     [ ${#missing[@]} -eq 0 ] || pmvm_die "missing host tools: ${missing[*]} (run scripts/setup-host.sh)"
 }
 
+# pmvm_require_kata: the real kata-agent for the test image (Kata Containers 4.1.0, provenance in
+# its README): PODMESH_KATA_DIR, else shared/kata beside the repository. Absent = the test fails,
+# like the evidence vectors (no stand-in). Exports PODMESH_KATA_DIR for image/build.sh, which
+# checks the binary against the SHA256SUMS there.
+pmvm_require_kata() {
+    PODMESH_KATA_DIR=${PODMESH_KATA_DIR:-$(cd "$PMVM_ROOT/.." && pwd)/shared/kata}
+    [ -x "$PODMESH_KATA_DIR/kata-agent" ] && [ -r "$PODMESH_KATA_DIR/SHA256SUMS" ] ||
+        pmvm_die "the real kata-agent is not at $PODMESH_KATA_DIR (kata-agent + SHA256SUMS): check out shared/kata beside the repository or set PODMESH_KATA_DIR"
+    export PODMESH_KATA_DIR
+}
+
 # pmvm_require_bins NAME...: the release binaries the host side runs.
 pmvm_require_bins() {
     local b

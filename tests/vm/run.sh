@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The VM boot test: builds the test image once, boots it under QEMU (TCG) six times and
-# proves the boot contract from the guest's own journal (streamed as JSON over virtio-serial).
-# The coordinator's manifest admits the podVM by its initdata digest (HOSTDATA).
+# The VM boot test: builds the test image once (with the real kata-agent, ../shared/kata),
+# boots it under QEMU (TCG) seven times and proves the boot contract from the guest's own
+# journal (streamed as JSON over virtio-serial). The coordinator's manifest admits the podVM by
+# its initdata digest (HOSTDATA). Every boot runs the pod: kata-agent 4.1.0 started like the
+# cloud-api-adaptor podVM starts it, driven from inside the guest by pmvm-kata (CreateSandbox,
+# CreateContainer from a busybox rootfs of the image, StartContainer): httpd on port 8080.
 #
 #   boot 1 "mesh":     configured only through initdata (mesh, coordinator, its root CA) whose
-#                      digest is the HOSTDATA tsm-sim reports; coordinator on the host side of a
-#                      tap device: deny before kata-agent, initdata verified, certificate through
-#                      the TEE, deny removed only after proxy_ready; then from outside the guest:
-#                      mTLS port only with a mesh certificate, #true port in plaintext;
-#                      systemd-analyze verify clean.
+#                      digest is the HOSTDATA tsm-sim reports, delivered as Kata's initdata disk;
+#                      coordinator on the host side of a tap device: deny before kata-agent, the
+#                      agent extracts initdata before attest starts, initdata verified, certificate
+#                      through the TEE, deny removed only after proxy_ready; then from outside the
+#                      guest: the container's port 8080 only with a mesh certificate, #true port in
+#                      plaintext; systemd-analyze verify clean.
 #   boot 2 "lie":      the same initdata, while the host's credentials say 8080#true, another
 #                      coordinator and a root CA of the host's: each is ignored
 #                      (unattested_setting_ignored), 8080 stays mTLS.
@@ -22,9 +26,14 @@
 #   boot 6 "withheld": launched with the admitted initdata's HOSTDATA, but the host withholds the
 #                      document and its credentials carry #true for 8080, the coordinator and its
 #                      root CA: all ignored, attest finds no coordinator, deny table stays.
+#   boot 7 "pod":      the container behind the mesh, from a second pod: with the coordinator held
+#                      (SIGSTOP) the container serves 8080 inside the guest while the port gives
+#                      nothing outside; after proxy_ready only mTLS with a mesh certificate reaches
+#                      httpd; a process in the container finds no /run/podmesh/tls and no mount
+#                      leads there; kill -9 of podmesh-proxy leaves 8080 refusing, never plaintext.
 #
 # Prints image size, build time and the boot timeline (kernel -> deny installed -> kata-agent
-# -> certificate written -> proxy ready). Needs root. Every failed check exits non-zero.
+# start -> agent ready -> pod started -> certificate written -> proxy ready). Needs root. Every failed check exits non-zero.
 # Env: PMVM_KEEP=1 keeps the work directory; PMVM_SMP (default 1) vCPUs per guest;
 #      PMVM_CARGO_PROFILE=debug|release (default debug) which binaries go into the image;
 #      PMVM_BOOTS="mesh lie ..." runs only these boots (default all).
@@ -34,6 +43,7 @@ source tests/vm/lib.sh
 
 [ "$(id -u)" = 0 ] || pmvm_die "tests/vm/run.sh needs root (mkosi, network namespaces, tap devices, FUSE)"
 pmvm_require_tools qemu-system-x86_64 mkosi jq socat openssl ip
+pmvm_require_kata
 
 work=$(mktemp -d /tmp/pmvm-test.XXXXXX)
 ns=pmvm-t$$
@@ -42,6 +52,7 @@ source tests/vm/cluster.sh
 cleanup() {
     local rc=$?
     [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
+    cluster_coordinator_resume
     cluster_stop
     wait 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
@@ -67,7 +78,7 @@ cargo_flag=(); [ "$cargo_profile" = release ] && cargo_flag=(--release)
 PMVM_BIN=$PMVM_ROOT/target/$cargo_profile
 pmvm_log "building host binaries ($cargo_profile) and the test image"
 t_build=$SECONDS
-cargo build ${cargo_flag[@]+"${cargo_flag[@]}"} --locked -p podmesh -p tsm-sim -p coordinator --bins >&2
+cargo build ${cargo_flag[@]+"${cargo_flag[@]}"} --locked -p podmesh -p tsm-sim -p coordinator -p pmvm-kata --bins >&2
 cargo_secs=$((SECONDS - t_build))
 bash image/build.sh --profile test --no-cargo --cargo-profile "$cargo_profile"
 build_secs=$((SECONDS - t_build - cargo_secs))
@@ -100,7 +111,7 @@ shutdown_guest() {
 }
 dump_podmesh_journal() {
     pmvm_log "podmesh journal of boot '$1':"
-    pmvm_jq "$J" 'select((._SYSTEMD_UNIT // .UNIT // "") | test("podmesh|kata|tsm-sim")) |
+    pmvm_jq "$J" 'select((._SYSTEMD_UNIT // .UNIT // "") | test("podmesh|kata|tsm-sim|pmvm-pod")) |
         "  \(.__MONOTONIC_TIMESTAMP | tonumber / 1e6 | tostring | .[0:7])s \(._SYSTEMD_UNIT // .UNIT): \(.MESSAGE)"' >&2 || true
 }
 # The podVM's security settings reach it only through initdata (digest = the HOSTDATA tsm-sim
@@ -118,24 +129,35 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=h
     -keyout "$work/lie-ca.key" -out "$work/lie-ca.pem" 2>/dev/null || pmvm_die "openssl: the lying host's CA"
 want() { [ -z "${PMVM_BOOTS:-}" ] || [[ " $PMVM_BOOTS " == *" $1 "* ]]; }
 in_ns() { ip netns exec "$ns" "$@"; }
+lt() { [ -n "$1" ] && [ -n "$2" ] && [ "$1" -lt "$2" ]; }
 client_tls=$work/client-tls
+pod_mark="pmvm-pod httpd"
+# pod_http MODE PATH: an HTTP GET of PATH on the pod's port 8080 (the container's httpd) from the
+# second pod (the host side of the tap, in our namespace): plain (TCP), nocert (TLS without a
+# client certificate) or mtls (with the second pod's mesh certificate). Prints what came back.
+pod_http() {
+    local req tls=()
+    req=$(printf 'GET %s HTTP/1.0\r\nHost: podvm\r\n\r\n' "$2")
+    case "$1" in
+        plain) in_ns timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8080" <<<"$req" 2>&1 | tr -d '\000' || true; return ;;
+        mtls) tls=(-cert "$client_tls/certChain.pem" -key "$client_tls/key.pem" -CAfile "$client_tls/mesh-ca.pem" -verify_return_error) ;;
+    esac
+    in_ns timeout 10 openssl s_client -quiet -ign_eof -connect "$PMVM_GUEST_IP:8080" ${tls[@]+"${tls[@]}"} <<<"$req" 2>&1 |
+        tr -d '\000' || true
+}
 # mtls_checks BOOT: from outside the guest (the host side of the tap, in our namespace): 8081
-# plaintext, 8080 only mTLS with a mesh certificate, 8082 TLS without a client certificate.
+# plaintext, 8080 (the container's httpd) only mTLS with a mesh certificate, 8082 TLS without a
+# client certificate.
 mtls_checks() {
-    local b=$1 plain raw nocert withcert tls_only
+    local b=$1 plain tls_only
     plain=$(in_ns timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8081" </dev/null 2>&1 || true)
     check "$b: #true port 8081 answers in plaintext" grep -q "pmvm-app port 8081" <<<"$plain"
-    raw=$(in_ns timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8080" </dev/null 2>&1 || true)
     # shellcheck disable=SC2016  # the script is bash -c's, its $1 is the argument
-    check "$b: mTLS port 8080 gives plaintext clients nothing from the app" bash -c '! grep -q "pmvm-app" <<<"$1"' _ "$raw"
-    nocert=$(in_ns timeout 10 openssl s_client -quiet -ign_eof -connect "$PMVM_GUEST_IP:8080" </dev/null 2>&1 || true)
+    check "$b: mTLS port 8080 gives plaintext clients nothing from the container" bash -c '! grep -q "$2" <<<"$1"' _ "$(pod_http plain /)" "$pod_mark"
     # shellcheck disable=SC2016
-    check "$b: mTLS port 8080 refuses a TLS client without a certificate" bash -c '! grep -q "pmvm-app" <<<"$1"' _ "$nocert"
+    check "$b: mTLS port 8080 gives a TLS client without a certificate nothing" bash -c '! grep -q "$2" <<<"$1"' _ "$(pod_http nocert /)" "$pod_mark"
     if [ -s "$client_tls/certChain.pem" ] || cluster_client_cert "$client_tls"; then
-        withcert=$(in_ns timeout 10 openssl s_client -quiet -ign_eof -connect "$PMVM_GUEST_IP:8080" \
-            -cert "$client_tls/certChain.pem" -key "$client_tls/key.pem" -CAfile "$client_tls/mesh-ca.pem" \
-            -verify_return_error </dev/null 2>&1 || true)
-        check "$b: mTLS port 8080 answers a client with a mesh certificate" grep -q "pmvm-app port 8080" <<<"$withcert"
+        check "$b: mTLS with a mesh certificate reaches the container's httpd on 8080" grep -q "$pod_mark" <<<"$(pod_http mtls /)"
     else
         failures+=("$b: client mesh certificate for the host-side pod")
     fi
@@ -153,10 +175,29 @@ deny_stays() {
     plain=$(in_ns timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8081" </dev/null 2>&1 || true)
     # shellcheck disable=SC2016
     check "$1: port 8081 unreachable" bash -c '! grep -q "pmvm-app" <<<"$1"' _ "$plain"
+    # shellcheck disable=SC2016
+    check "$1: the container's port 8080 unreachable" bash -c '! grep -q "$2" <<<"$1"' _ "$(pod_http plain /)" "$pod_mark"
 }
 # events BOOT EVENT [UNIT]: the MESSAGEs of that PODMESH_EVENT (from UNIT or SYSLOG_IDENTIFIER).
 events() {
     pmvm_jq "$J" "select(.PODMESH_EVENT == \"$2\" and (\"${3:-}\" == \"\" or ._SYSTEMD_UNIT == \"${3:-}\" or .SYSLOG_IDENTIFIER == \"${3:-}\")) | .MESSAGE"
+}
+# kata_checks BOOT: the real agent and the pod in this boot's journal (kata_start, kata_ready,
+# pod_started, attest_first set by the caller).
+kata_checks() {
+    local b=$1 version initdata_path=/run/confidential-containers/initdata/initdata.toml
+    version=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "kata_agent_starting") | .PODMESH_KATA_AGENT_VERSION' | head -n1)
+    pmvm_log "     kata-agent --version: $version"
+    check "$b: the journal shows the agent's version (4.1.0)" grep -q "4\.1\.0" <<<"$version"
+    check "$b: the agent's own announce line carries its version" \
+        grep -q '"agent-version":"4.1.0"' <<<"$(pmvm_unit_messages "$J" kata-agent.service)"
+    check "$b: the agent extracted initdata from its disk before it opened its socket" \
+        test "$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "kata_agent_ready") | .PODMESH_INITDATA' | head -n1)" = "$initdata_path"
+    check "$b: podmesh-attest started only after the agent was ready" lt "$kata_ready" "$attest_first"
+    check "$b: podmesh-attest verified the document the agent extracted" \
+        grep -q "$initdata_path matches" <<<"$(events "$b" initdata_verified podmesh-attest.service)"
+    check "$b: the pod started through the agent (CreateSandbox, CreateContainer, StartContainer)" \
+        grep -q "StartContainer httpd: ok" <<<"$(events "$b" pod_started)"
 }
 timeline="(boot 'mesh' not run)" ready_wall=n/a
 
@@ -171,8 +212,11 @@ ready_wall=$((SECONDS - boot_t0))
 
 deny_done=$(pmvm_unit_job_usec "$J" podmesh-deny.service "done")
 deny_installed=$(pmvm_event_usec "$J" deny_installed)
-kata_start=$(pmvm_event_usec "$J" kata_agent_started)
-kata_table=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "kata_agent_started") | .PODMESH_DENY_TABLE_PRESENT' | head -n1)
+kata_start=$(pmvm_event_usec "$J" kata_agent_starting)
+kata_table=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "kata_agent_starting") | .PODMESH_DENY_TABLE_PRESENT' | head -n1)
+kata_ready=$(pmvm_event_usec "$J" kata_agent_ready)
+pod_started=$(pmvm_event_usec "$J" pod_started)
+attest_first=$(pmvm_jq "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service") | .__MONOTONIC_TIMESTAMP' | head -n1)
 cert=$(pmvm_event_usec "$J" certificate_written podmesh-attest.service)
 ready=$(pmvm_event_usec "$J" proxy_ready podmesh-proxy.service)
 rules=$(pmvm_event_usec "$J" tproxy_installed podmesh-proxy.service)
@@ -183,11 +227,11 @@ if [ -z "$removed" ] && pmvm_jq "$J" 'select(.PODMESH_EVENT == "proxy_ready") | 
     removed=$ready
 fi
 others_removed=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "deny_removed" and ._SYSTEMD_UNIT != "podmesh-proxy.service") | ._SYSTEMD_UNIT' | head -n1)
-lt() { [ -n "$1" ] && [ -n "$2" ] && [ "$1" -lt "$2" ]; }
 
 check "podmesh-deny.service finished (start job done)" test -n "$deny_done"
 check "kata-agent started after podmesh-deny.service finished" lt "$deny_done" "$kata_start"
 check "inet podmesh_deny existed when kata-agent started" test "$kata_table" = true
+kata_checks mesh
 check "podmesh-attest verified the initdata against the report" test -n "$(events mesh initdata_verified podmesh-attest.service)"
 check "podmesh-proxy verified the initdata against the report" test -n "$(events mesh initdata_verified podmesh-proxy.service)"
 check "nothing unattested was offered or ignored (configured only through initdata)" test -z "$(events mesh unattested_setting_ignored)"
@@ -216,6 +260,8 @@ mtls_checks mesh
 timeline=$(printf '%-22s %8s\n' "kernel start" "0.000" \
     "deny installed" "$(pmvm_ms "${deny_installed:-$deny_done}")" \
     "kata-agent start" "$(pmvm_ms "$kata_start")" \
+    "kata-agent ready" "$(pmvm_ms "$kata_ready")" \
+    "pod started" "$(pmvm_ms "$pod_started")" \
     "certificate written" "$(pmvm_ms "$cert")" \
     "proxy ready" "$(pmvm_ms "$ready")" \
     "deny table removed" "$(pmvm_ms "$removed")")
@@ -247,10 +293,11 @@ shutdown_guest lie
 fi
 
 # ---- boot 3: initdata that is not what the VM was launched with --------------------------------------
-# Delivered as a bare credential: tsm-sim reports the launch HOSTDATA of its args, not the digest.
+# Delivered as Kata's initdata disk without binding it: tsm-sim reports the launch HOSTDATA of its
+# args, not the digest. The real agent extracts it like any other; podmesh refuses it.
 if want mismatch; then
 nfail=${#failures[@]}
-boot mismatch --credential "podmesh.initdata=$work/initdata.toml" --env-file "$work/guest.env"
+boot mismatch --initdata-disk "$work/initdata.toml" --env-file "$work/guest.env"
 if pmvm_wait "$J" 240 "PODMESH_EVENT=initdata_mismatch" '.PODMESH_EVENT == "initdata_mismatch"' "$qemu_pid"; then
     msg=$(events mismatch initdata_mismatch | head -n1)
     pmvm_log "     reason: $msg"
@@ -330,12 +377,81 @@ check "withheld: the ingress credential is ignored" grep -q "^CONTRAST_INGRESS_P
 check "withheld: the coordinator credential is ignored" grep -q "^PODMESH_COORDINATOR from credential podmesh.env" <<<"$ignored"
 check "withheld: the root-CA credential is ignored" grep -q "credential podmesh.coordinator-root-ca" <<<"$ignored"
 check "withheld: no certificate was written" test -z "$(pmvm_event_usec "$J" certificate_written)"
-raw=$(in_ns timeout 10 socat -T5 - "TCP:$PMVM_GUEST_IP:8080" </dev/null 2>&1 || true)
 # shellcheck disable=SC2016
-check "withheld: port 8080 gives plaintext clients nothing from the app" bash -c '! grep -q "pmvm-app" <<<"$1"' _ "$raw"
+check "withheld: port 8080 gives plaintext clients nothing from the container" bash -c '! grep -q "$2" <<<"$1"' _ "$(pod_http plain /)" "$pod_mark"
 deny_stays withheld
 [ ${#failures[@]} -eq "$nfail" ] || dump_podmesh_journal withheld
 shutdown_guest withheld
+fi
+
+# ---- boot 7: the real container behind the mesh, seen from a second pod --------------------------
+# The coordinator is held (SIGSTOP) from before the boot until the container has been looked at:
+# the pod is up, httpd listens on 8080 inside the guest, and the second pod gets nothing from it.
+if want pod; then
+nfail=${#failures[@]}
+[ -s "$client_tls/certChain.pem" ] || cluster_client_cert "$client_tls" || failures+=("pod: client mesh certificate")
+cluster_coordinator_pause
+boot pod --initdata "$work/initdata.toml" --env-file "$work/guest.env"
+if pmvm_wait "$J" 300 "the pod to start" '.PODMESH_EVENT == "pod_started" or .PODMESH_EVENT == "pod_failed"' "$qemu_pid"; then
+    pmvm_log "     pmvm-pod: $(events pod pod_started)$(events pod pod_failed)"
+fi
+check "pod: the container was started through the agent" grep -q "StartContainer httpd: ok" <<<"$(events pod pod_started)"
+if out=$(pmvm_ctl "$C" "$J" pod-listening); then
+    pmvm_log "ok   pod: the container's httpd listens on 8080 in the guest: $out"
+else
+    failures+=("pod: httpd listens on 8080 in the guest"); pmvm_log "FAIL pod: nothing listens on 8080: $out"
+fi
+check "pod: no proxy_ready yet (coordinator held)" test -z "$(pmvm_event_usec "$J" proxy_ready)"
+for mode in plain nocert mtls; do
+    # shellcheck disable=SC2016
+    check "pod: before proxy_ready, $mode to 8080 gets nothing from the container" \
+        bash -c '! grep -q "$2" <<<"$1"' _ "$(pod_http "$mode" /)" "$pod_mark"
+done
+cluster_coordinator_resume
+if pmvm_wait "$J" 300 "PODMESH_EVENT=proxy_ready" '.PODMESH_EVENT == "proxy_ready"' "$qemu_pid"; then
+    check "pod: after proxy_ready, mTLS with a mesh certificate reaches httpd" grep -q "$pod_mark" <<<"$(pod_http mtls /)"
+    # shellcheck disable=SC2016
+    check "pod: after proxy_ready, plaintext gets nothing from the container" bash -c '! grep -q "$2" <<<"$1"' _ "$(pod_http plain /)" "$pod_mark"
+    # shellcheck disable=SC2016
+    check "pod: after proxy_ready, TLS without a certificate gets nothing" bash -c '! grep -q "$2" <<<"$1"' _ "$(pod_http nocert /)" "$pod_mark"
+    # A process inside the container (httpd's CGI, at request time, after the keys exist).
+    inside=$(pod_http mtls /cgi-bin/isolation)
+    pmvm_log "     inside the container: ${inside//$'\n'/ | }"
+    check "pod: a process in the container finds no /run/podmesh/tls" grep -qx "tls: absent" <<<"${inside//$'\r'/}"
+    check "pod: it cannot read podmesh's key" grep -qx "key: unreadable" <<<"${inside//$'\r'/}"
+    check "pod: its pid 1's root does not lead there" grep -qx "pid1-root: no podmesh" <<<"${inside//$'\r'/}"
+    check "pod: it reports its mounts" grep -q "^M " <<<"$inside"
+    if tlsfs=$(pmvm_ctl "$C" "$J" tls-fs); then
+        read -r tls_dev tls_rel _ <<<"${tlsfs#*: rc=0: }"
+        pmvm_log "     guest: /run/podmesh/tls is $tls_rel on file system $tls_dev"
+        leads=$(awk -v dev="$tls_dev" -v rel="$tls_rel" '$1 == "M" && $2 == dev && ($3 == "/" || index(rel "/", $3 "/") == 1)' <<<"$inside")
+        check "pod: the guest names the tls dir's file system" grep -qE '^[0-9]+:[0-9]+$' <<<"$tls_dev"
+        check "pod: no mount of the container leads to /run/podmesh/tls" test -z "$leads"
+        [ -z "$leads" ] || pmvm_log "     mounts leading there: ${leads//$'\n'/ | }"
+    else
+        failures+=("pod: the guest's tls dir"); pmvm_log "FAIL pod: tls-fs: $tlsfs"
+    fi
+    # kill -9 of the proxy while the container serves: the TPROXY rules stay and reject.
+    out=$(pmvm_ctl "$C" "$J" kill-proxy) || true
+    pmvm_log "     kill -9 podmesh-proxy: ${out//$'\n'/ | }"
+    dead=$(pod_http plain /)
+    pmvm_log "     plaintext to 8080 with the proxy dead: ${dead//$'\n'/ | }"
+    # shellcheck disable=SC2016
+    check "pod: with the proxy killed, plaintext to 8080 gets nothing from the container" bash -c '! grep -q "$2" <<<"$1"' _ "$dead" "$pod_mark"
+    check "pod: with the proxy killed, 8080 refuses" grep -qi "refused" <<<"$dead"
+    # shellcheck disable=SC2016
+    check "pod: with the proxy killed, mTLS gets nothing either" bash -c '! grep -q "$2" <<<"$1"' _ "$(pod_http mtls /)" "$pod_mark"
+    out=$(pmvm_ctl "$C" "$J" start-proxy) || true
+    if pmvm_wait "$J" 120 "the restarted proxy" '.PODMESH_EVENT == "proxy_ready" and (.__MONOTONIC_TIMESTAMP | tonumber) > '"$(pmvm_event_usec "$J" proxy_ready)" "$qemu_pid"; then
+        check "pod: the restarted proxy serves the container over mTLS again" grep -q "$pod_mark" <<<"$(pod_http mtls /)"
+    else
+        failures+=("pod: the proxy comes back after start")
+    fi
+else
+    failures+=("pod: proxy_ready after the coordinator was released")
+fi
+[ ${#failures[@]} -eq "$nfail" ] || dump_podmesh_journal pod
+shutdown_guest pod
 fi
 
 # ---- report ------------------------------------------------------------------------------------
