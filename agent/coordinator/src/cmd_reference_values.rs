@@ -3,7 +3,7 @@
 //! manifest's reference values come from the build, never from copying a real boot's report.
 
 use anyhow::Result;
-use coordinator::reference::{self, SnpLaunch};
+use coordinator::reference::{self, DirectBoot, SnpLaunch};
 use coordinator::reference_tdx::{self, TdxLaunch};
 use serde_json::json;
 use std::path::PathBuf;
@@ -31,6 +31,17 @@ pub struct Boot {
     /// The whole kernel command line (-append), exactly as QEMU gets it.
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     append: String,
+}
+
+impl Boot {
+    fn direct(&self) -> DirectBoot<'_> {
+        DirectBoot {
+            firmware: &self.firmware,
+            kernel: &self.kernel,
+            initrd: self.initrd.as_deref(),
+            append: &self.append,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,15 +82,7 @@ pub fn run(command: Command) -> Result<()> {
     let out = match command {
         Command::Snp(a) => {
             let guest_features = parse_hex_u64(&a.guest_features)?;
-            let launch = SnpLaunch {
-                firmware: &a.boot.firmware,
-                kernel: &a.boot.kernel,
-                initrd: a.boot.initrd.as_deref(),
-                append: &a.boot.append,
-                vcpus: a.vcpus,
-                vcpu_type: &a.vcpu_type,
-                guest_features,
-            };
+            let launch = SnpLaunch { boot: a.boot.direct(), vcpus: a.vcpus, vcpu_type: &a.vcpu_type, guest_features };
             let m = reference::snp_measurement(&launch)?;
             json!({
                 "tee": "snp",
@@ -91,13 +94,7 @@ pub fn run(command: Command) -> Result<()> {
             })
         }
         Command::Tdx(a) => {
-            let launch = TdxLaunch {
-                firmware: &a.boot.firmware,
-                kernel: &a.boot.kernel,
-                initrd: a.boot.initrd.as_deref(),
-                append: &a.boot.append,
-                memory_mib: a.memory,
-            };
+            let launch = TdxLaunch { boot: a.boot.direct(), memory_mib: a.memory };
             let v = reference_tdx::tdx_measurements(&launch)?;
             json!({
                 "tee": "tdx",

@@ -41,14 +41,20 @@ pub enum ReferenceError {
     Firmware { path: PathBuf, reason: String },
 }
 
-/// The inputs of one SNP launch, as image/run-qemu passes them to QEMU.
-#[derive(Debug, Clone)]
-pub struct SnpLaunch<'a> {
+/// What QEMU boots directly: the firmware (-bios), kernel, initrd and the whole command line.
+#[derive(Debug, Clone, Copy)]
+pub struct DirectBoot<'a> {
     pub firmware: &'a Path,
     pub kernel: &'a Path,
     pub initrd: Option<&'a Path>,
-    /// The whole kernel command line (QEMU hashes it with its terminating NUL).
+    /// The whole kernel command line, as QEMU gets it (-append).
     pub append: &'a str,
+}
+
+/// The inputs of one SNP launch, as image/run-qemu passes them to QEMU.
+#[derive(Debug, Clone)]
+pub struct SnpLaunch<'a> {
+    pub boot: DirectBoot<'a>,
     pub vcpus: u32,
     pub vcpu_type: &'a str,
     pub guest_features: u64,
@@ -68,48 +74,49 @@ fn check_file(what: &'static str, path: &Path) -> Result<(), ReferenceError> {
 
 /// The 48-byte SNP launch digest (MEASUREMENT in the attestation report) of this launch.
 pub fn snp_measurement(launch: &SnpLaunch<'_>) -> Result<[u8; 48], ReferenceError> {
+    let boot = &launch.boot;
     if launch.vcpus == 0 || launch.vcpus > MAX_VCPUS {
         return Err(ReferenceError::Vcpus(launch.vcpus));
     }
     let vcpu_type = CpuType::try_from(launch.vcpu_type.to_ascii_lowercase().as_str())
         .map_err(|_| ReferenceError::VcpuType(launch.vcpu_type.to_owned()))?;
-    if launch.append.contains('\0') {
+    if boot.append.contains('\0') {
         return Err(ReferenceError::AppendNul);
     }
-    check_file("firmware", launch.firmware)?;
-    check_file("kernel", launch.kernel)?;
-    if let Some(initrd) = launch.initrd {
+    check_file("firmware", boot.firmware)?;
+    check_file("kernel", boot.kernel)?;
+    if let Some(initrd) = boot.initrd {
         check_file("initrd", initrd)?;
     }
     let guest_features = GuestFeatures::from_bytes_with(&launch.guest_features.to_le_bytes(), ())
-        .map_err(|e| ReferenceError::Firmware { path: launch.firmware.into(), reason: e.to_string() })?;
+        .map_err(|e| ReferenceError::Firmware { path: boot.firmware.into(), reason: e.to_string() })?;
     let args = SnpMeasurementArgs {
         vcpus: launch.vcpus,
         vcpu_type,
-        ovmf_file: launch.firmware.into(),
+        ovmf_file: boot.firmware.into(),
         guest_features,
-        kernel_file: Some(launch.kernel.into()),
-        initrd_file: launch.initrd.map(Into::into),
-        append: Some(launch.append),
+        kernel_file: Some(boot.kernel.into()),
+        initrd_file: boot.initrd.map(Into::into),
+        append: Some(boot.append),
         ovmf_hash_str: None,
         vmm_type: Some(VMMType::QEMU),
     };
     // The crate asserts on some malformed firmware layouts: a panic there is a bad input here.
     let digest = std::panic::catch_unwind(|| snp_calc_launch_digest(args))
         .map_err(|_| ReferenceError::Firmware {
-            path: launch.firmware.into(),
+            path: boot.firmware.into(),
             reason: "malformed OVMF (SEV metadata does not fit the image)".into(),
         })?
         .map_err(|e| ReferenceError::Firmware {
-            path: launch.firmware.into(),
+            path: boot.firmware.into(),
             reason: firmware_reason(&e.to_string()),
         })?;
     let bytes: Vec<u8> = digest.try_into().map_err(|e: sev::error::MeasurementError| ReferenceError::Firmware {
-        path: launch.firmware.into(),
+        path: boot.firmware.into(),
         reason: e.to_string(),
     })?;
     bytes.try_into().map_err(|_| ReferenceError::Firmware {
-        path: launch.firmware.into(),
+        path: boot.firmware.into(),
         reason: "launch digest is not 48 bytes".into(),
     })
 }
@@ -131,10 +138,7 @@ mod tests {
 
     fn launch<'a>(fw: &'a Path, kernel: &'a Path) -> SnpLaunch<'a> {
         SnpLaunch {
-            firmware: fw,
-            kernel,
-            initrd: None,
-            append: "console=ttyS0",
+            boot: DirectBoot { firmware: fw, kernel, initrd: None, append: "console=ttyS0" },
             vcpus: 1,
             vcpu_type: DEFAULT_VCPU_TYPE,
             guest_features: DEFAULT_GUEST_FEATURES,
@@ -160,7 +164,9 @@ mod tests {
         assert!(matches!(e, ReferenceError::Vcpus(0)), "{e}");
         let e = snp_measurement(&SnpLaunch { vcpu_type: "pentium", ..launch(&junk, &junk) }).unwrap_err();
         assert!(e.to_string().contains("pentium"), "{e}");
-        let e = snp_measurement(&SnpLaunch { append: "a\0b", ..launch(&junk, &junk) }).unwrap_err();
+        let mut nul = launch(&junk, &junk);
+        nul.boot.append = "a\0b";
+        let e = snp_measurement(&nul).unwrap_err();
         assert!(matches!(e, ReferenceError::AppendNul), "{e}");
         // Not an OVMF image: no footer GUID table.
         let e = snp_measurement(&launch(&junk, &junk)).unwrap_err();

@@ -16,6 +16,7 @@
 //!
 //! Every RTMR starts at zero and is extended as SHA-384(old || digest).
 
+use crate::reference::DirectBoot;
 use sha2::{Digest, Sha384};
 use std::path::{Path, PathBuf};
 
@@ -36,10 +37,7 @@ pub enum TdxReferenceError {
 /// The inputs of one TDX launch, as image/run-qemu passes them to QEMU.
 #[derive(Debug, Clone)]
 pub struct TdxLaunch<'a> {
-    pub firmware: &'a Path,
-    pub kernel: &'a Path,
-    pub initrd: Option<&'a Path>,
-    pub append: &'a str,
+    pub boot: DirectBoot<'a>,
     /// Guest memory (-m), MiB: QEMU places the initrd below it and writes that into the kernel.
     pub memory_mib: u64,
 }
@@ -56,19 +54,20 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TdxReferenceError> {
 }
 
 pub fn tdx_measurements(launch: &TdxLaunch<'_>) -> Result<TdxValues, TdxReferenceError> {
-    if launch.append.contains('\0') {
+    let boot = &launch.boot;
+    if boot.append.contains('\0') {
         return Err(TdxReferenceError::Append("contains a NUL byte"));
     }
     // QEMU rewrites the header's video mode for vga=; we do not model that.
-    if launch.append.split(' ').any(|w| w.starts_with("vga=")) {
+    if boot.append.split(' ').any(|w| w.starts_with("vga=")) {
         return Err(TdxReferenceError::Append("vga= is not supported (QEMU patches the kernel header for it)"));
     }
-    let fw = read("firmware", launch.firmware)?;
-    let mrtd = mrtd(&fw).map_err(|reason| TdxReferenceError::Firmware { path: launch.firmware.into(), reason })?;
-    let kernel = read("kernel", launch.kernel)?;
-    let initrd = launch.initrd.map(|p| read("initrd", p)).transpose()?;
+    let fw = read("firmware", boot.firmware)?;
+    let mrtd = mrtd(&fw).map_err(|reason| TdxReferenceError::Firmware { path: boot.firmware.into(), reason })?;
+    let kernel = read("kernel", boot.kernel)?;
+    let initrd = boot.initrd.map(|p| read("initrd", p)).transpose()?;
     let initrd_len = initrd.as_ref().map_or(0, |i| i.len() as u64);
-    let kernel_err = |reason: String| TdxReferenceError::Kernel { path: launch.kernel.into(), reason };
+    let kernel_err = |reason: String| TdxReferenceError::Kernel { path: boot.kernel.into(), reason };
     let patched =
         qemu_patch_kernel(&kernel, launch.memory_mib, initrd.as_ref().map(Vec::len)).map_err(|e| match e {
             PatchError::Kernel(r) => kernel_err(r),
@@ -87,7 +86,7 @@ pub fn tdx_measurements(launch: &TdxLaunch<'_>) -> Result<TdxValues, TdxReferenc
         extend(&mut rtmr1, &digest);
     }
 
-    let mut options = String::from(launch.append);
+    let mut options = String::from(boot.append);
     if initrd.is_some() {
         options.push_str(" initrd=initrd");
     }
@@ -353,7 +352,7 @@ mod tests {
     }
 
     fn launch(fw: &Path) -> TdxLaunch<'_> {
-        TdxLaunch { firmware: fw, kernel: fw, initrd: None, append: "", memory_mib: 2048 }
+        TdxLaunch { boot: DirectBoot { firmware: fw, kernel: fw, initrd: None, append: "" }, memory_mib: 2048 }
     }
 
     #[test]
@@ -365,7 +364,9 @@ mod tests {
         assert!(matches!(e, TdxReferenceError::Read { what: "firmware", .. }), "{e}");
         let e = tdx_measurements(&launch(&junk)).unwrap_err();
         assert!(e.to_string().contains("not an OVMF image"), "{e}");
-        let e = tdx_measurements(&TdxLaunch { append: "vga=791", ..launch(&junk) }).unwrap_err();
+        let mut vga = launch(&junk);
+        vga.boot.append = "vga=791";
+        let e = tdx_measurements(&vga).unwrap_err();
         assert!(matches!(e, TdxReferenceError::Append(_)), "{e}");
         // Truncated or garbage kernels are errors, not panics.
         assert!(qemu_patch_kernel(&[0u8; 16], 2048, None).is_err());
