@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The VM boot test: builds the test image once, boots it under QEMU (TCG) six times and
+# The VM boot test: builds the test image once, boots it under QEMU (TCG) seven times and
 # proves the boot contract from the guest's own journal (streamed as JSON over virtio-serial).
-# The coordinator's manifest admits the podVM by its initdata digest (HOSTDATA).
+# The coordinator's manifest admits the podVM by its initdata digest (HOSTDATA) and its SNP
+# measurement is the image's reference value (build/image/test/reference-values.json); for each
+# boot tsm-sim reports the launch digest computed for that boot's firmware, kernel, initrd and
+# command line (under TCG: the pipeline, not the PSP).
 #
 #   boot 1 "mesh":     configured only through initdata (mesh, coordinator, its root CA) whose
 #                      digest is the HOSTDATA tsm-sim reports; coordinator on the host side of a
@@ -22,6 +25,10 @@
 #   boot 6 "withheld": launched with the admitted initdata's HOSTDATA, but the host withholds the
 #                      document and its credentials carry #true for 8080, the coordinator and its
 #                      root CA: all ignored, attest finds no coordinator, deny table stays.
+#   boot 7 "cmdline":  one byte of the kernel command line changed (loglevel=5): tsm-sim reports
+#                      the launch digest computed for it, the coordinator answers
+#                      measurement_mismatch (the manifest holds reference-values.json's), no
+#                      certificate, deny table stays.
 #
 # Prints image size, build time and the boot timeline (kernel -> deny installed -> kata-agent
 # -> certificate written -> proxy ready). Needs root. Every failed check exits non-zero.
@@ -84,6 +91,8 @@ boot() {
     local name=$1; shift
     J=$work/$name.journal.json C=$work/$name.ctl
     rm -f "$C"
+    # tsm-sim reports the launch digest computed for this boot's command line (cluster.sh).
+    cluster_launch_measurement "$work/tsm-sim.tgz" --netns "$ns" "$@"
     pmvm_log "boot '$name': starting QEMU (TCG; serial log $work/$name.serial.log)"
     boot_t0=$SECONDS
     image/run-qemu --profile test --netns "$ns" --smp "${PMVM_SMP:-1}" \
@@ -336,6 +345,31 @@ check "withheld: port 8080 gives plaintext clients nothing from the app" bash -c
 deny_stays withheld
 [ ${#failures[@]} -eq "$nfail" ] || dump_podmesh_journal withheld
 shutdown_guest withheld
+fi
+
+# ---- boot 7: one byte of the kernel command line changed --------------------------------------
+# The host launches the admitted initdata with loglevel=5 instead of 4: tsm-sim reports the
+# launch digest computed for that command line, which is not the image's reference value.
+if want cmdline; then
+nfail=${#failures[@]}
+measured=$(image/run-qemu --profile test --netns "$ns" --print-cmdline)
+tampered=${measured/loglevel=4/loglevel=5}
+coord_lines=$(($(wc -l <"$work/coordinator.log") + 1))
+check "cmdline: exactly one byte differs" test "$(cmp -l <(printf %s "$measured") <(printf %s "$tampered") | wc -l)" = 1
+boot cmdline --initdata "$work/initdata.toml" --env-file "$work/guest.env" --kernel-cmdline "$tampered"
+check "cmdline: the boot's launch digest is not the reference value" test "$PMVM_BOOT_MEASUREMENT" != "$PMVM_MEASUREMENT"
+if pmvm_wait "$J" 240 "podmesh-attest to be refused" \
+        '(._SYSTEMD_UNIT // "") == "podmesh-attest.service" and (.MESSAGE | test("measurement_mismatch"))' "$qemu_pid"; then
+    pmvm_log "     attest: $(pmvm_jq "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service" and (.MESSAGE | test("measurement_mismatch"))) | .MESSAGE' | head -n1)"
+else
+    failures+=("cmdline: podmesh-attest refused with measurement_mismatch")
+fi
+check "cmdline: the coordinator rejected the report with measurement_mismatch" \
+    grep -q "measurement_mismatch" <(tail -n +"$coord_lines" "$work/coordinator.log")
+check "cmdline: no certificate was written" test -z "$(pmvm_event_usec "$J" certificate_written)"
+deny_stays cmdline
+[ ${#failures[@]} -eq "$nfail" ] || dump_podmesh_journal cmdline
+shutdown_guest cmdline
 fi
 
 # ---- report ------------------------------------------------------------------------------------
