@@ -3,7 +3,8 @@
 #
 #   image/build.sh [--profile production|test] [--no-cargo] [--cargo-profile release|debug]
 #
-# Output: build/image/<profile>/podmesh.vmlinuz + podmesh.cpio (+ build-info.txt).
+# Output: build/image/<profile>/podmesh.vmlinuz + podmesh.cpio (+ build-info.txt), and
+# reference-values.json + manifest-fragment.json (launch measurements, image/reference-values.sh).
 # Binaries come from target/<cargo-profile> (default release; the VM test uses the debug
 # build that `cargo test` already made) and are stripped on the way into the image.
 # Env: PODMESH_KATA_DIR (default ../shared/kata beside the repository) or
@@ -225,4 +226,9 @@ secs=$(( $(date +%s) - t0 ))
     echo "kata_agent=$kata_installed"
     echo "binaries=target/$cargo_profile (${bins[*]})"
 } >"$out/build-info.txt"
+# 6. Reference values: this image's launch measurements on the project's SNP/TDX firmware,
+# computed before it boots (image/reference-values.sh; the firmware build is cached).
+progress "firmware (image/build-firmware.sh, cached) and reference values"
+bash image/build-firmware.sh
+bash image/reference-values.sh --profile "$profile" --coordinator "target/$cargo_profile/podmesh-coordinator"
 progress "done: $(du -h "$kernel" | cut -f1) kernel, $(du -h "$cpio_img" | cut -f1) cpio in ${secs}s -> $out"

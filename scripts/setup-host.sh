@@ -21,19 +21,36 @@ SRC
     rm -f /var/lib/apt/podmesh-updated
 fi
 
+# The SNP/TDX firmware is built from Debian's edk2 source package (image/build-firmware.sh):
+# trixie's (2025.02), since bookworm's 2022.11 has no SNP_KERNEL_HASHES section. Sources only.
+edk2_src=/etc/apt/sources.list.d/podmesh-edk2-src.sources
+if [ ! -e "$edk2_src" ]; then
+    cat >"$edk2_src" <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    rm -f /var/lib/apt/podmesh-updated
+fi
+
 base=(nftables iproute2 kmod fuse3 libfuse3-dev pkg-config openssl curl socat ncat shellcheck
       python3 python3-matplotlib jq systemd dbus)
 bench=(stunnel4 haproxy nginx-light libnginx-mod-stream iperf3 wrk nghttp2-client sslscan testssl.sh)
+# edk2's x86 build (no cross compilers) and grub-mkimage for AmdSevX64's embedded grub.efi.
+firmware=(gcc make nasm acpica-tools uuid-dev python3-venv grub-efi-amd64-bin grub-common)
 image_bp=(mkosi qemu-system-x86 qemu-utils)
 image=(debian-archive-keyring apt dpkg-dev zstd cpio ovmf bubblewrap uidmap systemd-container squashfs-tools e2fsprogs dosfstools mtools reprepro)
 
 missing=()
-for p in "${base[@]}" "${bench[@]}" "${image[@]}" "${image_bp[@]}"; do
+for p in "${base[@]}" "${bench[@]}" "${image[@]}" "${firmware[@]}" "${image_bp[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 # mkosi must be the backports one (24.x); bookworm's 14 cannot build our tree.
 if dpkg-query -W -f='${Version}' mkosi 2>/dev/null | grep -q '^1[0-9]'; then missing+=(mkosi); fi
 
+[ -e /var/lib/apt/podmesh-updated ] || missing+=(apt-lists)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup-host: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
@@ -41,8 +58,19 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get update -qq
         touch /var/lib/apt/podmesh-updated
     fi
-    apt-get install -y -qq --no-install-recommends "${base[@]}" "${bench[@]}" "${image[@]}" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${base[@]}" "${bench[@]}" "${image[@]}" "${firmware[@]}" >/dev/null
     apt-get install -y -qq --no-install-recommends -t bookworm-backports "${image_bp[@]}" >/dev/null
+fi
+
+# sev-snp-measure (VirTEE's Python tool): the independent check of our SNP launch digests
+# (tests/tests/reference_values.rs). Debian's pip is externally managed: a venv in the cache.
+snp_measure=/var/cache/podmesh/venv/bin/sev-snp-measure
+if ! "$snp_measure" --version 2>/dev/null | grep -q '0\.0\.13'; then
+    echo "setup-host: installing sev-snp-measure 0.0.13 into /var/cache/podmesh/venv" >&2
+    rm -rf /var/cache/podmesh/venv
+    mkdir -p /var/cache/podmesh
+    /usr/bin/python3 -m venv /var/cache/podmesh/venv
+    /var/cache/podmesh/venv/bin/pip install -q --disable-pip-version-check sev-snp-measure==0.0.13
 fi
 
 # cargo fuzz runs on the stable toolchain with RUSTC_BOOTSTRAP=1 (see scripts/fuzz.sh).

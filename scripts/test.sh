@@ -33,6 +33,9 @@ bash scripts/fuzz.sh smoke
 stage "VM boot test (mkosi image, QEMU TCG, boot contract from the guest journal)"
 bash tests/vm/run.sh
 
+stage "reference values: SNP launch digests against sev-snp-measure (firmware, kernel, initrd of the VM test)"
+bash tests/vm/reference-values.sh
+
 stage "benchmark smoke (every proxy pair passes data byte-exact; no timing asserted)"
 bash tests/bench/smoke.sh
 

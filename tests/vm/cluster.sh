@@ -9,9 +9,12 @@
 # podmesh.env credential) and WORK/tsm-sim.tgz (guest credential). cluster_stop (call it from
 # the caller's EXIT trap) stops what cluster_* started.
 
-# Launch values of the simulated podVM (SNP): a fixed measurement, and HOST_DATA per pod.
+# Launch values of the simulated podVM (SNP): HOST_DATA per pod, and the measurement. The
+# manifest's measurement is the test image's reference value (image/reference-values.sh, for
+# PMVM_SMP vCPUs on build/firmware/snp.fd); cluster_launch_measurement makes tsm-sim report
+# what podmesh-coordinator reference-values computes for each boot's own command line.
 # PMVM_HOSTDATA_VM is what tsm-sim reports when the podVM is launched without --initdata.
-PMVM_MEASUREMENT=$(printf 'podmesh-test-measurement' | sha384sum | cut -c1-96)
+PMVM_REFERENCE_VALUES=build/image/test/reference-values.json
 PMVM_HOSTDATA_VM=$(printf 'podmesh-test-podvm' | sha256sum | cut -c1-64)
 PMVM_HOSTDATA_POD2=$(printf 'podmesh-test-pod2' | sha256sum | cut -c1-64)
 
@@ -38,6 +41,8 @@ cluster_coordinator_resume() { kill -CONT "${CLUSTER_COORD_PID:-}" 2>/dev/null |
 cluster_start() {
     local work=$1 ns=$2
     local sim=$work/sim state=$work/coordinator
+    PMVM_MEASUREMENT=$(jq -er --arg n "${PMVM_SMP:-1}" '.snp.measurements[$n]' "$PMVM_REFERENCE_VALUES") ||
+        pmvm_die "no SNP measurement for ${PMVM_SMP:-1} vCPUs in $PMVM_REFERENCE_VALUES (image/build.sh writes it)"
     mkdir -p "$sim/anchor" "$state"
 
     # The simulated AMD chain (ARK/ASK/VCEK keys) lives in one state directory: the anchor
@@ -46,8 +51,8 @@ cluster_start() {
         pmvm_die "tsm-sim anchor failed: $(tail -n3 "$work/tsm-sim-anchor.log")"
     mkdir -p "$sim/guest"
     cp -a "$sim/state" "$sim/guest/state"
-    printf '%s\n' --host-data "$PMVM_HOSTDATA_VM" --measurement "$PMVM_MEASUREMENT" --policy 0x30000 >"$sim/guest/args"
-    tar -czf "$work/tsm-sim.tgz" -C "$sim/guest" state args
+    CLUSTER_SIM=$sim
+    cluster_pack_sim "$work/tsm-sim.tgz" "$PMVM_MEASUREMENT"
 
     # Strict SNP reference values, as strict as the simulated evidence allows: the measurement,
     # POLICY, tsm-sim's TCB (bl 10 tee 0 snp 25 ucode 84; launch TCB floor the same) and the
@@ -93,6 +98,28 @@ EOF
     PMVM_GUEST_CREDS=(--credential "pmvm.tsm-sim=$work/tsm-sim.tgz")
     pmvm_log "coordinator up (pid $coord_pid), simulated anchor $sim/anchor"
     CLUSTER_WORK=$work CLUSTER_NS=$ns CLUSTER_SIM=$sim
+}
+
+# cluster_pack_sim TGZ MEASUREMENT: the guest's tsm-sim credential (simulated chain + launch values).
+cluster_pack_sim() {
+    printf '%s\n' --host-data "$PMVM_HOSTDATA_VM" --measurement "$2" --policy 0x30000 >"$CLUSTER_SIM/guest/args"
+    tar -czf "$1" -C "$CLUSTER_SIM/guest" state args
+}
+
+# cluster_launch_measurement TGZ RUN-QEMU-ARGS...: the SNP launch digest of the boot that
+# image/run-qemu makes of these arguments (its exact kernel command line, PMVM_SMP vCPUs, the
+# project's SNP firmware, the test image), computed by podmesh-coordinator reference-values,
+# packed as what tsm-sim reports. Under TCG this exercises the pipeline (build -> reference
+# value -> report -> coordinator), not the PSP: tsm-sim signs whatever it is told.
+cluster_launch_measurement() {
+    local tgz=$1 cmdline m; shift
+    cmdline=$(image/run-qemu --profile test --print-cmdline "$@") || pmvm_die "run-qemu --print-cmdline $*"
+    m=$("$PMVM_BIN/podmesh-coordinator" reference-values snp --firmware build/firmware/snp.fd \
+        --kernel build/image/test/podmesh.vmlinuz --initrd build/image/test/podmesh.cpio \
+        --append "$cmdline" --vcpus "${PMVM_SMP:-1}" | jq -er .measurement) ||
+        pmvm_die "podmesh-coordinator reference-values snp failed for '$cmdline'"
+    cluster_pack_sim "$tgz" "$m"
+    PMVM_BOOT_MEASUREMENT=$m
 }
 
 # cluster_initdata FILE INGRESS: the podVM's initdata (CoCo TOML, sha384): podmesh.env with the

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The VM boot test: builds the test image once (with the real kata-agent, ../shared/kata),
-# boots it under QEMU (TCG) seven times and proves the boot contract from the guest's own
+# boots it under QEMU (TCG) eight times and proves the boot contract from the guest's own
 # journal (streamed as JSON over virtio-serial). The coordinator's manifest admits the podVM by
-# its initdata digest (HOSTDATA). Every boot runs the pod: kata-agent 4.1.0 started like the
-# cloud-api-adaptor podVM starts it, driven from inside the guest by pmvm-kata (CreateSandbox,
-# CreateContainer from a busybox rootfs of the image, StartContainer): httpd on port 8080.
+# its initdata digest (HOSTDATA) and its SNP measurement is the image's reference value
+# (build/image/test/reference-values.json); for each boot tsm-sim reports the launch digest
+# computed for that boot's firmware, kernel, initrd and command line (under TCG: the pipeline,
+# not the PSP). Every boot runs the pod: kata-agent 4.1.0 started like the cloud-api-adaptor
+# podVM starts it, driven from inside the guest by pmvm-kata (CreateSandbox, CreateContainer
+# from a busybox rootfs of the image, StartContainer): httpd on port 8080.
 #
 #   boot 1 "mesh":     configured only through initdata (mesh, coordinator, its root CA) whose
 #                      digest is the HOSTDATA tsm-sim reports, delivered as Kata's initdata disk;
@@ -31,6 +34,10 @@
 #                      nothing outside; after proxy_ready only mTLS with a mesh certificate reaches
 #                      httpd; a process in the container finds no /run/podmesh/tls and no mount
 #                      leads there; kill -9 of podmesh-proxy leaves 8080 refusing, never plaintext.
+#   boot 8 "cmdline":  one byte of the kernel command line changed (loglevel=5): tsm-sim reports
+#                      the launch digest computed for it, the coordinator answers
+#                      measurement_mismatch (the manifest holds reference-values.json's), no
+#                      certificate, deny table stays.
 #
 # Prints image size, build time and the boot timeline (kernel -> deny installed -> kata-agent
 # start -> agent ready -> pod started -> certificate written -> proxy ready). Needs root. Every failed check exits non-zero.
@@ -95,6 +102,8 @@ boot() {
     local name=$1; shift
     J=$work/$name.journal.json C=$work/$name.ctl
     rm -f "$C"
+    # tsm-sim reports the launch digest computed for this boot's command line (cluster.sh).
+    cluster_launch_measurement "$work/tsm-sim.tgz" --netns "$ns" "$@"
     pmvm_log "boot '$name': starting QEMU (TCG; serial log $work/$name.serial.log)"
     boot_t0=$SECONDS
     image/run-qemu --profile test --netns "$ns" --smp "${PMVM_SMP:-1}" \
@@ -452,6 +461,29 @@ else
 fi
 [ ${#failures[@]} -eq "$nfail" ] || dump_podmesh_journal pod
 shutdown_guest pod
+# ---- boot 8: one byte of the kernel command line changed --------------------------------------
+# The host launches the admitted initdata with loglevel=5 instead of 4: tsm-sim reports the
+# launch digest computed for that command line, which is not the image's reference value.
+if want cmdline; then
+nfail=${#failures[@]}
+measured=$(image/run-qemu --profile test --netns "$ns" --print-cmdline)
+tampered=${measured/loglevel=4/loglevel=5}
+coord_lines=$(($(wc -l <"$work/coordinator.log") + 1))
+check "cmdline: exactly one byte differs" test "$(cmp -l <(printf %s "$measured") <(printf %s "$tampered") | wc -l)" = 1
+boot cmdline --initdata "$work/initdata.toml" --env-file "$work/guest.env" --kernel-cmdline "$tampered"
+check "cmdline: the boot's launch digest is not the reference value" test "$PMVM_BOOT_MEASUREMENT" != "$PMVM_MEASUREMENT"
+if pmvm_wait "$J" 240 "podmesh-attest to be refused" \
+        '(._SYSTEMD_UNIT // "") == "podmesh-attest.service" and (.MESSAGE | test("measurement_mismatch"))' "$qemu_pid"; then
+    pmvm_log "     attest: $(pmvm_jq "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service" and (.MESSAGE | test("measurement_mismatch"))) | .MESSAGE' | head -n1)"
+else
+    failures+=("cmdline: podmesh-attest refused with measurement_mismatch")
+fi
+check "cmdline: the coordinator rejected the report with measurement_mismatch" \
+    grep -q "measurement_mismatch" <(tail -n +"$coord_lines" "$work/coordinator.log")
+check "cmdline: no certificate was written" test -z "$(pmvm_event_usec "$J" certificate_written)"
+deny_stays cmdline
+[ ${#failures[@]} -eq "$nfail" ] || dump_podmesh_journal cmdline
+shutdown_guest cmdline
 fi
 
 # ---- report ------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 //! - [`service`]: the coordinator without transport; [`server`]: HTTPS serving.
 //! - [`admission`]: connection and verification bounds; [`nonce`]: the nonce store.
 //! - [`state`]: the persisted state directory; [`owner`]: the owner credential.
+//! - [`reference`], [`reference_tdx`]: launch measurements computed before boot (reference values).
 //! - [`contrast`]: Contrast's mesh annotations rewritten into Kata initdata (host side).
 
 #![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
@@ -17,6 +18,8 @@ pub mod contrast;
 pub mod manifest;
 pub mod nonce;
 pub mod owner;
+pub mod reference;
+pub mod reference_tdx;
 pub mod server;
 pub mod service;
 pub mod state;

@@ -12,6 +12,7 @@ mod cmd_client;
 mod cmd_evidence;
 mod cmd_initdata;
 mod cmd_owner_token;
+mod cmd_reference_values;
 mod cmd_serve;
 
 #[derive(Parser)]
@@ -40,6 +41,9 @@ enum Command {
     /// Attested configuration: initdata digests (HOSTDATA / MRCONFIGID) and Contrast's annotations.
     #[command(subcommand)]
     Initdata(cmd_initdata::Command),
+    /// Launch measurements computed before boot (SNP launch digest, TDX MRTD/RTMRs), as JSON.
+    #[command(subcommand)]
+    ReferenceValues(cmd_reference_values::Command),
     /// Generate an owner token: prints the token on stdout, writes its SHA-256 (hex) to --hash-out.
     OwnerToken {
         /// Where to write the hash (pass this file to `serve --owner-token-file`).
@@ -60,6 +64,7 @@ async fn main() -> Result<()> {
         Command::Ca(args) => cmd_client::ca(args).await,
         Command::Evidence(cmd) => cmd_evidence::run(cmd),
         Command::Initdata(cmd) => cmd_initdata::run(cmd),
+        Command::ReferenceValues(cmd) => cmd_reference_values::run(cmd),
         Command::OwnerToken { hash_out } => cmd_owner_token::run(&hash_out),
     }
 }

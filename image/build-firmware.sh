@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Builds the podVM's confidential firmware from Debian's edk2 source package and puts it at
+#   build/firmware/snp.fd  OvmfPkg/AmdSev/AmdSevX64.dsc: SEV-SNP, measured direct boot (the
+#                          SNP_KERNEL_HASHES metadata section QEMU's kernel-hashes=on fills)
+#   build/firmware/tdx.fd  OvmfPkg/IntelTdx/IntelTdxX64.dsc: TDVF (MRTD, RTMR0..2)
+#
+# Why build: Debian ships neither (its ovmf package is the generic OvmfX64, which has no
+# kernel-hashes section, so an SNP launch digest would not cover kernel, initrd or command line).
+# Why trixie's source: bookworm's edk2 (2022.11) predates the SNP_KERNEL_HASHES section; the
+# deb-src line scripts/setup-host.sh adds fetches trixie's edk2 (2025.02) source. Only the x86
+# build tools are needed (nasm, iasl, uuid-dev, python3, gcc), no cross compilers.
+#
+# AmdSevX64 embeds a grub.efi (its fallback boot path: an encrypted disk unlocked with a secret
+# injected at launch). podmesh always boots the kernel directly (QEMU's fw_cfg kernel, verified
+# against the measured hashes), so that grub never runs; it is built here by edk2's own grub.sh
+# with grub-mkimage from Debian's grub-efi-amd64-bin, without the sevsecret module Debian's grub
+# lacks. It is inside the measured firmware volume either way, so what it contains is covered by
+# the launch digest.
+#
+# Cached outside the work tree like the kernel: /var/cache/podmesh/firmware/<key>/, key = edk2
+# source version + grub version + build flags. A cold build takes tens of minutes (README).
+# Idempotent: a warm run only copies.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${PODMESH_FIRMWARE_CACHE:-/var/cache/podmesh/firmware}
+out=$root/build/firmware
+jobs=${PODMESH_FIRMWARE_JOBS:-2}
+
+die() { echo "build-firmware: $*" >&2; exit 1; }
+
+snp_dsc=OvmfPkg/AmdSev/AmdSevX64.dsc
+tdx_dsc=OvmfPkg/IntelTdx/IntelTdxX64.dsc
+common_flags="-a X64 -t GCC5 -b RELEASE"
+snp_flags="$common_flags -p $snp_dsc"
+# No UEFI shell in a confidential guest's firmware (the dsc's default builds one).
+tdx_flags="$common_flags -p $tdx_dsc -D BUILD_SHELL=FALSE"
+grub_modules="part_msdos part_gpt cryptodisk luks gcry_rijndael gcry_sha256 ext2 btrfs xfs fat configfile memdisk sleep normal echo test regexp linux linuxefi reboot"
+
+ver=$(apt-cache showsrc edk2 2>/dev/null | awk '/^Version:/ {print $2}' | sort -V | tail -n1)
+[ -n "$ver" ] || die "no edk2 source package in the apt lists; run scripts/setup-host.sh (adds the deb-src line, apt-get update)"
+upstream=${ver%%-*}
+grub_ver=$(dpkg-query -W -f='${Version}' grub-efi-amd64-bin 2>/dev/null) ||
+    die "grub-efi-amd64-bin is not installed; run scripts/setup-host.sh"
+key=$(printf '%s\n' "$ver" "$grub_ver" "$snp_flags" "$tdx_flags" "$grub_modules" | sha256sum | cut -c1-16)
+dest=$cache/$upstream-$key
+
+if [ ! -s "$dest/snp.fd" ] || [ ! -s "$dest/tdx.fd" ]; then
+    src=$cache/src/edk2-$ver
+    if [ ! -e "$src/.podmesh-patched" ]; then
+        rm -rf "$src"
+        mkdir -p "$cache/src" "$src"
+        # --tar-only / --diff-only: apt checks both files against the signed Sources index.
+        (cd "$cache/src" && apt-get source -q --download-only --tar-only "edk2=$ver" >&2 &&
+            apt-get source -q --download-only --diff-only "edk2=$ver" >&2)
+        tar -xf "$cache/src/edk2_$upstream.orig.tar.xz" -C "$src" --strip-components=1
+        tar -xf "$cache/src/edk2_$ver.debian.tar.xz" -C "$src"
+        grep -v '^#' "$src/debian/patches/series" | while read -r p; do
+            [ -n "$p" ] && patch -d "$src" -p1 -s <"$src/debian/patches/$p"
+        done
+        touch "$src/.podmesh-patched"
+    fi
+    command -v grub-mkimage >/dev/null || die "grub-mkimage missing; run scripts/setup-host.sh"
+    for t in nasm iasl gcc make python3; do
+        command -v "$t" >/dev/null || die "$t missing; run scripts/setup-host.sh"
+    done
+    echo "build-firmware: building edk2 $ver (AmdSevX64, IntelTdxX64) in $src" >&2
+    (
+        cd "$src"
+        # edksetup.sh reads unset variables.
+        set +u
+        export PYTHON_COMMAND=python3
+        # shellcheck disable=SC1091
+        . ./edksetup.sh >/dev/null
+        set -u
+        [ -x BaseTools/Source/C/bin/GenFw ] || make -s -C BaseTools -j"$jobs" >&2
+        # edk2's grub.sh with Debian's grub modules (no sevsecret): the dsc's PREBUILD keeps a
+        # grub.efi newer than grub.sh/grub.cfg.
+        sed "/^GRUB_MODULES=\"/,/^ *\"$/c GRUB_MODULES=\"$grub_modules\"" \
+            OvmfPkg/AmdSev/Grub/grub.sh >OvmfPkg/AmdSev/Grub/grub-podmesh.sh
+        PATH=$PATH:/usr/sbin:/sbin sh OvmfPkg/AmdSev/Grub/grub-podmesh.sh >&2
+        [ -s OvmfPkg/AmdSev/Grub/grub.efi ] || die "grub.sh did not produce grub.efi"
+        touch OvmfPkg/AmdSev/Grub/grub.efi
+        # shellcheck disable=SC2086
+        build -n "$jobs" $snp_flags >&2
+        # shellcheck disable=SC2086
+        build -n "$jobs" $tdx_flags >&2
+    )
+    mkdir -p "$dest.tmp"
+    cp "$src/Build/AmdSev/RELEASE_GCC5/FV/OVMF.fd" "$dest.tmp/snp.fd"
+    cp "$src/Build/IntelTdx/RELEASE_GCC5/FV/OVMF.fd" "$dest.tmp/tdx.fd"
+    printf 'edk2 %s\ngrub-efi-amd64-bin %s\nsnp: build %s\ntdx: build %s\n' \
+        "$ver" "$grub_ver" "$snp_flags" "$tdx_flags" >"$dest.tmp/BUILDINFO"
+    rm -rf "$dest" && mv "$dest.tmp" "$dest"
+fi
+
+mkdir -p "$out"
+for f in snp.fd tdx.fd BUILDINFO; do
+    cmp -s "$dest/$f" "$out/$f" 2>/dev/null || cp "$dest/$f" "$out/$f"
+done
+echo "build-firmware: $out/snp.fd $out/tdx.fd (edk2 $ver, cache $dest)" >&2

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Cross-check: our SNP launch digests (podmesh-coordinator reference-values snp, the `sev`
+# crate's measurement code) against VirTEE's sev-snp-measure (Python, PyPI; installed by
+# scripts/setup-host.sh into /var/cache/podmesh/venv) on the project's own firmware
+# (build/firmware/snp.fd), the test image's kernel and initrd, several command lines and vCPU
+# counts, and the image's reference-values.json. Fails when the tool, the firmware or the
+# image is missing: an independent check that did not run is not a pass.
+# Also checks that the SNP refusal of a firmware without the kernel-hashes section holds.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+snp_measure=${PODMESH_SEV_SNP_MEASURE:-/var/cache/podmesh/venv/bin/sev-snp-measure}
+coord=${PMVM_BIN:-target/debug}/podmesh-coordinator
+profile="test"
+fw=build/firmware/snp.fd kernel=build/image/$profile/podmesh.vmlinuz initrd=build/image/$profile/podmesh.cpio
+fail() { echo "reference-values check: FAIL $*" >&2; exit 1; }
+[ -x "$snp_measure" ] || fail "sev-snp-measure not found at $snp_measure (scripts/setup-host.sh installs it)"
+for f in "$coord" "$fw" "$kernel" "$initrd" "build/image/$profile/reference-values.json"; do
+    [ -s "$f" ] || fail "$f is missing (image/build.sh --profile $profile builds it)"
+done
+
+base=$(image/run-qemu --profile "$profile" --netns podvm --print-cmdline)
+cmdlines=("$base" "$base podmesh.ingress=plain#8081#true" "" "console=ttyS0 x=\"quoted value\" ü")
+checked=0
+for cmdline in "${cmdlines[@]}"; do
+    for n in 1 2 4 8; do
+        ours=$("$coord" reference-values snp --firmware "$fw" --kernel "$kernel" --initrd "$initrd" \
+            --append "$cmdline" --vcpus "$n" --vcpu-type EPYC-v4 | jq -er .measurement) ||
+            fail "podmesh-coordinator reference-values snp failed (vCPUs $n, cmdline '$cmdline')"
+        theirs=$("$snp_measure" --mode snp --vcpus "$n" --vcpu-type EPYC-v4 --ovmf "$fw" --kernel "$kernel" \
+            --initrd "$initrd" --append "$cmdline" --output-format hex) ||
+            fail "sev-snp-measure failed (vCPUs $n, cmdline '$cmdline')"
+        [ "$ours" = "$theirs" ] || fail "vCPUs $n, cmdline '$cmdline': ours $ours, sev-snp-measure $theirs"
+        checked=$((checked + 1))
+    done
+done
+# No initrd, another vCPU model.
+ours=$("$coord" reference-values snp --firmware "$fw" --kernel "$kernel" --append "$base" --vcpus 2 --vcpu-type EPYC-Milan | jq -er .measurement)
+theirs=$("$snp_measure" --mode snp --vcpus 2 --vcpu-type EPYC-Milan --ovmf "$fw" --kernel "$kernel" --append "$base")
+[ "$ours" = "$theirs" ] || fail "no initrd, EPYC-Milan: ours $ours, sev-snp-measure $theirs"
+checked=$((checked + 1))
+
+# The image's reference-values.json holds exactly these values for its command line.
+rv=build/image/$profile/reference-values.json
+[ "$(jq -r .inputs.cmdline "$rv")" = "$base" ] || fail "$rv: cmdline differs from run-qemu's"
+for n in 1 2 4 8; do
+    theirs=$("$snp_measure" --mode snp --vcpus "$n" --vcpu-type EPYC-v4 --ovmf "$fw" --kernel "$kernel" --initrd "$initrd" --append "$base")
+    [ "$(jq -r --arg n "$n" '.snp.measurements[$n]' "$rv")" = "$theirs" ] || fail "$rv: SNP $n vCPUs differs from sev-snp-measure"
+done
+
+# Debian's generic OVMF has no SNP_KERNEL_HASHES section: both tools refuse it.
+if out=$("$coord" reference-values snp --firmware /usr/share/ovmf/OVMF.fd --kernel "$kernel" --append x 2>&1); then
+    fail "generic OVMF accepted: $out"
+fi
+grep -q SNP_KERNEL_HASHES <<<"$out" || fail "generic OVMF refused without naming SNP_KERNEL_HASHES: $out"
+
+# TDX (no independent implementation to compare with, README): what each register depends on.
+tdx() { "$coord" reference-values tdx --firmware build/firmware/tdx.fd --kernel "$kernel" --initrd "$initrd" "$@"; }
+t1=$(tdx --append "$base") t2=$(tdx --append "${base/loglevel=4/loglevel=5}") t3=$(tdx --append "$base" --memory 1024)
+[ "$(jq -r .mrtd <<<"$t1")" = "$(jq -r .mrtd <<<"$t2")" ] && [ "$(jq -r .mrtd <<<"$t1")" = "$(jq -r .mrtd <<<"$t3")" ] ||
+    fail "TDX MRTD depends on more than the firmware"
+[ "$(jq -r .rtmr1 <<<"$t1")" = "$(jq -r .rtmr1 <<<"$t2")" ] || fail "TDX RTMR1 depends on the command line"
+[ "$(jq -r .rtmr1 <<<"$t1")" != "$(jq -r .rtmr1 <<<"$t3")" ] || fail "TDX RTMR1 ignores the memory size (QEMU's initrd address)"
+[ "$(jq -r .rtmr2 <<<"$t1")" != "$(jq -r .rtmr2 <<<"$t2")" ] || fail "TDX RTMR2 ignores a changed command line byte"
+[ "$(jq -r .rtmr2 <<<"$t1")" = "$(jq -r .rtmr2 <<<"$t3")" ] || fail "TDX RTMR2 depends on the memory size"
+[ "$(jq -r .rtmr1 <<<"$t1")" = "$(jq -r .tdx.rtmr1 "$rv")" ] && [ "$(jq -r .rtmr2 <<<"$t1")" = "$(jq -r .tdx.rtmr2 "$rv")" ] ||
+    fail "$rv: TDX values differ from reference-values tdx"
+checked=$((checked + 1))
+
+echo "reference-values check: 17 SNP digests equal sev-snp-measure's ($("$snp_measure" --version)), reference-values.json agrees, generic OVMF refused, TDX registers depend on what they should" >&2
+echo "$checked passed, 0 failed"
