@@ -161,7 +161,7 @@ async fn binary_warns_on_permissive_values_at_start_and_on_each_certificate_and_
 }
 
 #[tokio::test]
-async fn put_refuses_non_strict_manifests_and_an_old_persisted_manifest_is_replaced_or_explained() {
+async fn put_refuses_non_strict_manifests_and_an_old_persisted_manifest_is_replaced_only_when_applied() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = SimPlatform::new(tmp.path());
     let (token, hash) = coordinator::owner::generate();
@@ -203,14 +203,17 @@ async fn put_refuses_non_strict_manifests_and_an_old_persisted_manifest_is_repla
     running.stop().await;
 
     // A manifest persisted by a coordinator before strict manifests: explained without
-    // --manifest, replaced (a new generation) with one.
+    // --apply-manifest (with or without --manifest), replaced (a new generation) with it.
     let persisted = state.join("generations/1/manifest.json");
     let mut old = strict.clone();
     old["reference_values"]["snp"].as_object_mut().unwrap().remove("minimum_tcb");
     std::fs::write(&persisted, old.to_string()).unwrap();
     let err = coordinator::service::Coordinator::open(&state, None, config.clone()).err().expect("old manifest served");
     let err = err.to_string();
-    assert!(err.contains("reference_values.snp.minimum_tcb: missing") && err.contains("--manifest"), "{err}");
+    assert!(err.contains("reference_values.snp.minimum_tcb: missing") && err.contains("--apply-manifest"), "{err}");
+    let err = coordinator::service::Coordinator::open(&state, Some(manifest(&strict)), config.clone()).err();
+    assert!(err.expect("replaced without --apply-manifest").to_string().contains("--apply-manifest"));
+    let config = coordinator::service::Config { apply_manifest: true, ..config };
     let running = start(&state, Some(manifest(&strict)), config, Limits::default()).await;
     assert_eq!(running.client().ca().await.unwrap().manifest_generation, 2);
     attest(&running.client(), &platform.guest(MEASUREMENT, WEB_HOST_DATA), &Workload::new()).await.unwrap();
