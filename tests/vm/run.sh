@@ -461,6 +461,8 @@ else
 fi
 [ ${#failures[@]} -eq "$nfail" ] || dump_podmesh_journal pod
 shutdown_guest pod
+fi
+
 # ---- boot 8: one byte of the kernel command line changed --------------------------------------
 # The host launches the admitted initdata with loglevel=5 instead of 4: tsm-sim reports the
 # launch digest computed for that command line, which is not the image's reference value.
