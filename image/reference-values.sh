@@ -55,8 +55,13 @@ jq -n --arg profile "$profile" --arg cmdline "$cmdline" --argjson snp "$snp" --a
   tdx: { memory_mib: 2048, mrtd: $tdx.mrtd, rtmr0: null, rtmr0_host_dependent: $tdx.rtmr0_host_dependent,
          rtmr1: $tdx.rtmr1, rtmr2: $tdx.rtmr2 }
 }' >"$out/reference-values.json"
+# Strict manifest schema (agent/coordinator/src/manifest.rs): what the build cannot know is
+# written out as "any" and warned by the coordinator at load and on every certificate: the SNP
+# TCB floor and TDX XFAM are the host's (its firmware and CPU), RTMR0 holds the host's ACPI
+# tables and memory map. Replace them with the fleet's values before production.
 jq '{ reference_values: {
-  snp: { measurements: [.snp.measurements[]], guest_policy: .snp.guest_policy },
-  tdx: { mrtds: [.tdx.mrtd], rtmrs: [null, .tdx.rtmr1, .tdx.rtmr2, null] } } }' \
+  snp: { measurements: [.snp.measurements[]], guest_policy: .snp.guest_policy, minimum_tcb: "any" },
+  tdx: { mrtds: [.tdx.mrtd], rtmrs: ["any", .tdx.rtmr1, .tdx.rtmr2],
+         attributes: "0000001000000000", xfam: "any" } } }' \
     "$out/reference-values.json" >"$out/manifest-fragment.json"
 echo "reference-values: $out/reference-values.json, $out/manifest-fragment.json (SNP vCPUs: $vcpus)" >&2
