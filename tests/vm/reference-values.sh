@@ -67,5 +67,21 @@ t1=$(tdx --append "$base") t2=$(tdx --append "${base/loglevel=4/loglevel=5}") t3
     fail "$rv: TDX values differ from reference-values tdx"
 checked=$((checked + 1))
 
+# The manifest fragment is ready to paste: with a policy it is a manifest the coordinator
+# loads (strict schema), and the values it leaves open are warned as permissive.
+frag=build/image/$profile/manifest-fragment.json
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+jq '. + {policies: {("ab" * 32): {name: "web", sans: ["web"]}}}' "$frag" >"$work/manifest.json"
+"$coord" serve --listen 127.0.0.1:0 --state "$work/state" --manifest "$work/manifest.json" >"$work/serve.log" 2>&1 &
+serve_pid=$!
+for _ in $(seq 100); do grep -q coordinator_state_loaded "$work/serve.log" && break; kill -0 "$serve_pid" 2>/dev/null || break; sleep 0.1; done
+kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null || true
+grep -q coordinator_state_loaded "$work/serve.log" || fail "$frag: the coordinator refused it: $(tail -n 3 "$work/serve.log")"
+for field in snp.minimum_tcb tdx.xfam 'tdx.rtmrs\[0\]'; do
+    grep -q "permissive_reference_value.*$field" "$work/serve.log" || fail "$frag: $field not warned as permissive"
+done
+checked=$((checked + 1))
+
 echo "reference-values check: 17 SNP digests equal sev-snp-measure's ($("$snp_measure" --version)), reference-values.json agrees, generic OVMF refused, TDX registers depend on what they should" >&2
 echo "$checked passed, 0 failed"
