@@ -29,6 +29,12 @@ impl Backoff {
         low + jitter
     }
 
+    /// [`Backoff::next_delay`], but at least what a saturated coordinator asked for with
+    /// `Retry-After` (429/503), capped like every delay.
+    pub fn next_delay_at_least(&mut self, asked: Duration) -> Duration {
+        self.next_delay().max(asked.min(self.cap))
+    }
+
     /// Back to the initial delay, after a success.
     pub fn reset(&mut self) {
         self.ceiling = self.initial;
@@ -49,6 +55,15 @@ mod tests {
             ceiling = (ceiling * 2).min(Duration::from_secs(2));
         }
         assert!(b.next_delay() <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn retry_after_stretches_the_delay_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_secs(30));
+        assert_eq!(b.next_delay_at_least(Duration::from_secs(5)), Duration::from_secs(5));
+        assert!(b.next_delay_at_least(Duration::ZERO) <= Duration::from_millis(40));
+        // a coordinator cannot park the pod beyond --backoff-max
+        assert_eq!(b.next_delay_at_least(Duration::from_secs(3600)), Duration::from_secs(30));
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
                     AttemptError::Coordinator(c) => c.retry_after().unwrap_or_default(),
                     _ => Duration::ZERO,
                 };
-                let delay = backoff.next_delay().max(asked.min(s.backoff_max));
+                let delay = backoff.next_delay_at_least(asked);
                 tracing::warn!(
                     PODMESH_EVENT = "attestation_failed",
                     PODMESH_ATTEMPT = attempt,
