@@ -217,6 +217,8 @@ cpio_img=$out/podmesh.cpio
 for f in "$kernel" "$cpio_img"; do
     [ -s "$f" ] || { echo "image/build.sh: mkosi did not produce $f (log: $work/mkosi-$profile.log)" >&2; exit 1; }
 done
+# The size budget: the OS is held in guest RAM (image/check-size.sh; writes $out/size.txt).
+bash image/check-size.sh "$profile" "$cpio_img" "$stage" | sed 's/^/image: /' >&2
 secs=$(( $(date +%s) - t0 ))
 {
     echo "profile=$profile"

@@ -5,3 +5,111 @@
 set -eu
 od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$BUILDROOT/etc/machine-id"
 echo >>"$BUILDROOT/etc/machine-id"
+
+# Size (the OS is an initramfs held in guest RAM; see image/README.md "Guest memory").
+# 1. The kernel is loaded by QEMU with -kernel, not from the OS: hand it to mkosi as the split
+#    kernel output now (copy_vmlinuz skips an existing one) and drop both copies (24 MB).
+root=$BUILDROOT
+for k in "$root"/usr/lib/modules/*/vmlinuz; do
+    [ -f "$k" ] || continue
+    [ -e "$OUTPUTDIR/podmesh.vmlinuz" ] || cp "$k" "$OUTPUTDIR/podmesh.vmlinuz"
+    rm -f "$k"
+done
+rm -rf "${root:?}/boot" "$root"/vmlinuz* "$root"/initrd.img*
+
+# 2. Everything image/remove.list names. Files of a package come from dpkg's lists (the paths
+#    there are pre-usrmerge, /bin and /sbin resolve through the image's symlinks); only files
+#    and symlinks to files go, directories a package shares with others stay.
+list=$SRCDIR/image/remove.list
+[ -r "$list" ] || { echo "finalize: $list is missing" >&2; exit 1; }
+command -v readelf >/dev/null || { echo "finalize: readelf (binutils) is missing on the build host" >&2; exit 1; }
+keep_libs=" "
+while read -r entry _; do
+    case "$entry" in
+        ''|'#'*) ;;
+        pkg:*)
+            pkg=${entry#pkg:}
+            files=$root/var/lib/dpkg/info/$pkg.list
+            [ -r "$files" ] || files=$root/var/lib/dpkg/info/$pkg:amd64.list
+            [ -r "$files" ] || { echo "finalize: remove.list: package $pkg is not installed" >&2; continue; }
+            while IFS= read -r f; do
+                # Not directories, nor symlinks to them (/bin -> usr/bin is in many lists).
+                if { [ -L "$root$f" ] || [ -e "$root$f" ]; } && [ ! -d "$root$f" ]; then rm -f "$root$f"; fi
+            done <"$files" ;;
+        keep-lib:*) keep_libs="$keep_libs${entry#keep-lib:} " ;;
+        production:/*)
+            [ "${PROFILE:-production}" = production ] || continue
+            # shellcheck disable=SC2086  # the entry is a glob
+            for f in "$root"${entry#production:}; do
+                if [ -L "$f" ] || [ -e "$f" ]; then rm -rf "$f"; fi
+            done ;;
+        /*)
+            # shellcheck disable=SC2086  # the entry is a glob
+            for f in "$root"$entry; do
+                if [ -L "$f" ] || [ -e "$f" ]; then rm -rf "$f"; fi
+            done ;;
+        *) echo "finalize: remove.list: cannot read line '$entry'" >&2; exit 1 ;;
+    esac
+done <"$list"
+# Package metadata last: the pkg: lines above read it.
+rm -rf "$root/var/lib/dpkg" "$root/var/lib/apt" "$root/var/cache/apt"
+
+# 3. Shared libraries of /usr/lib/x86_64-linux-gnu that nothing left needs (DT_NEEDED, followed
+#    from every other ELF file, plugins included). keep-lib: names the ones only dlopen()ed.
+libdir=$root/usr/lib/x86_64-linux-gnu
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+find "$root/usr" -path "$root/usr/lib/modules" -prune -o -type f -size +1k -print | while IFS= read -r f; do
+    if [ "$(head -c4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ]; then printf '%s\n' "$f"; fi
+done >"$work/elf"
+needed() {  # needed FILE...: the sonames they need, one per line
+    readelf -d "$@" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort -u
+}
+grep -v "^$libdir/[^/]*$" "$work/elf" >"$work/roots" || true
+# shellcheck disable=SC2046  # file names from find under usr/: no spaces
+needed $(cat "$work/roots") >"$work/want"
+for l in $keep_libs; do echo "$l"; done >>"$work/want"
+: >"$work/seen"
+while sort -u "$work/want" | comm -23 - "$work/seen" >"$work/new" && [ -s "$work/new" ]; do
+    sort -u "$work/seen" "$work/new" -o "$work/seen"
+    files=""
+    while read -r soname; do
+        for d in "$libdir" "$libdir/systemd"; do
+            [ -e "$d/$soname" ] && { files="$files $(readlink -f "$d/$soname")"; break; }
+        done
+    done <"$work/new"
+    # shellcheck disable=SC2086
+    [ -n "$files" ] && needed $files >>"$work/want"
+done
+while read -r soname; do readlink -f "$libdir/$soname" "$libdir/systemd/$soname" 2>/dev/null || true; done \
+    <"$work/seen" | sort -u >"$work/keep"
+removed=0
+for f in "$libdir"/lib*.so*; do
+    [ -e "$f" ] || [ -L "$f" ] || continue
+    # Kept: a needed soname, or any name of a file a needed soname resolves to.
+    grep -qxF "${f##*/}" "$work/seen" && continue
+    grep -qxF "$(readlink -f "$f")" "$work/keep" && continue
+    rm -f "$f"; removed=$((removed + 1))
+done
+echo "finalize: removed $removed unneeded shared-library files" >&2
+
+# 4. Fail closed: every ELF file left must find every library it needs.
+missing=""
+while IFS= read -r f; do
+    [ -e "$f" ] || continue
+    for soname in $(needed "$f"); do
+        [ -e "$libdir/$soname" ] || [ -e "$libdir/systemd/$soname" ] || missing="$missing ${f#"$root"}:$soname"
+    done
+done <"$work/elf"
+if [ -n "$missing" ]; then
+    echo "finalize: libraries missing after image/remove.list:$missing" >&2
+    exit 1
+fi
+# Unit symlinks (wants/, aliases) whose unit file went with a package.
+find "$root/etc/systemd/system" "$root/usr/lib/systemd/system" -type l | while IFS= read -r l; do
+    t=$(readlink "$l")
+    case "$t" in
+        /*) [ -e "$root$t" ] || [ "$t" = /dev/null ] || rm -f "$l" ;;
+        *) [ -e "$l" ] || rm -f "$l" ;;
+    esac
+done

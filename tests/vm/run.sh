@@ -208,7 +208,7 @@ kata_checks() {
     check "$b: the pod started through the agent (CreateSandbox, CreateContainer, StartContainer)" \
         grep -q "StartContainer httpd: ok" <<<"$(events "$b" pod_started)"
 }
-timeline="(boot 'mesh' not run)" ready_wall=n/a
+timeline="(boot 'mesh' not run)" ready_wall=n/a guest_mem="(boot 'mesh' not run)"
 
 # ---- boot 1: the mesh, configured only through initdata ------------------------------------------
 if want mesh; then
@@ -265,6 +265,19 @@ else
     failures+=("systemd-analyze verify"); pmvm_log "FAIL systemd-analyze verify: $out"
 fi
 mtls_checks mesh
+# Guest memory: the OS is the initramfs, unpacked into the root tmpfs (podvm-meminfo.service).
+if pmvm_wait "$J" 90 "PODMESH_EVENT=guest_memory" '.PODMESH_EVENT == "guest_memory"' "$qemu_pid"; then
+    mem=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "guest_memory") |
+        "\(.PODMESH_ROOTFS_USED_KIB) \(.PODMESH_SHMEM_KIB) \(.PODMESH_MEM_AVAILABLE_KIB) \(.PODMESH_MEM_TOTAL_KIB)"' | head -n1)
+    read -r rootfs_kib shmem_kib avail_kib total_kib <<<"$mem"
+    guest_mem="root file system $((rootfs_kib / 1024)) MiB, Shmem $((shmem_kib / 1024)) MiB, MemAvailable $((avail_kib / 1024)) of $((total_kib / 1024)) MiB"
+    pmvm_log "     guest memory: $guest_mem"
+    # What the build measured (and image/check-size.sh held to its budget) is what the guest holds.
+    check "the unpacked OS in guest RAM is the image's size (+10% for page rounding)" \
+        test $((rootfs_kib * 1024)) -le $((img_bytes + img_bytes / 10))
+else
+    failures+=("guest memory: PODMESH_EVENT=guest_memory")
+fi
 
 timeline=$(printf '%-22s %8s\n' "kernel start" "0.000" \
     "deny installed" "$(pmvm_ms "${deny_installed:-$deny_done}")" \
@@ -492,7 +505,8 @@ fi
 cat >&2 <<EOF
 
 == VM boot test ==
-image: kernel $((kernel_bytes / 1048576)) MiB, OS cpio $((img_bytes / 1048576)) MiB (uncompressed, in RAM)
+image: kernel $((kernel_bytes / 1048576)) MiB, OS cpio $((img_bytes / 1048576)) MiB (uncompressed, in RAM; $(cat build/image/test/size.txt 2>/dev/null))
+guest memory after boot 'mesh': $guest_mem
 build: cargo ($cargo_profile) ${cargo_secs}s, image ${build_secs}s (see build/image/test/build-info.txt)
 boot 'mesh' (TCG, ${PMVM_SMP:-1} vCPU), guest monotonic seconds:
 $timeline
