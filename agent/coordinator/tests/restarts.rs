@@ -198,9 +198,10 @@ async fn kill_9_during_manifest_updates_never_corrupts_or_rolls_back() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let root_key = std::fs::read(state.join("root-ca.key")).unwrap();
     let client = Arc::new(Client::new(&url, ServerTrust::RootCaPem(root_pem.clone())).unwrap());
     let mut ca = wait_serving(&mut child, &client).await;
+    // (the certificate is written before the key: read the key once it serves)
+    let root_key = std::fs::read(state.join("root-ca.key")).unwrap();
     let mut acked = (ca.manifest_generation, ca.manifest_sha256.clone());
     let mut counter = 0u64;
     let (mut landed_unacked, mut leftover_keys) = (0, 0);
