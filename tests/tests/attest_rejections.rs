@@ -50,8 +50,8 @@ fn attest_rejected_evidence_leaves_no_certificate_and_the_deny_table() {
     assert!(coord_log.contains("LAUNCH_TCB bootloader SPL 1"), "coordinator log: {coord_log}");
     drop(coord);
 
-    // Same state, a manifest without the simulated-TEE opt-in.
+    // Same state, a manifest without the simulated-TEE opt-in (applied explicitly at the restart).
     let strict = Manifest { allow_simulated: false, ..Manifest::standard() };
-    let _coord = cl.start_coordinator(&strict, &[], "strict").unwrap();
+    let _coord = cl.start_coordinator(&strict, &["--apply-manifest"], "strict").unwrap();
     refused(&cl, "sim-not-allowed", HOSTDATA_A, MEASUREMENT, "simulated_not_allowed");
 }

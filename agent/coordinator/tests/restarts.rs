@@ -17,6 +17,31 @@ use wire::client::{Client, ClientError, ServerTrust};
 
 const BIN: &str = env!("CARGO_BIN_EXE_podmesh-coordinator");
 
+/// A coordinator process, killed and reaped when dropped (also when the test panics), with
+/// the processes it was told to take along (the tracee of strace, which outlives its tracer).
+struct Reaped {
+    child: Child,
+}
+
+impl Reaped {
+    /// Processes started by our child (strace's tracee).
+    fn grandchildren(&self) -> Vec<i32> {
+        let pid = self.child.id();
+        let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        list.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        for pid in self.grandchildren() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn owner_config(platform: &SimPlatform) -> (Config, String, String) {
     let (token, hash) = coordinator::owner::generate();
     let owner = coordinator::owner::OwnerToken::from_hash_hex(&hash).unwrap();
@@ -39,19 +64,17 @@ fn expect_reason<T: std::fmt::Debug>(r: Result<T, ClientError>, want: Reason) {
 
 /// Runs `serve` to its exit (at most `timeout`); None when it was still running (then killed).
 fn serve_until_exit(args: &[&std::ffi::OsStr], timeout: Duration) -> Option<(bool, String)> {
-    let mut child =
-        Command::new(BIN).arg("serve").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let command = Command::new(BIN).arg("serve").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
+    let mut serve = Reaped { child: command.unwrap() };
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = serve.child.try_wait().unwrap() {
             let mut stderr = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            std::io::Read::read_to_string(serve.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
             return Some((status.success(), stderr));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
     None
 }
 
@@ -142,23 +165,23 @@ fn on_disk(state: &Path) -> OnDisk {
     OnDisk { generation, keys, newest_dir }
 }
 
-fn spawn_serve(port: u16, state: &Path, first: Option<&Path>, hash: &Path, anchor: &Path) -> Child {
+fn spawn_serve(port: u16, state: &Path, first: Option<&Path>, hash: &Path, anchor: &Path) -> Reaped {
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--state"]).arg(state);
     if let Some(m) = first {
         cmd.arg("--manifest").arg(m);
     }
     cmd.arg("--owner-token-file").arg(hash).arg("--sim-anchor").arg(anchor);
-    cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    Reaped { child: cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap() }
 }
 
-async fn wait_serving(child: &mut Child, client: &Client) -> wire::api::CaResponse {
+async fn wait_serving(serve: &mut Reaped, client: &Client) -> wire::api::CaResponse {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(ca) = client.ca().await {
             return ca;
         }
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = serve.child.try_wait().unwrap() {
             panic!("the coordinator exited ({status}) instead of serving");
         }
         assert!(Instant::now() < deadline, "the coordinator did not come up");
@@ -191,16 +214,17 @@ async fn kill_9_during_manifest_updates_never_corrupts_or_rolls_back() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("https://127.0.0.1:{port}");
 
-    let mut child = spawn_serve(port, &state, Some(&m1), &hash_path, &platform.anchor);
+    let mut serve = spawn_serve(port, &state, Some(&m1), &hash_path, &platform.anchor);
     let root_pem = loop {
         if let Ok(pem) = std::fs::read_to_string(state.join("root-ca.pem")) {
             break pem;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let root_key = std::fs::read(state.join("root-ca.key")).unwrap();
     let client = Arc::new(Client::new(&url, ServerTrust::RootCaPem(root_pem.clone())).unwrap());
-    let mut ca = wait_serving(&mut child, &client).await;
+    let mut ca = wait_serving(&mut serve, &client).await;
+    // (the certificate is written before the key: read the key once it serves)
+    let root_key = std::fs::read(state.join("root-ca.key")).unwrap();
     let mut acked = (ca.manifest_generation, ca.manifest_sha256.clone());
     let mut counter = 0u64;
     let (mut landed_unacked, mut leftover_keys) = (0, 0);
@@ -232,8 +256,8 @@ async fn kill_9_during_manifest_updates_never_corrupts_or_rolls_back() {
         };
         let delay = Duration::from_millis(rand::rng().random_range(0..200));
         tokio::time::sleep(delay).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        serve.child.kill().unwrap(); // SIGKILL
+        serve.child.wait().unwrap();
         updates.abort();
         let _ = updates.await;
         counter += 1000;
@@ -247,8 +271,8 @@ async fn kill_9_during_manifest_updates_never_corrupts_or_rolls_back() {
         if disk.keys.len() > 1 {
             leftover_keys += 1;
         }
-        child = spawn_serve(port, &state, None, &hash_path, &platform.anchor);
-        ca = wait_serving(&mut child, &client).await;
+        serve = spawn_serve(port, &state, None, &hash_path, &platform.anchor);
+        ca = wait_serving(&mut serve, &client).await;
         assert_eq!(ca.root_ca_pem, root_pem, "round {round}: the root changed");
         assert_eq!(std::fs::read(state.join("root-ca.key")).unwrap(), root_key, "round {round}");
         if ca.manifest_generation == acked.0 {
@@ -264,8 +288,7 @@ async fn kill_9_during_manifest_updates_never_corrupts_or_rolls_back() {
         assert_eq!(disk.keys, vec![disk.generation], "round {round}: only the current mesh CA key stays");
         assert_eq!(disk.newest_dir, disk.generation, "round {round}: a generation after the current one stays");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(serve);
     eprintln!(
         "100 kills in {:?}: last generation {}, {landed_unacked} updates landed without their ack, {leftover_keys} kills left a second mesh CA key (superseded or not yet live; removed at restart)",
         started.elapsed(),
@@ -290,7 +313,7 @@ async fn state_writes_reach_the_disk_before_current_flips() {
     let m2 = tmp.path().join("m2.json");
     std::fs::write(&m2, manifest_json(true, &[0xc3; 48]).to_string()).unwrap();
     let trace = tmp.path().join("strace.txt");
-    let mut child = Command::new(strace)
+    let command = Command::new(strace)
         .args([
             "-f",
             "-qq",
@@ -311,11 +334,12 @@ async fn state_writes_reach_the_disk_before_current_flips() {
         .arg(&platform.anchor)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn();
+    // killing strace would leave its tracee running: Reaped kills both
+    let mut traced = Reaped { child: command.unwrap() };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut log = String::new();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut stderr = std::io::BufReader::new(traced.child.stderr.take().unwrap());
     while !log.contains("coordinator listening") {
         assert!(Instant::now() < deadline, "no listening line: {log}");
         let mut line = String::new();
@@ -324,8 +348,21 @@ async fn state_writes_reach_the_disk_before_current_flips() {
         }
         log.push_str(&line);
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    let tracees = traced.grandchildren();
+    assert!(!tracees.is_empty(), "strace has no tracee");
+    drop(traced);
+    for pid in tracees {
+        // gone, or a zombie waiting for its new parent to reap it
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive() {
+            assert!(Instant::now() < deadline, "the traced coordinator {pid} outlived the test");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let trace = std::fs::read_to_string(&trace).unwrap();
     let s = state.to_str().unwrap();
     let events: Vec<&str> = trace.lines().filter(|l| l.contains(" = 0")).collect();

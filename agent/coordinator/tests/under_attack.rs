@@ -20,6 +20,11 @@ const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// The victim's address in pod b, next to the attacker's (PodPair::V4_B).
 const VICTIM: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 3);
 
+/// A coordinator with the standard manifest in `dir`/state, serving on loopback.
+async fn start_standard(dir: &std::path::Path, platform: &SimPlatform, limits: Limits) -> Running {
+    start(&dir.join("state"), Some(manifest(&manifest_json(true, &MEASUREMENT))), sim_config(platform), limits).await
+}
+
 fn target(running: &Running) -> SocketAddr {
     running.url.trim_start_matches("https://").parse().expect("loopback address")
 }
@@ -119,13 +124,7 @@ async fn silent_idle_and_http2_connections_do_not_stay() {
         max_connections_per_source: 4,
         ..Limits::default()
     };
-    let running = start(
-        &tmp.path().join("state"),
-        Some(manifest(&manifest_json(true, &MEASUREMENT))),
-        sim_config(&platform),
-        limits,
-    )
-    .await;
+    let running = start_standard(tmp.path(), &platform, limits).await;
     let addr = target(&running);
     let connector = flood::connector(&running.root_pem);
 
@@ -188,13 +187,7 @@ async fn a_saturated_verification_pool_answers_503_with_retry_after() {
     let tmp = tempfile::tempdir().unwrap();
     let platform = SimPlatform::new(tmp.path());
     let limits = Limits { verify_workers: 1, verify_queue: 1, ..Limits::default() };
-    let running = start(
-        &tmp.path().join("state"),
-        Some(manifest(&manifest_json(true, &MEASUREMENT))),
-        sim_config(&platform),
-        limits,
-    )
-    .await;
+    let running = start_standard(tmp.path(), &platform, limits).await;
     let client = Arc::new(running.client());
     let guest = Arc::new(platform.guest(MEASUREMENT, WEB_HOST_DATA));
     let workload = Arc::new(Workload::new());
