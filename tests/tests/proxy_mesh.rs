@@ -601,3 +601,61 @@ fn egress_rejects_a_resumed_session_whose_server_certificate_expired() {
         "the second connection must have resumed (else the test proves nothing): {metrics}"
     );
 }
+
+#[test]
+fn ingress_allow_list_admits_only_the_identities_it_names() {
+    let t = podmesh_tests::skip_unless_root!();
+    let pods = PodPair::new(&t).unwrap();
+    let ca = TestMesh::new().unwrap();
+    let server_id = ca.issue("server", &["10.99.0.2", "fd99::2"], DAY).unwrap();
+    let frontend = ca.issue("frontend", &["10.99.0.1", "frontend.mesh"], DAY).unwrap();
+    let backend = ca.issue("backend", &["10.99.0.1", "spiffe://mesh/backend"], DAY).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    server_id.write_tls_dir(dir.path()).unwrap();
+    const OPEN: u16 = 8081;
+    let app = App::start(&pods.b, &[MTLS_APP, OPEN]).unwrap();
+    let allow = vec!["frontend.mesh".to_string(), "spiffe://mesh/ops".to_string()];
+    let plan = Plan {
+        ingress: Some(IngressPlan { mtls: vec![("web".into(), MTLS_APP, allow)], ..IngressPlan::default() }),
+        egress: vec![],
+        admin_port: Some(ADMIN),
+    };
+    firewall::deny::install(Some(pods.b.name())).unwrap();
+    let _proxy = Proxy::start(&pods.b, plan, test_options(dir.path())).unwrap();
+    let config = |id: &Identity| client_config(&server_id.mesh_ca_pem, Some((&id.chain_pem, &id.key_pem))).unwrap();
+    let (front, back) = (config(&frontend), config(&backend));
+    // A port without a list takes any mesh certificate. (Each client now holds a session
+    // ticket for the pod's addresses, which it offers to the listed port below.)
+    for (who, c) in [("backend", &back), ("frontend", &front)] {
+        for ip in [v4b(), v6b()] {
+            let o = tls_exchange(&pods.a, addr(ip, OPEN), c.clone()).unwrap();
+            assert_eq!(o.first_line.as_deref(), Ok("port=8081"), "{who} to the port without a list via {ip}");
+        }
+    }
+    assert_eq!(app.count(), 4);
+    // The listed identity gets the app's answer, the last time on a resumed session.
+    for ip in [v4b(), v6b(), v4b()] {
+        let o = tls_exchange(&pods.a, addr(ip, MTLS_APP), front.clone()).unwrap();
+        assert_eq!(o.first_line.as_deref(), Ok("port=8080"), "frontend to the listed port via {ip}");
+    }
+    assert_eq!(app.count(), 7);
+    // Another mesh identity (with a ticket from the open port): an alert, and the app sees nothing.
+    for ip in [v4b(), v6b()] {
+        let o = tls_exchange(&pods.a, addr(ip, MTLS_APP), back.clone()).unwrap();
+        let err = o.first_line.expect_err("backend must be refused");
+        assert!(err.contains("CertificateUnknown"), "backend via {ip}: want an alert, got {err}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.count(), 7, "the app saw a refused client");
+    let metrics = http_get(&pods.a, addr(v4b(), ADMIN), "/metrics");
+    for line in [
+        "podmesh_connection_failures_total{route=\"web\",kind=\"ingress_mtls\",reason=\"identity_refused\"} 2",
+        "podmesh_connection_failures_total{route=\"mtls\",kind=\"ingress_mtls\",reason=\"identity_refused\"} 0",
+        "podmesh_connections_proxied_total{route=\"web\",kind=\"ingress_mtls\"} 3",
+        "podmesh_tls_handshakes_total{route=\"web\",kind=\"ingress_mtls\",handshake=\"resumed\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+    let config = http_get(&pods.a, addr(v4b(), ADMIN), "/config");
+    assert!(config.contains("\"mtls\":[[\"web\",8080,[\"frontend.mesh\",\"spiffe://mesh/ops\"]]]"), "{config}");
+}
