@@ -196,6 +196,18 @@ fn egress(name: &str, listen: &str, host: IpAddr) -> EgressPlan {
     }
 }
 
+/// The peer's plan: egress to the pod's mTLS port over IPv4 and IPv6, default identity check.
+fn peer_plan() -> Plan {
+    Plan {
+        ingress: None,
+        egress: vec![
+            egress("pod-v4", "127.0.0.2:7081", POD_V4.into()),
+            egress("pod-v6", "127.0.0.3:7081", POD_V6.into()),
+        ],
+        admin_port: None,
+    }
+}
+
 fn start(t: &Test) -> Mesh {
     let net = Net::new(t);
     let ca = TestMesh::new().unwrap();
@@ -218,15 +230,7 @@ fn start(t: &Test) -> Mesh {
         admin_port: Some(ADMIN),
     };
     let pod_proxy = Proxy::start(&net.pod, plan, test_options(pod_dir.path())).unwrap();
-    let plan = Plan {
-        ingress: None,
-        egress: vec![
-            egress("pod-v4", "127.0.0.2:7081", POD_V4.into()),
-            egress("pod-v6", "127.0.0.3:7081", POD_V6.into()),
-        ],
-        admin_port: None,
-    };
-    let peer_proxy = Proxy::start(&net.peer, plan, test_options(peer_dir.path())).unwrap();
+    let peer_proxy = Proxy::start(&net.peer, peer_plan(), test_options(peer_dir.path())).unwrap();
     Mesh { net, pod_id, app, sink, _proxies: (pod_proxy, peer_proxy), _dirs: (pod_dir, peer_dir) }
 }
 
@@ -446,15 +450,7 @@ fn egress_refuses_a_mesh_pod_the_host_redirects_to() {
     let ingress_only = || Plan { ingress: Some(IngressPlan::default()), egress: vec![], admin_port: None };
     let _b = Proxy::start(&net.pod, ingress_only(), test_options(dirs[1].path())).unwrap();
     let _c = Proxy::start(&net.sink, ingress_only(), test_options(dirs[2].path())).unwrap();
-    let plan = Plan {
-        ingress: None,
-        egress: vec![
-            egress("pod-v4", "127.0.0.2:7081", POD_V4.into()),
-            egress("pod-v6", "127.0.0.3:7081", POD_V6.into()),
-        ],
-        admin_port: None,
-    };
-    let _a = Proxy::start(&net.peer, plan, test_options(dirs[0].path())).unwrap();
+    let _a = Proxy::start(&net.peer, peer_plan(), test_options(dirs[0].path())).unwrap();
     for listen in ["127.0.0.2:7081", "127.0.0.3:7081"] {
         assert_eq!(sends_secret(&net.peer, listen).as_deref(), Ok("port=8081"), "A to B via {listen}");
     }
