@@ -1,5 +1,6 @@
 //! The mesh config grammar and its sources (env-file, kernel command line): never panics,
-//! and whatever parses renders back to text that parses to the same configuration.
+//! and whatever parses renders back to text that parses to the same configuration
+//! (including the identity extensions: `#mtls#id1|id2`, `#any`, egress identities).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
     let sources = Sources { env_file: input("/fuzz.env", text), cmdline: input("/fuzz/cmdline", text), ..Sources::default() };
     let Ok(resolved) = sources.resolve() else { return };
     let Ok(Some(cfg)) = config::parse(&resolved) else { return };
+    // The identity rules in words (config check, /config) exist for whatever parses.
+    let plan = mesh::proxy::Plan::from_config(&cfg);
+    let _ = (plan.identity_rules(), plan.identity_warnings());
     let rendered = cfg.to_string();
     let again = Sources { env_file: input("/rendered.env", &rendered), ..Sources::default() };
     let reparsed = config::parse(&again.resolve().expect("rendered env-file resolves")).expect("rendered config parses");

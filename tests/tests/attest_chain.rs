@@ -113,8 +113,9 @@ fn attest_then_mesh_proxy_serves_mtls_between_two_pods() {
     let tsm_a = cl.boot(&cl.pods.a, "a", HOSTDATA_A, &[]).unwrap();
     let tsm_b = cl.mount_tsm("b", HOSTDATA_B, MEASUREMENT, &[]).unwrap();
     let (dir_a, dir_b) = (cl.path("tls-a"), cl.path("tls-b"));
-    // Pod a has a mesh: ingress port 8081 plaintext, every other port mTLS.
-    let ingress = "plain#8081#true";
+    // Pod a has a mesh: ingress port 8081 plaintext, 8080 mTLS for pod-b's SPIFFE ID (which
+    // the coordinator adds to every certificate), every other port mTLS.
+    let ingress = "plain#8081#true##app#8080#mtls#spiffe://podmesh/pod-b";
     let mut cmd_a = cl.attest_command(&cl.pods.a, 1, &tsm_a.root, &dir_a, &[]).unwrap();
     let mut att_a = cl.spawn_attest(cmd_a.arg("--no-dbus").env("CONTRAST_INGRESS_PROXY_CONFIG", ingress), "a").unwrap();
     let mut att_b = cl.start_attest(&cl.pods.b, 2, &tsm_b.root, &dir_b, "b", &[]).unwrap();
@@ -143,5 +144,8 @@ fn attest_then_mesh_proxy_serves_mtls_between_two_pods() {
     assert_eq!(reply.as_deref(), Ok("hello from app:8080"), "proxy log: {}", proxy.log_text());
     let anon = mtls_request(&cl.pods.b, target, "pod-a", &mesh_ca_b, None);
     assert!(anon.is_err(), "the proxy served a client without a mesh certificate: {anon:?}");
+    // Another attested workload of the same mesh is not on 8080's list.
+    let other = mtls_request(&cl.pods.b, target, "pod-a", &mesh_ca_b, Some(&dir_a));
+    assert!(other.is_err(), "the proxy served pod-a's identity on a port for pod-b only: {other:?}");
     proxy.terminate(Duration::from_secs(5));
 }

@@ -119,10 +119,15 @@ impl Net {
 
     /// The host rewrites the destination of the peer's SYNs for the pod's mTLS port.
     fn dnat_peer_to_foreign(&self) {
+        self.dnat_peer_to(FOREIGN_V4, FOREIGN_V6);
+    }
+
+    /// The host rewrites the destination of the peer's SYNs for the pod's mTLS port to `v4`/`v6`.
+    fn dnat_peer_to(&self, v4: Ipv4Addr, v6: Ipv6Addr) {
         let rules = format!(
             "table inet hostnat {{ chain pre {{ type nat hook prerouting priority dstnat; \
-             iifname \"h1\" ip daddr {POD_V4} tcp dport {MTLS} dnat ip to {FOREIGN_V4}; \
-             iifname \"h1\" ip6 daddr {POD_V6} tcp dport {MTLS} dnat ip6 to [{FOREIGN_V6}]; }}; }}"
+             iifname \"h1\" ip daddr {POD_V4} tcp dport {MTLS} dnat ip to {v4}; \
+             iifname \"h1\" ip6 daddr {POD_V6} tcp dport {MTLS} dnat ip6 to [{v6}]; }}; }}"
         );
         self.host.exec(&["nft", &rules]).unwrap();
     }
@@ -187,7 +192,19 @@ fn egress(name: &str, listen: &str, host: IpAddr) -> EgressPlan {
         listen: listen.parse().unwrap(),
         remote_host: host.to_string(),
         remote_port: MTLS,
-        strict: false,
+        identity: Default::default(),
+    }
+}
+
+/// The peer's plan: egress to the pod's mTLS port over IPv4 and IPv6, default identity check.
+fn peer_plan() -> Plan {
+    Plan {
+        ingress: None,
+        egress: vec![
+            egress("pod-v4", "127.0.0.2:7081", POD_V4.into()),
+            egress("pod-v6", "127.0.0.3:7081", POD_V6.into()),
+        ],
+        admin_port: None,
     }
 }
 
@@ -203,20 +220,17 @@ fn start(t: &Test) -> Mesh {
     let sink = Sink::start(&net.sink, &[TLS_ONLY, MTLS]);
     firewall::deny::install(Some(net.pod.name())).unwrap();
     let plan = Plan {
-        ingress: Some(IngressPlan { plaintext: vec![], tls_only: vec![("web".into(), TLS_ONLY)], udp: vec![] }),
+        ingress: Some(IngressPlan {
+            plaintext: vec![],
+            tls_only: vec![("web".into(), TLS_ONLY)],
+            udp: vec![],
+            mtls: vec![],
+        }),
         egress: vec![],
         admin_port: Some(ADMIN),
     };
     let pod_proxy = Proxy::start(&net.pod, plan, test_options(pod_dir.path())).unwrap();
-    let plan = Plan {
-        ingress: None,
-        egress: vec![
-            egress("pod-v4", "127.0.0.2:7081", POD_V4.into()),
-            egress("pod-v6", "127.0.0.3:7081", POD_V6.into()),
-        ],
-        admin_port: None,
-    };
-    let peer_proxy = Proxy::start(&net.peer, plan, test_options(peer_dir.path())).unwrap();
+    let peer_proxy = Proxy::start(&net.peer, peer_plan(), test_options(peer_dir.path())).unwrap();
     Mesh { net, pod_id, app, sink, _proxies: (pod_proxy, peer_proxy), _dirs: (pod_dir, peer_dir) }
 }
 
@@ -245,21 +259,24 @@ fn host_sends_secret(m: &Mesh, to: SocketAddr, name: IpAddr) -> Result<String, (
 /// From the peer, through its egress listener `listen`: the first line back, after sending
 /// [`SECRET`] (or the error).
 fn peer_sends_secret(m: &Mesh, listen: &str) -> Result<String, String> {
+    sends_secret(&m.net.peer, listen)
+}
+
+/// From `from`, through its egress listener `listen`: as [`peer_sends_secret`].
+fn sends_secret(from: &Pod, listen: &str) -> Result<String, String> {
     let listen: SocketAddr = listen.parse().unwrap();
-    m.net
-        .peer
-        .in_netns(move || {
-            let mut s = TcpStream::connect(listen).map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let _ = s.write_all(SECRET);
-            let mut line = String::new();
-            match BufReader::new(&mut s).read_line(&mut line) {
-                Ok(0) => Err("EOF".to_string()),
-                Ok(_) => Ok(line.trim_end().to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        })
-        .unwrap()
+    from.in_netns(move || {
+        let mut s = TcpStream::connect(listen).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(SECRET);
+        let mut line = String::new();
+        match BufReader::new(&mut s).read_line(&mut line) {
+            Ok(0) => Err("EOF".to_string()),
+            Ok(_) => Ok(line.trim_end().to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .unwrap()
 }
 
 fn metrics(m: &Mesh) -> String {
@@ -402,6 +419,53 @@ fn ingress_refuses_a_foreign_destination_even_without_the_fib_rule() {
     }
 }
 
+// ---- the host redirects egress to another mesh pod (issue #14) ----
+
+const SINK_V4: Ipv4Addr = Ipv4Addr::new(10, 98, 3, 1);
+const SINK_V6: Ipv6Addr = Ipv6Addr::new(0xfd98, 3, 0, 0, 0, 0, 0, 1);
+
+/// The host DNATs the peer's (A's) egress for the pod (B) to the sink (C), which runs
+/// podmesh with a genuine mesh certificate of another identity. A must refuse C in the
+/// handshake: C's app never sees a connection, let alone A's bytes.
+#[test]
+fn egress_refuses_a_mesh_pod_the_host_redirects_to() {
+    let t = podmesh_tests::skip_unless_root!();
+    let net = Net::new(&t);
+    let ca = TestMesh::new().unwrap();
+    let ids = [
+        ("peer", ["10.98.1.1", "fd98:1::1"]),
+        ("pod", ["10.98.2.1", "fd98:2::1"]),
+        ("sink", ["10.98.3.1", "fd98:3::1"]),
+    ];
+    let dirs: Vec<tempfile::TempDir> = ids
+        .iter()
+        .map(|(cn, sans)| {
+            let dir = tempfile::tempdir().unwrap();
+            ca.issue(cn, sans, DAY).unwrap().write_tls_dir(dir.path()).unwrap();
+            dir
+        })
+        .collect();
+    let b_app = App::start(&net.pod, &[MTLS]).unwrap();
+    let c_app = App::start(&net.sink, &[MTLS]).unwrap();
+    let ingress_only = || Plan { ingress: Some(IngressPlan::default()), egress: vec![], admin_port: None };
+    let _b = Proxy::start(&net.pod, ingress_only(), test_options(dirs[1].path())).unwrap();
+    let _c = Proxy::start(&net.sink, ingress_only(), test_options(dirs[2].path())).unwrap();
+    let _a = Proxy::start(&net.peer, peer_plan(), test_options(dirs[0].path())).unwrap();
+    for listen in ["127.0.0.2:7081", "127.0.0.3:7081"] {
+        assert_eq!(sends_secret(&net.peer, listen).as_deref(), Ok("port=8081"), "A to B via {listen}");
+    }
+    assert_eq!(b_app.count(), 2);
+    // C is reachable and a mesh member: the refusal below is about identity, nothing else.
+    net.dnat_peer_to(SINK_V4, SINK_V6);
+    for listen in ["127.0.0.2:7081", "127.0.0.3:7081"] {
+        let got = sends_secret(&net.peer, listen);
+        assert!(got.is_err(), "A's egress for B, redirected to C via {listen}: {got:?}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c_app.count(), 0, "C's app saw a connection meant for B");
+    assert_eq!(b_app.count(), 2);
+}
+
 // ---- no protocol but TCP ----
 
 const UDP_ECHO: u16 = 5353;
@@ -465,7 +529,7 @@ fn non_tcp_flows_stay_closed_after_readiness_unless_listed() {
     assert!(raw_ip_arrives(&pods.a, &pods.b, PodPair::V4_B), "control: raw IP without podmesh");
 
     let plan = |udp: Vec<(String, u16)>| Plan {
-        ingress: Some(IngressPlan { plaintext: vec![], tls_only: vec![], udp }),
+        ingress: Some(IngressPlan { udp, ..IngressPlan::default() }),
         egress: vec![],
         admin_port: None,
     };

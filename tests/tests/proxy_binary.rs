@@ -7,7 +7,7 @@ use podmesh_tests::{
     harness::{bin, clean_podmesh_env, Proc, Test},
     netns::{Pod, PodPair},
     proxy_certs::{Identity, TestMesh},
-    proxy_pods::App,
+    proxy_pods::{start_tls_server, App},
 };
 use std::{
     io::{Read, Write},
@@ -440,4 +440,68 @@ fn attest_does_not_open_the_pod_when_the_env_file_configures_the_mesh() {
         String::from_utf8_lossy(&out.stderr).contains("deny_removed")
             || String::from_utf8_lossy(&out.stderr).contains("deny table removed")
     );
+}
+
+/// `/etc/netns/<pod>/hosts`: what `ip netns exec` shows the pod's processes as /etc/hosts.
+struct NetnsHosts(PathBuf);
+
+impl NetnsHosts {
+    fn new(pod: &Pod, hosts: &str) -> Self {
+        let dir = Path::new("/etc/netns").join(pod.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts"), hosts).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for NetnsHosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn egress_to_a_dns_name_is_checked_against_the_name_not_the_address() {
+    let t = podmesh_tests::skip_unless_root!();
+    let pods = PodPair::new(&t).unwrap();
+    let ca = TestMesh::new().unwrap();
+    // The server at 10.99.0.2 is db.mesh.test, and its certificate says only that.
+    let db = ca.issue("db", &["db.mesh.test"], DAY).unwrap();
+    start_tls_server(&pods.b, 8443, &db.chain_pem, &db.key_pem).unwrap();
+    let _hosts = NetnsHosts::new(&pods.a, "10.99.0.2 db.mesh.test other.mesh.test\n");
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue("client", &["10.99.0.1"], DAY).unwrap().write_tls_dir(dir.path()).unwrap();
+    let egress = [
+        "db#127.0.0.2:7000#db.mesh.test:8443",
+        "other#127.0.0.2:7001#other.mesh.test:8443",
+        "ip#127.0.0.2:7002#10.99.0.2:8443#strict",
+        "lax#127.0.0.2:7003#other.mesh.test:8443#any",
+        "named#127.0.0.2:7004#10.99.0.2:8443#db.mesh.test",
+    ]
+    .join("##");
+    let mut proxy = spawn_proxy(
+        &pods.a,
+        dir.path(),
+        &[("CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED"), ("CONTRAST_EGRESS_PROXY_CONFIG", &egress)],
+        &dir.path().join("proxy.log"),
+    );
+    proxy.wait_for_log(READY, Duration::from_secs(20)).unwrap();
+    let at = |listen: &str| read_line(&pods.a, listen.parse().unwrap());
+    for listen in ["127.0.0.2:7000", "127.0.0.2:7003", "127.0.0.2:7004"] {
+        assert_eq!(at(listen).as_deref(), Ok("hello-from-tls\n"), "{listen}: {}", proxy.log_text());
+    }
+    for listen in ["127.0.0.2:7001", "127.0.0.2:7002"] {
+        assert!(at(listen).is_err(), "{listen} must refuse the server: {}", proxy.log_text());
+    }
+    proxy.wait_for_log("egress entry ip: peer certificate", Duration::from_secs(5)).unwrap();
+    let log = proxy.log_text();
+    for needle in [
+        "egress entry other: peer certificate with SANs [db.mesh.test] does not satisfy the rule (other.mesh.test as a SAN); add other.mesh.test to the server's manifest policy sans",
+        "egress entry ip: peer certificate with SANs [db.mesh.test] does not satisfy the rule (10.99.0.2 as a SAN)",
+        "egress entry lax: #any accepts any server of the mesh at other.mesh.test",
+        "egress entry db: server certificate of the mesh CA with db.mesh.test as a SAN",
+    ] {
+        assert!(log.contains(needle), "no {needle:?} in\n{log}");
+    }
+    assert_eq!(log.matches("identity_refused").count(), 2, "one line per refusal:\n{log}");
 }

@@ -5,7 +5,10 @@
 //! in front of small apps that record how their connections end. Real nft TPROXY, real TLS.
 
 #![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
-use mesh::proxy::{EgressPlan, IngressPlan, Plan};
+use mesh::{
+    config::EgressIdentity,
+    proxy::{EgressPlan, IngressPlan, Plan},
+};
 use podmesh_tests::{
     netns::{Pod, PodPair},
     proxy_certs::{Identity, TestMesh},
@@ -201,7 +204,7 @@ fn egress_truncation_by_the_remote_resets_the_app() {
         listen: listen.parse().unwrap(),
         remote_host: v4b().to_string(),
         remote_port: port,
-        strict: false,
+        identity: EgressIdentity::TargetHost,
     };
     let plan = Plan {
         ingress: None,
@@ -287,7 +290,7 @@ fn silent_connections_from_one_source_starve_neither_authenticated_clients_nor_e
             listen: "127.0.0.2:7000".parse().unwrap(),
             remote_host: "10.99.0.1".into(),
             remote_port: 8443,
-            strict: false,
+            identity: EgressIdentity::TargetHost,
         }],
         admin_port: Some(ADMIN),
     };
@@ -431,7 +434,8 @@ fn podmesh_pods_negotiate_hybrid_post_quantum_key_exchange_on_the_wire() {
             listen: "127.0.0.2:7000".parse().unwrap(),
             remote_host: "127.0.0.9".into(),
             remote_port: 9000,
-            strict: false,
+            // The relay's address is no SAN of the server; this test is about key exchange.
+            identity: EgressIdentity::Any,
         }],
         admin_port: None,
     };
@@ -487,7 +491,12 @@ fn classical_openssl_client_connects_by_default_and_is_refused_in_pq_only_mode()
     let dir = tls_dir(&c.server);
     let ca = dir.path().join("mesh-ca.pem");
     let plan = || Plan {
-        ingress: Some(IngressPlan { plaintext: vec![], tls_only: vec![("web".into(), 8443)], udp: vec![] }),
+        ingress: Some(IngressPlan {
+            plaintext: vec![],
+            tls_only: vec![("web".into(), 8443)],
+            udp: vec![],
+            mtls: vec![],
+        }),
         egress: vec![],
         admin_port: None,
     };

@@ -5,7 +5,10 @@
 //! hierarchy. Every test runs as root and skips visibly otherwise.
 
 #![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
-use mesh::proxy::{EgressPlan, IngressPlan, Plan};
+use mesh::{
+    config::EgressIdentity,
+    proxy::{EgressPlan, IngressPlan, Plan},
+};
 use podmesh_tests::{
     harness::Test,
     netns::{Pod, PodPair},
@@ -36,32 +39,34 @@ fn server_plan() -> Plan {
         ingress: Some(IngressPlan {
             plaintext: vec![("plain".into(), PLAIN_APP)],
             tls_only: vec![("web".into(), TLS_ONLY_APP)],
-            udp: vec![],
+            ..IngressPlan::default()
         }),
         egress: vec![],
         admin_port: Some(ADMIN),
     }
 }
 
-fn egress(name: &str, listen: &str, host: IpAddr, port: u16, strict: bool) -> EgressPlan {
+fn egress(name: &str, listen: &str, host: IpAddr, port: u16, identity: EgressIdentity) -> EgressPlan {
     EgressPlan {
         name: name.into(),
         listen: listen.parse().unwrap(),
         remote_host: host.to_string(),
         remote_port: port,
-        strict,
+        identity,
     }
 }
+
+const HOST: EgressIdentity = EgressIdentity::TargetHost;
 
 fn client_plan() -> Plan {
     Plan {
         ingress: None,
         egress: vec![
-            egress("app-v4", "127.0.0.2:7000", v4b(), MTLS_APP, false),
-            egress("app-v6", "127.0.0.3:7000", v6b(), MTLS_APP, false),
-            egress("sink-v4", "127.0.0.2:7090", v4b(), App::SINK_PORT, false),
-            egress("sink-v6", "127.0.0.3:7090", v6b(), App::SINK_PORT, false),
-            egress("strict-v4", "127.0.0.4:7000", v4b(), MTLS_APP, true),
+            egress("app-v4", "127.0.0.2:7000", v4b(), MTLS_APP, HOST),
+            egress("app-v6", "127.0.0.3:7000", v6b(), MTLS_APP, HOST),
+            egress("sink-v4", "127.0.0.2:7090", v4b(), App::SINK_PORT, HOST),
+            egress("sink-v6", "127.0.0.3:7090", v6b(), App::SINK_PORT, HOST),
+            egress("named-v4", "127.0.0.4:7000", v4b(), MTLS_APP, EgressIdentity::OneOf(vec!["server.mesh".into()])),
         ],
         admin_port: None,
     }
@@ -147,7 +152,7 @@ fn egress_to_ingress_mtls_round_trip_v4_and_v6() {
         assert_eq!(echo, b"hello through the mesh", "echo after half-close ({listen})");
     }
     assert_eq!(m.app.count(), 2);
-    // Strict entry: the server's certificate carries 10.99.0.2 as SAN, so strict passes.
+    // An entry naming the server's identity (a DNS SAN it carries) instead of its address.
     let (greeting, _) = egress_echo(&m.pods.a, "127.0.0.4:7000", b"x");
     assert_eq!(greeting, "port=8080");
 
@@ -242,35 +247,55 @@ fn tls_only_and_plaintext_ports_and_no_direct_listener_access() {
 }
 
 #[test]
-fn egress_refuses_servers_outside_the_mesh_and_strict_san_mismatch() {
+fn egress_checks_the_server_identity_by_default_and_refuses_servers_outside_the_mesh() {
     let t = podmesh_tests::skip_unless_root!();
     let pods = PodPair::new(&t).unwrap();
     let ca = TestMesh::new().unwrap();
     let other = TestMesh::new().unwrap();
     let client_id = ca.issue("client", &["10.99.0.1"], DAY).unwrap();
     let stranger = other.issue("stranger", &["10.99.0.2", "fd99::2"], DAY).unwrap();
-    let misnamed = ca.issue("misnamed", &["other.example"], DAY).unwrap();
+    // A genuine mesh server, but not the one at the entry's address: its SANs lack 10.99.0.2.
+    let misnamed = ca.issue("misnamed", &["other.example", "spiffe://mesh/other"], DAY).unwrap();
     start_tls_server(&pods.b, 8080, &stranger.chain_pem, &stranger.key_pem).unwrap();
     start_tls_server(&pods.b, 8081, &misnamed.chain_pem, &misnamed.key_pem).unwrap();
     let dir = tempfile::tempdir().unwrap();
     client_id.write_tls_dir(dir.path()).unwrap();
+    let ids = |ids: &[&str]| EgressIdentity::OneOf(ids.iter().map(|i| i.to_string()).collect());
     let plan = Plan {
         ingress: None,
         egress: vec![
-            egress("stranger-v4", "127.0.0.2:7000", v4b(), 8080, false),
-            egress("stranger-v6", "127.0.0.3:7000", v6b(), 8080, false),
-            egress("lenient", "127.0.0.2:7001", v4b(), 8081, false),
-            egress("strict", "127.0.0.2:7002", v4b(), 8081, true),
+            egress("stranger-v4", "127.0.0.2:7000", v4b(), 8080, EgressIdentity::Any),
+            egress("stranger-v6", "127.0.0.3:7000", v6b(), 8080, HOST),
+            egress("default", "127.0.0.2:7001", v4b(), 8081, HOST),
+            egress("any", "127.0.0.2:7002", v4b(), 8081, EgressIdentity::Any),
+            egress("named", "127.0.0.2:7003", v4b(), 8081, ids(&["spiffe://mesh/other"])),
+            egress("named-dns", "127.0.0.2:7004", v4b(), 8081, ids(&["nope", "OTHER.example"])),
+            egress("wrong-name", "127.0.0.2:7005", v4b(), 8081, ids(&["spiffe://mesh/billing", "other"])),
         ],
-        admin_port: None,
+        admin_port: Some(ADMIN),
     };
     let _proxy = Proxy::start(&pods.a, plan, test_options(dir.path())).unwrap();
-    for listen in ["127.0.0.2:7000", "127.0.0.3:7000", "127.0.0.2:7002"] {
+    for listen in ["127.0.0.2:7000", "127.0.0.3:7000", "127.0.0.2:7001", "127.0.0.2:7005"] {
         let got = read_line_from(&pods.a, listen.parse().unwrap()).unwrap();
         assert!(got.is_err(), "egress via {listen} must refuse the server, got {got:?}");
     }
-    let got = read_line_from(&pods.a, "127.0.0.2:7001".parse().unwrap()).unwrap();
-    assert_eq!(got.as_deref(), Ok("hello-from-tls"), "non-strict egress accepts any name under the mesh CA");
+    for listen in ["127.0.0.2:7002", "127.0.0.2:7003", "127.0.0.2:7004"] {
+        let got = read_line_from(&pods.a, listen.parse().unwrap()).unwrap();
+        assert_eq!(got.as_deref(), Ok("hello-from-tls"), "egress via {listen} accepts the server");
+    }
+    let metrics = http_get(&pods.a, addr("127.0.0.1".parse().unwrap(), ADMIN), "/metrics");
+    for (route, reason) in [
+        ("default", "identity_refused"),
+        ("wrong-name", "identity_refused"),
+        ("stranger-v4", "bad_certificate"),
+        ("stranger-v6", "bad_certificate"),
+    ] {
+        let line =
+            format!("podmesh_connection_failures_total{{route=\"{route}\",kind=\"egress\",reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "no {line} in\n{metrics}");
+    }
+    let config = http_get(&pods.a, addr("127.0.0.1".parse().unwrap(), ADMIN), "/config");
+    assert!(config.contains("\"check\":\"any\""), "/config shows the rules: {config}");
 }
 
 #[test]
@@ -560,7 +585,7 @@ fn egress_rejects_a_resumed_session_whose_server_certificate_expired() {
     client_id.write_tls_dir(dir.path()).unwrap();
     let plan = Plan {
         ingress: None,
-        egress: vec![egress("short", "127.0.0.2:7000", v4b(), 8080, false)],
+        egress: vec![egress("short", "127.0.0.2:7000", v4b(), 8080, HOST)],
         admin_port: Some(ADMIN),
     };
     let _proxy = Proxy::start(&pods.a, plan, test_options(dir.path())).unwrap();
@@ -575,4 +600,62 @@ fn egress_rejects_a_resumed_session_whose_server_certificate_expired() {
         metrics.contains(resumed),
         "the second connection must have resumed (else the test proves nothing): {metrics}"
     );
+}
+
+#[test]
+fn ingress_allow_list_admits_only_the_identities_it_names() {
+    let t = podmesh_tests::skip_unless_root!();
+    let pods = PodPair::new(&t).unwrap();
+    let ca = TestMesh::new().unwrap();
+    let server_id = ca.issue("server", &["10.99.0.2", "fd99::2"], DAY).unwrap();
+    let frontend = ca.issue("frontend", &["10.99.0.1", "frontend.mesh"], DAY).unwrap();
+    let backend = ca.issue("backend", &["10.99.0.1", "spiffe://mesh/backend"], DAY).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    server_id.write_tls_dir(dir.path()).unwrap();
+    const OPEN: u16 = 8081;
+    let app = App::start(&pods.b, &[MTLS_APP, OPEN]).unwrap();
+    let allow = vec!["frontend.mesh".to_string(), "spiffe://mesh/ops".to_string()];
+    let plan = Plan {
+        ingress: Some(IngressPlan { mtls: vec![("web".into(), MTLS_APP, allow)], ..IngressPlan::default() }),
+        egress: vec![],
+        admin_port: Some(ADMIN),
+    };
+    firewall::deny::install(Some(pods.b.name())).unwrap();
+    let _proxy = Proxy::start(&pods.b, plan, test_options(dir.path())).unwrap();
+    let config = |id: &Identity| client_config(&server_id.mesh_ca_pem, Some((&id.chain_pem, &id.key_pem))).unwrap();
+    let (front, back) = (config(&frontend), config(&backend));
+    // A port without a list takes any mesh certificate. (Each client now holds a session
+    // ticket for the pod's addresses, which it offers to the listed port below.)
+    for (who, c) in [("backend", &back), ("frontend", &front)] {
+        for ip in [v4b(), v6b()] {
+            let o = tls_exchange(&pods.a, addr(ip, OPEN), c.clone()).unwrap();
+            assert_eq!(o.first_line.as_deref(), Ok("port=8081"), "{who} to the port without a list via {ip}");
+        }
+    }
+    assert_eq!(app.count(), 4);
+    // The listed identity gets the app's answer, the last time on a resumed session.
+    for ip in [v4b(), v6b(), v4b()] {
+        let o = tls_exchange(&pods.a, addr(ip, MTLS_APP), front.clone()).unwrap();
+        assert_eq!(o.first_line.as_deref(), Ok("port=8080"), "frontend to the listed port via {ip}");
+    }
+    assert_eq!(app.count(), 7);
+    // Another mesh identity (with a ticket from the open port): an alert, and the app sees nothing.
+    for ip in [v4b(), v6b()] {
+        let o = tls_exchange(&pods.a, addr(ip, MTLS_APP), back.clone()).unwrap();
+        let err = o.first_line.expect_err("backend must be refused");
+        assert!(err.contains("CertificateUnknown"), "backend via {ip}: want an alert, got {err}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(app.count(), 7, "the app saw a refused client");
+    let metrics = http_get(&pods.a, addr(v4b(), ADMIN), "/metrics");
+    for line in [
+        "podmesh_connection_failures_total{route=\"web\",kind=\"ingress_mtls\",reason=\"identity_refused\"} 2",
+        "podmesh_connection_failures_total{route=\"mtls\",kind=\"ingress_mtls\",reason=\"identity_refused\"} 0",
+        "podmesh_connections_proxied_total{route=\"web\",kind=\"ingress_mtls\"} 3",
+        "podmesh_tls_handshakes_total{route=\"web\",kind=\"ingress_mtls\",handshake=\"resumed\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+    let config = http_get(&pods.a, addr(v4b(), ADMIN), "/config");
+    assert!(config.contains("\"mtls\":[[\"web\",8080,[\"frontend.mesh\",\"spiffe://mesh/ops\"]]]"), "{config}");
 }

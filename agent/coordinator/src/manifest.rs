@@ -26,8 +26,9 @@
 //!       "allow_debug": false
 //!     }
 //!   },
-//!   "policies": { "<HOSTDATA 64 hex | MRCONFIGID 96 hex>": { "name": "web", "sans": ["web", "10.0.0.7", "spiffe://mesh/web"] } },
-//!   "allow_simulated_tee": false
+//!   "policies": { "<HOSTDATA 64 hex | MRCONFIGID 96 hex>": { "name": "web", "sans": ["web", "10.0.0.7"] } },
+//!   "allow_simulated_tee": false,
+//!   "mesh_name": "prod.example"
 //! }
 //! ```
 //!
@@ -68,11 +69,20 @@
 //! A manifest fragment generated from the build's reference values (`reference-values.json`)
 //! must write every required field; values it cannot know (chip IDs, the host's TCB) are either
 //! set by the operator or written as `"any"`.
+//!
+//! Workload identity: every certificate carries its policy's `sans` and the URI SAN
+//! `spiffe://<mesh_name>/<policy name>` (the SPIFFE ID), so proxy rules can name workloads
+//! independently of their addresses. `mesh_name` is optional (default [`DEFAULT_MESH_NAME`]),
+//! a SPIFFE trust domain (lowercase letters, digits, `.`, `-`, `_`); policy names must be
+//! SPIFFE path segments (letters, digits, `.`, `-`, `_`).
 
 use pki::SubjectAltNames;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The trust domain of the SPIFFE IDs when the manifest names no `mesh_name`.
+pub const DEFAULT_MESH_NAME: &str = "podmesh";
 
 /// Intel TCB statuses from best to worst; a minimum accepts itself and everything before it.
 pub const TDX_TCB_STATUS_ORDER: &[&str] = &[
@@ -134,6 +144,10 @@ pub struct ManifestDoc {
     pub policies: BTreeMap<String, PolicyEntryDoc>,
     #[serde(default)]
     pub allow_simulated_tee: bool,
+    /// Trust domain of the workloads' SPIFFE IDs; absent = [`DEFAULT_MESH_NAME`] (and absent
+    /// from the canonical JSON, so manifests without it keep their hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,7 +301,15 @@ pub struct TdxReference {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub name: String,
+    /// The manifest's SANs plus the workload's SPIFFE ID.
     pub sans: SubjectAltNames,
+}
+
+/// SPIFFE ID characters: a trust domain takes lowercase letters, a path segment any case.
+fn spiffe_chars(s: &str, uppercase: bool) -> bool {
+    s.bytes().all(|b| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b) || (uppercase && b.is_ascii_uppercase())
+    })
 }
 
 fn hex_array<const N: usize>(name: &str, text: &str) -> Result<[u8; N], ManifestError> {
@@ -379,6 +401,11 @@ impl Manifest {
         if doc.policies.is_empty() {
             return Err(field("policies", "empty, so no workload could get a certificate"));
         }
+        let mesh_name = doc.mesh_name.as_deref().unwrap_or(DEFAULT_MESH_NAME);
+        if mesh_name.is_empty() || mesh_name.len() > 255 || !spiffe_chars(mesh_name, false) {
+            let why = format!("{mesh_name:?} is not a SPIFFE trust domain (1-255 of a-z 0-9 . - _)");
+            return Err(field("mesh_name", why));
+        }
         let mut policies = HashMap::new();
         let mut names = HashSet::new();
         for (key, entry) in &doc.policies {
@@ -398,7 +425,19 @@ impl Manifest {
             if !names.insert(entry.name.clone()) {
                 return Err(field(format!("{at}.name"), format!("name {:?} is used by another entry", entry.name)));
             }
-            let sans = SubjectAltNames::parse(&entry.sans).map_err(|e| field(format!("{at}.sans"), e.to_string()))?;
+            let mut sans =
+                SubjectAltNames::parse(&entry.sans).map_err(|e| field(format!("{at}.sans"), e.to_string()))?;
+            if [".", ".."].contains(&entry.name.as_str()) || !spiffe_chars(&entry.name, true) {
+                let why = format!(
+                    "{:?} cannot be the path of the SPIFFE ID spiffe://{mesh_name}/<name>: use letters, digits, . - _",
+                    entry.name
+                );
+                return Err(field(format!("{at}.name"), why));
+            }
+            let id = format!("spiffe://{mesh_name}/{}", entry.name);
+            if !sans.uris.contains(&id) {
+                sans.uris.push(id);
+            }
             if policies.insert(raw, Policy { name: entry.name.clone(), sans }).is_some() {
                 return Err(field(&at, "duplicate key (keys are case-insensitive hex)"));
             }
@@ -574,6 +613,33 @@ mod tests {
     fn with(mut v: serde_json::Value, f: impl FnOnce(&mut serde_json::Value)) -> Result<Manifest, ManifestError> {
         f(&mut v);
         Manifest::from_json(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn every_policy_carries_its_spiffe_id_under_the_mesh_name() {
+        let uris = |m: &Manifest, key: &str| m.policies[&hex::decode(key).unwrap()].sans.uris.clone();
+        let m = with(sample(), |_| {}).unwrap();
+        assert_eq!(uris(&m, &"11".repeat(32)), ["spiffe://podmesh/web"]);
+        assert_eq!(uris(&m, &"22".repeat(48)), ["spiffe://podmesh/db"]);
+        assert!(!m.canonical_json.contains("mesh_name"), "absent stays absent (the hash of old manifests holds)");
+        let m = with(sample(), |v| {
+            v["mesh_name"] = "prod.example".into();
+            v["policies"]["11".repeat(32)]["sans"] =
+                serde_json::json!(["spiffe://prod.example/web", "spiffe://other/x"]);
+        })
+        .unwrap();
+        assert_eq!(uris(&m, &"11".repeat(32)), ["spiffe://prod.example/web", "spiffe://other/x"], "no duplicate");
+        for (mesh, why) in
+            [("Prod", "not a SPIFFE trust domain"), ("", "not a SPIFFE trust domain"), ("a/b", "trust domain")]
+        {
+            let err = with(sample(), |v| v["mesh_name"] = mesh.into()).unwrap_err().to_string();
+            assert!(err.starts_with("manifest field mesh_name: ") && err.contains(why), "{err}");
+        }
+        let err = with(sample(), |v| v["policies"]["11".repeat(32)]["name"] = "my web".into()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("policies.{}.name: \"my web\" cannot be the path of the SPIFFE ID", "11".repeat(32))),
+            "{err}"
+        );
     }
 
     #[test]

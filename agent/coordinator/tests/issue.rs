@@ -52,6 +52,15 @@ fn leaf_only(chain_pem: &str) -> String {
     wire::pem::encode("CERTIFICATE", &chain[0])
 }
 
+/// The URI SANs of the leaf of `chain_pem`.
+fn uri_sans(chain_pem: &str) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let leaf = &wire::pem::certificates("chain", chain_pem).unwrap()[0];
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).unwrap();
+    let names = cert.subject_alternative_name().unwrap().map(|e| e.value.general_names.clone()).unwrap_or_default();
+    names.iter().filter_map(|n| if let GeneralName::URI(u) = n { Some(u.to_string()) } else { None }).collect()
+}
+
 fn expect_rejection(result: Result<impl std::fmt::Debug, ClientError>, reason: Reason) {
     match result {
         Err(ClientError::Rejected { reason: got, status, detail, .. }) => {
@@ -81,6 +90,8 @@ async fn issues_a_mesh_certificate_for_simulated_snp_evidence() {
     assert!(verifies(&issued.mesh_ca_pem, &issued.cert_chain_pem, Some("10.0.0.7")));
     assert!(verifies(&issued.root_ca_pem, &issued.cert_chain_pem, None));
     assert!(!verifies(&issued.mesh_ca_pem, &issued.cert_chain_pem, Some("db")));
+    // The SPIFFE ID under the default mesh name; the manifest lists it too: carried once.
+    assert_eq!(uri_sans(&issued.cert_chain_pem), ["spiffe://podmesh/web"]);
 
     let leaf = &wire::pem::certificates("chain", &issued.cert_chain_pem).unwrap()[0];
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).unwrap();
@@ -115,6 +126,7 @@ async fn issues_a_mesh_certificate_for_simulated_snp_evidence() {
     let issued = client.certificate(&request).await.expect("CSR issue");
     assert_eq!(issued.workload, "db");
     assert!(verifies(&issued.mesh_ca_pem, &issued.cert_chain_pem, Some("10.0.0.8")));
+    assert_eq!(uri_sans(&issued.cert_chain_pem), ["spiffe://podmesh/db"], "a SPIFFE ID the manifest did not list");
     running.stop().await;
 }
 

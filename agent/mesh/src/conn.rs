@@ -95,6 +95,30 @@ pub fn local_upstream(dest: SocketAddr, shared: &Shared) -> Result<tokio::net::T
     }
 }
 
+/// Counts a failed handshake on `route`; a peer refused by an identity rule also gets one
+/// journal line (info, at most one per second and route) with its SANs, the entry and the rule.
+pub fn handshake_failed(route: &Route, e: &std::io::Error, peer: &str) -> Failure {
+    let failure = Failure::of_handshake(e);
+    route.fail(failure);
+    let refused = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).and_then(crate::identity::Refused::of);
+    if let Some(r) = refused {
+        if let Some(suppressed) = route.log_allowed() {
+            tracing::info!(
+                PODMESH_EVENT = "identity_refused",
+                route = %route.name,
+                peer = %peer,
+                port = r.port.map(|p| p.to_string()).unwrap_or_default(),
+                sans = %r.sans.join(","),
+                rule = %r.rule,
+                suppressed,
+                "identity refused, peer {peer}: {r}{}",
+                if suppressed > 0 { format!(" ({suppressed} more since the last line)") } else { String::new() }
+            );
+        }
+    }
+    failure
+}
+
 /// Ends a proxied connection whose copy failed. The plaintext socket is reset (SO_LINGER 0)
 /// whatever the cause, so the app never reads an orderly end that the TLS peer did not send
 /// (the TLS side is dropped without close_notify, so its peer learns the same). A failure

@@ -1,4 +1,8 @@
 //! Egress: plaintext from the app on a 127.x address, mTLS originated to the remote.
+//!
+//! The remote must prove the identity its entry expects (by default: the target host as a
+//! SAN; see [`crate::identity`]) in the handshake, before any byte of the app is sent: a
+//! host that redirects the connection to another workload of the mesh gets an alert.
 
 use crate::{
     accept::{accept_loop, Gate},
@@ -18,8 +22,8 @@ pub struct Target {
     /// Host name or IP address of the remote (as configured).
     pub host: String,
     pub port: u16,
-    /// Also check the server's SAN against `host`.
-    pub strict: bool,
+    /// Index of the entry in the plan: its client configuration in [`crate::tls::TlsConfigs`].
+    pub entry: usize,
     /// TLS server name derived from `host`.
     pub server_name: ServerName<'static>,
 }
@@ -48,13 +52,18 @@ async fn handle(mut app: TcpStream, target: &Target, shared: &Shared, active: &A
         }
     };
     let current = shared.tls.borrow().clone();
-    let config = if target.strict { current.client_strict.clone() } else { current.client.clone() };
+    let Some(config) = current.egress_client(target.entry).cloned() else {
+        // Every entry of the plan has a configuration: a missing one is a bug, never a pass.
+        route.fail(Failure::Protocol);
+        tracing::error!("egress entry {} has no TLS configuration; connection refused", route.name);
+        return;
+    };
     let connector = tokio_rustls::TlsConnector::from(config);
     let handshake = connector.connect(target.server_name.clone(), copy::ReadAhead::new(remote));
     let mut tls = match tokio::time::timeout(shared.timeouts.handshake, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            route.fail(Failure::of_handshake(&e));
+            conn::handshake_failed(route, &e, &format!("{}:{}", target.host, target.port));
             tracing::debug!("egress handshake with {}:{} failed: {e}", target.host, target.port);
             return;
         }
@@ -67,8 +76,9 @@ async fn handle(mut app: TcpStream, target: &Target, shared: &Shared, active: &A
         // A resumed session presents no certificate: check the one it was issued to.
         let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
         let now = rustls_pki_types::UnixTime::now();
-        if let Err(e) = current.recheck_server(chain, &target.server_name, target.strict, now) {
-            route.fail(Failure::BadCertificate);
+        if let Err(e) = current.recheck_server(target.entry, chain, &target.server_name, now) {
+            let e = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+            conn::handshake_failed(route, &e, &format!("{}:{}", target.host, target.port));
             tracing::debug!("egress resumed session with {}:{} rejected: {e}", target.host, target.port);
             return;
         }

@@ -26,7 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// Which of the two ingress listeners this is.
 pub enum Listener {
     /// Client certificate required; serves every intercepted port not listed otherwise.
-    Mtls { route: Arc<Route> },
+    /// `mtls` entries have their own route (and, with an allow-list, their own TLS config).
+    Mtls { route: Arc<Route>, entries: Vec<(u16, Arc<Route>)> },
     /// `#false` entries: TLS without client certificate, one route per entry port.
     TlsOnly { routes: Vec<(u16, Arc<Route>)> },
 }
@@ -34,14 +35,16 @@ pub enum Listener {
 impl Listener {
     fn route_for(&self, port: u16) -> Option<&Arc<Route>> {
         match self {
-            Listener::Mtls { route } => Some(route),
+            Listener::Mtls { route, entries } => {
+                Some(entries.iter().find(|(p, _)| *p == port).map_or(route, |(_, r)| r))
+            }
             Listener::TlsOnly { routes } => routes.iter().find(|(p, _)| *p == port).map(|(_, r)| r),
         }
     }
 
     fn fallback(&self) -> Option<&Arc<Route>> {
         match self {
-            Listener::Mtls { route } => Some(route),
+            Listener::Mtls { route, .. } => Some(route),
             Listener::TlsOnly { routes } => routes.first().map(|(_, r)| r),
         }
     }
@@ -95,8 +98,9 @@ async fn handle(
     };
     let client = stream.peer_addr().ok();
     let current = shared.tls.borrow().clone();
+    // The original destination picks the port's rule before the ClientHello is read.
     let config = match kind {
-        Listener::Mtls { .. } => current.mtls_server.clone(),
+        Listener::Mtls { .. } => current.mtls_server_for(orig.port()).clone(),
         Listener::TlsOnly { .. } => current.tls_server.clone(),
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -104,7 +108,8 @@ async fn handle(
         match tokio::time::timeout(shared.timeouts.handshake, acceptor.accept(copy::ReadAhead::new(stream))).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                route.fail(Failure::of_handshake(&e));
+                let from = client.map_or_else(|| "?".to_string(), |a| a.to_string());
+                conn::handshake_failed(route, &e, &from);
                 tracing::debug!("ingress handshake for {orig} failed: {e}");
                 return;
             }
@@ -117,9 +122,12 @@ async fn handle(
     if resumed && matches!(kind, Listener::Mtls { .. }) {
         // A resumed session presents no certificate: check the one it was issued to.
         let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
-        if let Err(e) = current.recheck_client(chain, rustls_pki_types::UnixTime::now()) {
-            route.fail(Failure::BadCertificate);
-            tracing::debug!("ingress resumed session for {orig} rejected: {e}");
+        if let Err(e) = current.recheck_client(orig.port(), chain, rustls_pki_types::UnixTime::now()) {
+            let from = client.map_or_else(|| "?".to_string(), |a| a.to_string());
+            let e = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+            if conn::handshake_failed(route, &e, &from) != Failure::IdentityRefused {
+                tracing::debug!("ingress resumed session for {orig} rejected: {e}");
+            }
             return;
         }
     }

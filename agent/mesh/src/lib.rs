@@ -8,6 +8,8 @@
 //! - [`tls_dir`]: the tls dir contract (location, file names, atomic writes).
 //! - [`ingress`] / [`egress`]: TPROXY'd (m)TLS termination; mTLS origination from 127.x.
 //! - [`tls`] + [`reload`]: validated rustls configs from the tls dir, hot reloaded.
+//! - [`identity`]: who may talk to whom (ingress allow-lists, egress identity), checked in
+//!   the handshake.
 //! - [`accept`] + [`event_loops`]: the accept loop of every listener, run on one or more
 //!   single-threaded event loops.
 //! - [`copy`]: bidirectional copy with pooled buffers, half-close (only after close_notify) and idle timeout.
@@ -26,6 +28,7 @@ pub mod copy;
 pub mod egress;
 pub mod ephemeral_ports;
 pub mod event_loops;
+pub mod identity;
 pub mod ingress;
 pub mod lifecycle;
 pub mod limits;

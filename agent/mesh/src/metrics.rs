@@ -39,10 +39,13 @@ pub enum Failure {
     /// Ingress: over the budget of connections still in their TLS handshake (globally or
     /// for the client's source address), closed before reading a byte.
     HandshakeLimit,
+    /// The peer's certificate is of the mesh but names an identity the entry does not admit
+    /// (see [`crate::identity`]); refused in the handshake.
+    IdentityRefused,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 11] = [
+    pub const ALL: [Failure; 12] = [
         Failure::HandshakeTimeout,
         Failure::NoClientCert,
         Failure::BadCertificate,
@@ -54,6 +57,7 @@ impl Failure {
         Failure::NotLocal,
         Failure::Truncated,
         Failure::HandshakeLimit,
+        Failure::IdentityRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +73,7 @@ impl Failure {
             Failure::NotLocal => "not_local",
             Failure::Truncated => "truncated",
             Failure::HandshakeLimit => "handshake_limit",
+            Failure::IdentityRefused => "identity_refused",
         }
     }
 
@@ -76,6 +81,7 @@ impl Failure {
     pub fn of_handshake(e: &std::io::Error) -> Self {
         use rustls::Error;
         match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+            Some(e) if crate::identity::Refused::of(e).is_some() => Failure::IdentityRefused,
             Some(Error::NoCertificatesPresented) => Failure::NoClientCert,
             Some(Error::InvalidCertificate(_)) => Failure::BadCertificate,
             Some(Error::AlertReceived(rustls::AlertDescription::BadCertificate))
@@ -105,6 +111,10 @@ pub struct Route {
     pub handshakes_full: AtomicU64,
     pub handshakes_resumed: AtomicU64,
     failures: [AtomicU64; Failure::ALL.len()],
+    /// Rate limit of the route's `identity_refused` log lines: the second (since process
+    /// start) of the last line, and how many refusals went unlogged since.
+    log_second: AtomicU64,
+    log_suppressed: AtomicU64,
     /// Refused foreign destinations and how often, at most [`MAX_REFUSED`] distinct ones (the
     /// host picks them, so the list is bounded); the rest count as `other`.
     refused: Mutex<Vec<(Option<SocketAddr>, u64)>>,
@@ -126,6 +136,8 @@ impl Route {
             handshakes_full: AtomicU64::new(0),
             handshakes_resumed: AtomicU64::new(0),
             failures: Default::default(),
+            log_second: AtomicU64::new(0),
+            log_suppressed: AtomicU64::new(0),
             refused: Mutex::new(Vec::new()),
         }
     }
@@ -150,6 +162,25 @@ impl Route {
         let counter = if resumed { &self.handshakes_resumed } else { &self.handshakes_full };
         counter.fetch_add(1, Ordering::Relaxed);
         resumed
+    }
+
+    /// At most one line per second and route: `Some(n)` when this event may be logged, `n`
+    /// being the events left unlogged since the last line; `None` when it must not.
+    pub fn log_allowed(&self) -> Option<u64> {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        self.log_allowed_at(START.get_or_init(std::time::Instant::now).elapsed().as_secs() + 1)
+    }
+
+    fn log_allowed_at(&self, second: u64) -> Option<u64> {
+        let last = self.log_second.load(Ordering::Relaxed);
+        if last != second
+            && self.log_second.compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            Some(self.log_suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.log_suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
     }
 
     pub fn fail(&self, f: Failure) {
@@ -266,6 +297,16 @@ mod tests {
         assert!(text.contains("destination=\"other\"} 86"), "{text}");
         assert_eq!(text.matches("podmesh_ingress_refused_total{").count(), MAX_REFUSED + 1, "{text}");
         assert_eq!(r.failures(Failure::NotLocal), 103);
+    }
+
+    #[test]
+    fn log_lines_are_limited_to_one_per_second_and_count_the_rest() {
+        let r = Route::new("web", "ingress_mtls");
+        assert_eq!(r.log_allowed_at(1), Some(0));
+        assert_eq!((0..99).filter_map(|_| r.log_allowed_at(1)).count(), 0, "a burst in one second logs once");
+        assert_eq!(r.log_allowed_at(2), Some(99), "the next second logs and counts the suppressed");
+        assert_eq!(r.log_allowed_at(2), None);
+        assert!(r.log_allowed().is_some(), "the clock starts past second 2's line");
     }
 
     #[test]

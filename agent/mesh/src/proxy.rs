@@ -16,6 +16,10 @@ use crate::{
     reload::{Fingerprint, Reloader},
     sockopt, tls,
 };
+use crate::{
+    config::{EgressIdentity, IdentityRule},
+    identity::{EgressRule, IngressRule, Rules},
+};
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 /// Knobs of the proxy (flags of `podmesh proxy`).
@@ -112,6 +116,9 @@ pub struct IngressPlan {
     pub tls_only: Vec<(String, u16)>,
     /// `PODMESH_INGRESS_UDP`: UDP ports open to new inbound flows (all other non-TCP stays out).
     pub udp: Vec<(String, u16)>,
+    /// `#mtls` entries (podmesh extension): name, port, allowed identities (empty = any mesh
+    /// certificate). Served by the mTLS listener like every unlisted port.
+    pub mtls: Vec<(String, u16, Vec<String>)>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -120,7 +127,8 @@ pub struct EgressPlan {
     pub listen: SocketAddr,
     pub remote_host: String,
     pub remote_port: u16,
-    pub strict: bool,
+    /// What the server certificate must name (default: `remote_host`).
+    pub identity: EgressIdentity,
 }
 
 impl Plan {
@@ -135,6 +143,7 @@ impl Plan {
                     match e.mode {
                         IngressMode::Plaintext => plan.plaintext.push((e.name.clone(), e.port)),
                         IngressMode::TlsOnly => plan.tls_only.push((e.name.clone(), e.port)),
+                        IngressMode::MutualTls => plan.mtls.push((e.name.clone(), e.port, e.allow.clone())),
                     }
                 }
                 plan.udp = config.ingress_udp.iter().map(|u| (u.name.clone(), u.port)).collect();
@@ -149,10 +158,45 @@ impl Plan {
                 listen: e.listen,
                 remote_host: e.remote_host.to_string(),
                 remote_port: e.remote_port,
-                strict: e.strict,
+                identity: e.identity.clone(),
             })
             .collect();
         Self { ingress, egress, admin_port: config.admin_port }
+    }
+
+    /// The identity rules the TLS configurations enforce.
+    pub fn rules(&self) -> Rules {
+        let ingress = self
+            .ingress
+            .iter()
+            .flat_map(|i| &i.mtls)
+            .filter(|(_, _, allow)| !allow.is_empty())
+            .map(|(entry, port, allow)| IngressRule { entry: entry.clone(), port: *port, allow: allow.clone() })
+            .collect();
+        let egress = self
+            .egress
+            .iter()
+            .map(|e| EgressRule { entry: e.name.clone(), host: e.remote_host.clone(), identity: e.identity.clone() })
+            .collect();
+        Rules { ingress, egress }
+    }
+
+    /// Warnings about identity settings (`#any` egress entries), for the config check and startup.
+    pub fn identity_warnings(&self) -> Vec<String> {
+        let any = self.egress.iter().filter(|e| e.identity == EgressIdentity::Any);
+        any.map(|e| crate::config::any_warning(&e.name, &e.remote_host)).collect()
+    }
+
+    /// Who may connect to each intercepted port and whom each egress entry may reach, in
+    /// words: what `podmesh config check`, the proxy's start and `/config` show.
+    pub fn identity_rules(&self) -> Vec<IdentityRule> {
+        let mut rules = Vec::new();
+        if let Some(i) = &self.ingress {
+            rules.extend(i.mtls.iter().map(|(n, p, allow)| IdentityRule::ingress(Some(n), Some(*p), allow)));
+            rules.push(IdentityRule::ingress(None, None, &[]));
+        }
+        rules.extend(self.egress.iter().map(|e| IdentityRule::egress(&e.name, &e.remote_host, &e.identity)));
+        rules
     }
 }
 
@@ -215,7 +259,9 @@ impl Options {
             }
         }
         if let Some(ingress) = &plan.ingress {
-            for (name, port) in ingress.plaintext.iter().chain(&ingress.tls_only) {
+            let mtls = ingress.mtls.iter().map(|(name, port, _)| (name.clone(), *port));
+            for (name, port) in ingress.plaintext.iter().chain(&ingress.tls_only).cloned().chain(mtls) {
+                let (name, port) = (&name, &port);
                 if *port == self.mtls_port || *port == self.tls_port {
                     return bad(format!("ingress entry {name}: port {port} is a proxy listener port"));
                 }
@@ -288,11 +334,18 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
         .flat_map(|i| &i.tls_only)
         .map(|(name, port)| (*port, Arc::new(Route::new(name.clone(), "ingress_tls"))))
         .collect();
+    let mtls_routes: Vec<(u16, Arc<Route>)> = plan
+        .ingress
+        .iter()
+        .flat_map(|i| &i.mtls)
+        .map(|(name, port, _)| (*port, Arc::new(Route::new(name.clone(), "ingress_mtls"))))
+        .collect();
     let egress_routes: Vec<Arc<Route>> =
         plan.egress.iter().map(|e| Arc::new(Route::new(e.name.clone(), "egress"))).collect();
     let mut all_routes = Vec::new();
     if plan.ingress.is_some() {
         all_routes.push(mtls_route.clone());
+        all_routes.extend(mtls_routes.iter().map(|(_, r)| r.clone()));
         all_routes.extend(tls_routes.iter().map(|(_, r)| r.clone()));
     }
     all_routes.extend(egress_routes.iter().cloned());
@@ -310,11 +363,20 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
         tasks.spawn(async move { admin::serve(listener, state, async move { limits.stopped().await }).await });
     }
 
+    // Who may talk to whom: said once at startup, enforced by the TLS configurations.
+    for rule in plan.identity_rules() {
+        tracing::info!(PODMESH_EVENT = "identity_rule", "{rule}");
+    }
+    for warning in plan.identity_warnings() {
+        tracing::warn!(PODMESH_EVENT = "egress_identity_any", "{warning}");
+    }
+    let rules = Arc::new(plan.rules());
+
     // TLS material: loaded and verified before anything can accept a connection.
-    let (dir, policy) = (opts.tls_dir.clone(), opts.tls.clone());
+    let (dir, policy, r) = (opts.tls_dir.clone(), opts.tls.clone(), rules.clone());
     let (seen, configs) = tokio::task::spawn_blocking(move || {
         let seen = Fingerprint::of(&dir);
-        (seen, tls::TlsConfigs::load(&dir, rustls_pki_types::UnixTime::now(), &policy))
+        (seen, tls::TlsConfigs::load(&dir, rustls_pki_types::UnixTime::now(), &policy, &r))
     })
     .await
     .map_err(|e| ProxyError::Task(e.to_string()))?;
@@ -325,7 +387,7 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
         opts.tls_dir.display(),
         configs.summary
     );
-    let (reloader, tls_watch) = Reloader::new(opts.tls_dir.clone(), seen, opts.tls.clone(), configs);
+    let (reloader, tls_watch) = Reloader::new(opts.tls_dir.clone(), seen, opts.tls.clone(), rules, configs);
     drop(tls_token);
 
     let mut own_ports = vec![opts.mtls_port, opts.tls_port];
@@ -354,7 +416,11 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
     };
     let mut services = Vec::new();
     if plan.ingress.is_some() {
-        services.push(ingress_service(opts.mtls_port, "mTLS", ingress::Listener::Mtls { route: mtls_route.clone() })?);
+        services.push(ingress_service(
+            opts.mtls_port,
+            "mTLS",
+            ingress::Listener::Mtls { route: mtls_route.clone(), entries: mtls_routes.clone() },
+        )?);
         if !tls_routes.is_empty() {
             services.push(ingress_service(
                 opts.tls_port,
@@ -363,7 +429,7 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
             )?);
         }
     }
-    for (entry, route) in plan.egress.iter().zip(&egress_routes) {
+    for (index, (entry, route)) in plan.egress.iter().zip(&egress_routes).enumerate() {
         let what = format!("egress entry {} listener on {}", entry.name, entry.listen);
         let server_name = tls::server_name(&entry.remote_host)
             .map_err(|source| ProxyError::Egress { name: entry.name.clone(), source })?;
@@ -371,7 +437,7 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
         let target = Arc::new(egress::Target {
             host: entry.remote_host.clone(),
             port: entry.remote_port,
-            strict: entry.strict,
+            entry: index,
             server_name,
         });
         let (sh, route) = (shared.clone(), route.clone());

@@ -8,7 +8,10 @@
 //! never notice either way. The files of a renewal land one by one, so a half-written set
 //! (new certificate, old key) is rejected once and picked up at the next change.
 
-use crate::tls::{TlsConfigs, TlsPolicy, CHAIN_FILE, KEY_FILE, MESH_CA_FILE};
+use crate::{
+    identity::Rules,
+    tls::{TlsConfigs, TlsPolicy, CHAIN_FILE, KEY_FILE, MESH_CA_FILE},
+};
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
@@ -40,15 +43,23 @@ pub struct Reloader {
     dir: PathBuf,
     seen: Fingerprint,
     policy: TlsPolicy,
+    /// The identity rules every rebuilt configuration carries.
+    rules: Arc<Rules>,
     tx: watch::Sender<Arc<TlsConfigs>>,
 }
 
 impl Reloader {
     /// Starts from material already loaded from `dir` (fingerprint taken before loading, so
     /// a change during the load is noticed at the first poll).
-    pub fn new(dir: PathBuf, seen: Fingerprint, policy: TlsPolicy, initial: TlsConfigs) -> (Self, TlsWatch) {
+    pub fn new(
+        dir: PathBuf,
+        seen: Fingerprint,
+        policy: TlsPolicy,
+        rules: Arc<Rules>,
+        initial: TlsConfigs,
+    ) -> (Self, TlsWatch) {
         let (tx, rx) = watch::channel(Arc::new(initial));
-        (Self { dir, seen, policy, tx }, rx)
+        (Self { dir, seen, policy, rules, tx }, rx)
     }
 
     /// One poll: reload when the files changed. Returns whether new material was published.
@@ -58,7 +69,7 @@ impl Reloader {
             return false;
         }
         self.seen = now;
-        match TlsConfigs::load(&self.dir, rustls_pki_types::UnixTime::now(), &self.policy) {
+        match TlsConfigs::load(&self.dir, rustls_pki_types::UnixTime::now(), &self.policy, &self.rules) {
             Ok(configs) => {
                 tracing::info!(PODMESH_EVENT = "tls_reloaded", dir = %self.dir.display(), "new TLS material from {} in use for new handshakes ({})", self.dir.display(), configs.summary);
                 self.tx.send_replace(Arc::new(configs));

@@ -3,9 +3,10 @@
 //! The tls dir holds `mesh-ca.pem` (trust anchor of the mesh), `certChain.pem` (our mesh
 //! certificate followed by the intermediate CA) and `key.pem`. Loading validates everything
 //! a peer will check: the key matches the certificate, and the chain verifies against the
-//! mesh CA both as a client certificate and as a server certificate. Only then are the four
-//! configurations built: mTLS server, TLS-only server, and the egress client (lenient or
-//! strict about the server's name).
+//! mesh CA both as a client certificate and as a server certificate. Only then are the
+//! configurations built: the mTLS server (plus one per ingress `mtls` entry with an
+//! allow-list), the TLS-only server, and one egress client per egress entry, each checking
+//! the peer's identity in the handshake (see [`crate::identity`]).
 //!
 //! Protocols: TLS 1.3 and TLS 1.2 with ECDHE + AEAD suites only; AES-GCM first (AES-NI),
 //! X25519MLKEM768 first ([`KeyExchange`]). Servers issue stateless tickets and clients keep
@@ -19,18 +20,17 @@
 //! server side (enforced in [`BoundedTicketer`], not just advertised), every reload of the
 //! material brings a new ticket key (a new mesh CA never honours old tickets), and the
 //! ingress re-verifies the remembered client chain of a resumed session against the current
-//! mesh CA at the current time ([`TlsConfigs::recheck_client`]), so an expired or foreign
-//! certificate cannot ride on a ticket; egress does the same for the server's chain
-//! ([`TlsConfigs::recheck_server`]).
+//! mesh CA at the current time and against the port's allow-list
+//! ([`TlsConfigs::recheck_client`]), so an expired, foreign or no longer admitted certificate
+//! cannot ride on a ticket; egress does the same for the server's chain and the entry's
+//! identity rule ([`TlsConfigs::recheck_server`]).
 
+use crate::identity::{AllowListVerifier, EgressIdentity, EgressRule, EgressVerifier, Rules};
 use rustls::{
-    client::{
-        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-        WebPkiServerVerifier,
-    },
+    client::{danger::ServerCertVerifier, WebPkiServerVerifier},
     crypto::{aws_lc_rs, CryptoProvider},
     server::{danger::ClientCertVerifier, WebPkiClientVerifier},
-    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+    ClientConfig, RootCertStore, ServerConfig,
 };
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::{
@@ -248,29 +248,34 @@ fn certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsErr
 
 /// The validated configurations every handshake borrows (published on a watch channel).
 pub struct TlsConfigs {
-    /// Ingress, client certificate required (chain to the mesh CA).
+    /// Ingress, client certificate required (chain to the mesh CA), any identity.
     pub mtls_server: Arc<ServerConfig>,
+    /// Ingress `mtls` entries with an allow-list: port, configuration, its verifier.
+    mtls_ports: Vec<(u16, Arc<ServerConfig>, Arc<dyn ClientCertVerifier>)>,
     /// Ingress `#false` entries: no client certificate.
     pub tls_server: Arc<ServerConfig>,
-    /// Egress: verifies the server's chain against the mesh CA, ignores its name.
-    pub client: Arc<ClientConfig>,
-    /// Egress strict mode: also checks the server's SAN against the remote host.
-    pub client_strict: Arc<ClientConfig>,
+    /// One per egress entry (plan order): configuration and its verifier.
+    egress: Vec<(Arc<ClientConfig>, Arc<dyn ServerCertVerifier>)>,
     /// Hex SHA-256-free identifier for logs: serial-ish prefix of the leaf DER length+tail.
     pub summary: String,
-    /// The verifiers of the handshakes, for re-checking resumed sessions.
+    /// The verifier of the ports without an allow-list, for re-checking resumed sessions.
     client_verifier: Arc<dyn ClientCertVerifier>,
-    server_verifier: Arc<WebPkiServerVerifier>,
 }
 
 impl TlsConfigs {
     /// Loads `dir`, validates the material at time `now`, and builds the configurations.
-    pub fn load(dir: &Path, now: UnixTime, policy: &TlsPolicy) -> Result<Self, TlsError> {
-        Self::from_material(dir, Material::read(dir)?, now, policy)
+    pub fn load(dir: &Path, now: UnixTime, policy: &TlsPolicy, rules: &Rules) -> Result<Self, TlsError> {
+        Self::from_material(dir, Material::read(dir)?, now, policy, rules)
     }
 
     /// Validates `m` (file names from `dir`, for messages) and builds the configurations.
-    pub fn from_material(dir: &Path, m: Material, now: UnixTime, policy: &TlsPolicy) -> Result<Self, TlsError> {
+    pub fn from_material(
+        dir: &Path,
+        m: Material,
+        now: UnixTime,
+        policy: &TlsPolicy,
+        rules: &Rules,
+    ) -> Result<Self, TlsError> {
         let provider = provider_with(policy.tls13_ciphers.as_deref(), policy.key_exchange);
         let versions = policy.key_exchange.versions();
         let ca_path = dir.join(MESH_CA_FILE);
@@ -297,11 +302,10 @@ impl TlsConfigs {
         let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|e| TlsError::BadCa { path: ca_path.clone(), reason: e.to_string() })?;
-        let strict_verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+        let server_verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|e| TlsError::BadCa { path: ca_path.clone(), reason: e.to_string() })?;
-        let lenient_verifier = Arc::new(AnyNameVerifier(strict_verifier.clone()));
-        let server_verifier = strict_verifier.clone();
+        let egress_verifier = |rule: EgressRule| EgressVerifier { inner: server_verifier.clone(), rule };
 
         // The peers run exactly these verifiers: check our own chain with them now.
         let (leaf, intermediates) =
@@ -315,7 +319,9 @@ impl TlsConfigs {
         client_verifier.verify_client_cert(leaf, intermediates, now).map_err(|e| untrusted("client", e))?;
         let any_name = ServerName::try_from("podmesh.invalid")
             .map_err(|e| TlsError::Config { what: "validation", reason: e.to_string() })?;
-        lenient_verifier
+        let any =
+            EgressRule { entry: "self-check".into(), host: "podmesh.invalid".into(), identity: EgressIdentity::Any };
+        egress_verifier(any)
             .verify_server_cert(leaf, intermediates, &any_name, &[], now)
             .map_err(|e| untrusted("server", e))?;
 
@@ -323,47 +329,64 @@ impl TlsConfigs {
         let r = policy.resumption;
         let (p, v) = (&provider, versions);
         let mtls_server = server_config(p, v, client_verifier.clone(), certified.clone(), r, "mTLS server")?;
+        let mut mtls_ports = Vec::with_capacity(rules.ingress.len());
+        for rule in &rules.ingress {
+            let port = rule.port;
+            let verifier: Arc<dyn ClientCertVerifier> =
+                Arc::new(AllowListVerifier { inner: client_verifier.clone(), rule: rule.clone() });
+            let config = server_config(p, v, verifier.clone(), certified.clone(), r, "mTLS server with allow-list")?;
+            mtls_ports.push((port, config, verifier));
+        }
         let tls_server =
             server_config(p, v, WebPkiClientVerifier::no_client_auth(), certified.clone(), r, "TLS server")?;
-        let client = client_config(p, v, lenient_verifier, &m, r, "egress client")?;
-        let client_strict = client_config(p, v, strict_verifier, &m, r, "strict egress client")?;
+        let mut egress = Vec::with_capacity(rules.egress.len());
+        for rule in &rules.egress {
+            let verifier: Arc<dyn ServerCertVerifier> = Arc::new(egress_verifier(rule.clone()));
+            egress.push((client_config(p, v, verifier.clone(), &m, r, "egress client")?, verifier));
+        }
 
         Ok(Self {
             mtls_server,
+            mtls_ports,
             tls_server,
-            client,
-            client_strict,
+            egress,
             summary: format!("{} certificate(s), leaf {} bytes", m.chain.len(), leaf.len()),
             client_verifier,
-            server_verifier,
         })
     }
 
-    /// The egress counterpart of [`Self::recheck_client`]: re-verifies the server chain
-    /// remembered by a resumed session (and, when `strict`, its name).
+    /// The mTLS configuration of ingress port `port` (its allow-list, or any mesh certificate).
+    pub fn mtls_server_for(&self, port: u16) -> &Arc<ServerConfig> {
+        self.mtls_ports.iter().find(|(p, _, _)| *p == port).map_or(&self.mtls_server, |(_, c, _)| c)
+    }
+
+    /// The client configuration of egress entry `entry` (index in the plan).
+    pub fn egress_client(&self, entry: usize) -> Option<&Arc<ClientConfig>> {
+        self.egress.get(entry).map(|(c, _)| c)
+    }
+
+    /// The egress counterpart of [`Self::recheck_client`]: re-runs entry `entry`'s verifier
+    /// (mesh CA and identity rule) on the server chain remembered by a resumed session.
     pub fn recheck_server(
         &self,
+        entry: usize,
         chain: &[CertificateDer<'_>],
         name: &ServerName<'_>,
-        strict: bool,
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
         let (leaf, intermediates) = chain.split_first().ok_or(rustls::Error::NoCertificatesPresented)?;
-        if strict {
-            self.server_verifier.verify_server_cert(leaf, intermediates, name, &[], now).map(|_| ())
-        } else {
-            AnyNameVerifier(self.server_verifier.clone())
-                .verify_server_cert(leaf, intermediates, name, &[], now)
-                .map(|_| ())
-        }
+        let (_, verifier) = self.egress.get(entry).ok_or(rustls::Error::General(format!("no egress entry {entry}")))?;
+        verifier.verify_server_cert(leaf, intermediates, name, &[], now).map(|_| ())
     }
 
-    /// Re-verifies the client chain remembered by a resumed mTLS session against the
-    /// current mesh CA at `now` (rustls does not: a resumed handshake carries no
-    /// certificates). Fails for an expired certificate or one of a replaced mesh CA.
-    pub fn recheck_client(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Result<(), rustls::Error> {
+    /// Re-verifies the client chain remembered by a resumed mTLS session to `port` against
+    /// the current mesh CA at `now` and the port's allow-list (rustls does not: a resumed
+    /// handshake carries no certificates). Fails for an expired certificate, one of a
+    /// replaced mesh CA, or an identity the port no longer admits.
+    pub fn recheck_client(&self, port: u16, chain: &[CertificateDer<'_>], now: UnixTime) -> Result<(), rustls::Error> {
         let (leaf, intermediates) = chain.split_first().ok_or(rustls::Error::NoCertificatesPresented)?;
-        self.client_verifier.verify_client_cert(leaf, intermediates, now).map(|_| ())
+        let verifier = self.mtls_ports.iter().find(|(p, _, _)| *p == port).map_or(&self.client_verifier, |(_, _, v)| v);
+        verifier.verify_client_cert(leaf, intermediates, now).map(|_| ())
     }
 }
 
@@ -451,80 +474,13 @@ impl rustls::server::ProducesTickets for BoundedTicketer {
     }
 }
 
-/// Verifies the chain against the mesh CA exactly like the WebPKI verifier, but accepts any
-/// server name: mesh identity is "holds a certificate of this mesh", and Contrast-style
-/// egress entries name peers by addresses that need not appear in their SANs.
-#[derive(Debug)]
-struct AnyNameVerifier(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyNameVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        use rustls::{CertificateError, Error};
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            // Name checks come last in webpki: the chain, validity and usage already passed.
-            Err(Error::InvalidCertificate(CertificateError::NotValidForName))
-            | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
-                Ok(ServerCertVerified::assertion())
-            }
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
 /// The identity a peer's leaf certificate claims, for logs: `CN=… SAN=…`. Only call it on
 /// a chain that was verified; on anything unparsable it says so instead of failing.
 pub fn peer_identity(chain: Option<&[CertificateDer<'_>]>) -> String {
-    use x509_parser::extensions::GeneralName;
     let Some(leaf) = chain.and_then(|c| c.first()) else { return "no certificate".into() };
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else { return "unparsable certificate".into() };
     let cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or("-");
-    let sans: Vec<String> = match cert.subject_alternative_name() {
-        Ok(Some(ext)) => ext
-            .value
-            .general_names
-            .iter()
-            .map(|n| match n {
-                GeneralName::DNSName(d) => d.to_string(),
-                GeneralName::URI(u) => u.to_string(),
-                GeneralName::IPAddress(b) => match <[u8; 4]>::try_from(*b) {
-                    Ok(v4) => std::net::Ipv4Addr::from(v4).to_string(),
-                    Err(_) => <[u8; 16]>::try_from(*b)
-                        .map_or_else(|_| "?".into(), |v6| std::net::Ipv6Addr::from(v6).to_string()),
-                },
-                other => other.to_string(),
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let sans: Vec<String> = crate::identity::sans_of(leaf).iter().map(ToString::to_string).collect();
     format!("CN={cn} SAN=[{}]", sans.join(","))
 }
 

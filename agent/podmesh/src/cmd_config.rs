@@ -13,21 +13,26 @@ pub struct Args {
 
 #[derive(Subcommand)]
 enum Action {
-    /// Parse the configuration and print it as JSON ({"enabled": bool, "config", "settings",
-    /// "warnings"}); the error on stderr and exit 2 when it is invalid.
+    /// Parse the configuration and print it as JSON ({"enabled": bool, "config",
+    /// "identity_rules", "settings", "warnings"}); the error on stderr and exit 2 when it is
+    /// invalid.
     #[command(after_help = CHECK_HELP)]
     Check(SourceArgs),
 }
 
 const CHECK_HELP: &str = "\
 Settings (legacy EDG_* names accepted; CONTRAST_* wins, with a warning):
-  CONTRAST_INGRESS_PROXY_CONFIG  podmesh.ingress=     DISABLED | name#port#bool##...
-  CONTRAST_EGRESS_PROXY_CONFIG   podmesh.egress=      name#127.x.y.z:port#host:port[#strict]##...
+  CONTRAST_INGRESS_PROXY_CONFIG  podmesh.ingress=     DISABLED | name#port#bool##... | name#port#mtls[#id1|id2]
+  CONTRAST_EGRESS_PROXY_CONFIG   podmesh.egress=      name#127.x.y.z:port#host:port[#strict|#any|#id1|id2]##...
   CONTRAST_ADMIN_PORT            podmesh.admin_port=  port
   PODMESH_INGRESS_UDP            podmesh.ingress_udp= name#port##...  (podmesh extension)
-Ingress bool: true = plaintext to the app, false = TLS without client certificate; unlisted
-ports require mTLS. Egress remote: DNS name, IPv4 or [IPv6]; #strict also checks the remote
-certificate's SAN against the host. Ingress UDP: the only UDP ports open to new inbound
+Ingress bool (Go's ParseBool: 1 t T TRUE True true / 0 f F FALSE False false): true =
+plaintext to the app, false = TLS without client certificate; unlisted ports require mTLS.
+mtls (extension) names an mTLS port; its optional list admits only client certificates with
+one of these DNS or URI SANs. Egress remote: DNS name, IPv4 or [IPv6]; the remote's
+certificate must carry the host as a SAN (#strict: the same), or one of the listed
+identities; #any accepts any mesh server (warned). \"identity_rules\" says who may talk to
+whom. Ingress UDP: the only UDP ports open to new inbound
 flows once the proxy is ready (every other non-TCP flow stays dropped). No Contrast setting
 anywhere: mesh disabled (\"enabled\": false).
 
@@ -45,11 +50,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(loaded) => {
             loaded.log_warnings();
             let crate::cli::Loaded { mesh: cfg, resolved, attested, .. } = loaded;
+            let plan = cfg.as_ref().map(mesh::proxy::Plan::from_config);
+            let mut warnings = resolved.warnings.clone();
+            warnings.extend(plan.iter().flat_map(mesh::proxy::Plan::identity_warnings));
             let out = serde_json::json!({
                 "enabled": cfg.is_some(),
                 "config": cfg,
+                "identity_rules": plan.as_ref().map(mesh::proxy::Plan::identity_rules),
                 "settings": resolved.settings.iter().flatten().collect::<Vec<_>>(),
-                "warnings": resolved.warnings,
+                "warnings": warnings,
                 "ignored": resolved.ignored,
                 "attested": attested.is_some(),
                 "initdata_digest": attested.as_ref().map(|v| v.digest_hex.clone()),

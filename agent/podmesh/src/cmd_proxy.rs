@@ -146,7 +146,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         threads,
     };
-    let config_json = serde_json::json!({ "config": config, "options": opts }).to_string();
+    let config_json =
+        serde_json::json!({ "config": config, "identity_rules": plan.identity_rules(), "options": opts }).to_string();
     runtime.block_on(async move {
         let stopping = mesh::lifecycle::shutdown_signal().context("installing the SIGTERM/SIGINT handlers")?.stopping();
         mesh::proxy::run(plan, opts, config_json, stopping, || mesh::lifecycle::notify_ready(None, None))

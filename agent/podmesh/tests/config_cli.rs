@@ -16,9 +16,14 @@ fn check(env: &[(&str, &str)], args: &[&str]) -> Output {
 fn valid_config_from_env_file_and_cmdline_prints_json() {
     let dir = tempfile::tempdir().unwrap();
     let env_file = dir.path().join("podmesh.env");
-    std::fs::write(&env_file, "CONTRAST_EGRESS_PROXY_CONFIG=db#127.0.0.2:5432#db.ns:5432#strict\n").unwrap();
+    std::fs::write(
+        &env_file,
+        "CONTRAST_EGRESS_PROXY_CONFIG=db#127.0.0.2:5432#db.ns:5432#strict##any#127.0.0.3:80#svc:80#any\n",
+    )
+    .unwrap();
     let cmdline = dir.path().join("cmdline");
-    std::fs::write(&cmdline, "quiet podmesh.ingress=web#80#true podmesh.admin_port=9901\n").unwrap();
+    std::fs::write(&cmdline, "quiet podmesh.ingress=web#80#T##ops#22#mtls#spiffe://mesh/ops podmesh.admin_port=9901\n")
+        .unwrap();
     let o = check(
         &[("EDG_ADMIN_PORT", "9902")],
         &["--env-file", env_file.to_str().unwrap(), "--cmdline", cmdline.to_str().unwrap()],
@@ -27,9 +32,24 @@ fn valid_config_from_env_file_and_cmdline_prints_json() {
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["enabled"], true);
     assert_eq!(json["config"]["admin_port"], 9902, "environment wins over the kernel command line");
-    assert_eq!(json["config"]["egress"][0]["strict"], true);
+    assert_eq!(json["config"]["egress"][0]["identity"]["check"], "target_host");
     assert_eq!(json["config"]["ingress"]["entries"][0]["port"], 80);
-    assert_eq!(json["warnings"].as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json["config"]["ingress"]["entries"][0]["mode"], "plaintext", "T is Go's ParseBool true");
+    let rules: Vec<&str> =
+        json["identity_rules"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap()).collect();
+    assert_eq!(
+        rules,
+        [
+            "client certificate of the mesh CA with a DNS or URI SAN in [spiffe://mesh/ops]",
+            "client certificate of the mesh CA, any identity",
+            "server certificate of the mesh CA with db.ns as a SAN",
+            "server certificate of the mesh CA, any identity (#any)",
+        ],
+        "{json}"
+    );
+    let warnings = json["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "the shadowed admin port and #any: {json}");
+    assert!(warnings[1].as_str().unwrap().starts_with("egress entry any: #any accepts any server"), "{json}");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The value grammar of the settings: parsing with strict checks.
 
-use super::{ConfigError, EgressEntry, Ingress, IngressEntry, IngressMode, MeshConfig, RemoteHost, UdpEntry};
+use super::{
+    ConfigError, EgressEntry, EgressIdentity, Ingress, IngressEntry, IngressMode, MeshConfig, RemoteHost, UdpEntry,
+};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Where a value came from, for error messages: the variable (or cmdline key) and source.
@@ -14,6 +16,8 @@ pub struct Ctx<'a> {
 
 const ENTRY_SEP: &str = "##";
 const MAX_NAME: usize = 253;
+/// Longest identity of an allow-list (SPIFFE IDs may be up to 2048 bytes).
+pub const MAX_IDENTITY: usize = 2048;
 
 impl Ctx<'_> {
     fn entry(&self, entry: &str, field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -52,7 +56,7 @@ fn entries(value: &str) -> impl Iterator<Item = &str> {
     value.split(ENTRY_SEP).map(str::trim).filter(|e| !e.is_empty())
 }
 
-/// Parses `DISABLED` or `name#port#bool##...`.
+/// Parses `DISABLED` or `name#port#bool##...` (and the `name#port#mtls[#id1|id2]` extension).
 pub fn parse_ingress(value: &str, ctx: &Ctx<'_>) -> Result<Ingress, ConfigError> {
     if value.trim() == "DISABLED" {
         return Ok(Ingress::Disabled);
@@ -61,26 +65,82 @@ pub fn parse_ingress(value: &str, ctx: &Ctx<'_>) -> Result<Ingress, ConfigError>
     let mut texts: Vec<&str> = Vec::new();
     for entry in entries(value) {
         let fields: Vec<&str> = entry.split('#').collect();
-        let [name, port, plaintext] = fields[..] else {
-            return Err(ctx.field_count(entry, "3 (name#port#bool)", fields.len()));
+        let (name, port, mode, allow) = match fields[..] {
+            [n, p, m] => (n, p, m, None),
+            [n, p, m, a] => (n, p, m, Some(a)),
+            _ => {
+                return Err(ctx.field_count(
+                    entry,
+                    "3 (name#port#bool) or, for mtls, 4 (name#port#mtls#id1|id2)",
+                    fields.len(),
+                ))
+            }
         };
         let name = parse_name(name, entry, ctx)?;
         let port = parse_port(port, entry, "port", ctx)?;
-        let mode = match plaintext.trim().to_ascii_lowercase().as_str() {
-            "true" => IngressMode::Plaintext,
-            "false" => IngressMode::TlsOnly,
-            _ => return Err(ctx.entry(entry, "bool", format!("expected true or false, got {plaintext:?}"))),
-        };
+        let mode = parse_mode(mode).ok_or_else(|| {
+            ctx.entry(entry, "bool", format!("expected true or false (or 1, t, 0, f; or mtls), got {mode:?}"))
+        })?;
+        let allow =
+            match (mode, allow) {
+                (_, None) => Vec::new(),
+                (IngressMode::MutualTls, Some(list)) => parse_identities(list, entry, ctx)?,
+                (_, Some(_)) => return Err(ctx.entry(
+                    entry,
+                    "allow",
+                    "an identity list needs an mtls port (name#port#mtls#id1|id2); true and false entries take none",
+                )),
+            };
         if let Some(i) = parsed.iter().position(|e| e.name == name) {
             return Err(ctx.duplicate(texts[i], entry, "name"));
         }
         if let Some(i) = parsed.iter().position(|e| e.port == port) {
             return Err(ctx.duplicate(texts[i], entry, "port"));
         }
-        parsed.push(IngressEntry { name, port, mode });
+        parsed.push(IngressEntry { name, port, mode, allow });
         texts.push(entry);
     }
     Ok(Ingress::Intercept(parsed))
+}
+
+/// The third ingress field: Go's `strconv.ParseBool` set (what Contrast accepts), `true` and
+/// `false` in any case (what podmesh always accepted), or `mtls` (podmesh extension).
+fn parse_mode(raw: &str) -> Option<IngressMode> {
+    let raw = raw.trim();
+    let any = |words: &[&str]| words.iter().any(|w| raw.eq_ignore_ascii_case(w));
+    if raw == "1" || any(&["t", "true"]) {
+        Some(IngressMode::Plaintext)
+    } else if raw == "0" || any(&["f", "false"]) {
+        Some(IngressMode::TlsOnly)
+    } else if any(&["mtls"]) {
+        Some(IngressMode::MutualTls)
+    } else {
+        None
+    }
+}
+
+/// `id1|id2`: identities matched against DNS or URI SANs.
+fn parse_identities(raw: &str, entry: &str, ctx: &Ctx<'_>) -> Result<Vec<String>, ConfigError> {
+    let bad = |reason: String| ctx.entry(entry, "identities", reason);
+    let mut ids: Vec<String> = Vec::new();
+    for id in raw.split('|').map(str::trim) {
+        if id.is_empty() {
+            return Err(bad(format!("{raw:?} has an empty identity (write id1|id2)")));
+        }
+        if id.len() > MAX_IDENTITY {
+            return Err(bad(format!("an identity is longer than {MAX_IDENTITY} bytes")));
+        }
+        if let Some(c) = id.chars().find(|c| !c.is_ascii_graphic() || matches!(c, '"' | '\'' | '\\')) {
+            return Err(bad(format!(
+                "{id:?} contains {c:?} (SANs are printable ASCII, no whitespace, quotes or backslashes)"
+            )));
+        }
+        if ids.iter().any(|known| known == id) {
+            return Err(bad(format!("{id:?} is listed twice")));
+        }
+        ids.push(id.to_string());
+    }
+    Ok(ids)
 }
 
 /// Parses `name#port##...` (`PODMESH_INGRESS_UDP`); empty = no UDP port.
@@ -106,19 +166,18 @@ pub fn parse_ingress_udp(value: &str, ctx: &Ctx<'_>) -> Result<Vec<UdpEntry>, Co
     Ok(parsed)
 }
 
-/// Parses `name#listen#remote[#strict]##...`.
+/// Parses `name#listen#remote[#strict|#any|#id1|id2]##...`.
 pub fn parse_egress(value: &str, ctx: &Ctx<'_>) -> Result<Vec<EgressEntry>, ConfigError> {
     let mut parsed: Vec<EgressEntry> = Vec::new();
     let mut texts: Vec<&str> = Vec::new();
     for entry in entries(value) {
         let fields: Vec<&str> = entry.split('#').collect();
-        let (name, listen, remote, strict) = match fields[..] {
-            [n, l, r] => (n, l, r, false),
-            [n, l, r, s] if s.trim().eq_ignore_ascii_case("strict") => (n, l, r, true),
-            [_, _, _, s] => {
-                return Err(ctx.entry(entry, "strict", format!("expected \"strict\" or nothing, got {s:?}")))
+        let (name, listen, remote, identity) = match fields[..] {
+            [n, l, r] => (n, l, r, EgressIdentity::TargetHost),
+            [n, l, r, i] => (n, l, r, parse_egress_identity(i, entry, ctx)?),
+            _ => {
+                return Err(ctx.field_count(entry, "3 or 4 (name#listen#remote[#strict|#any|#id1|id2])", fields.len()))
             }
-            _ => return Err(ctx.field_count(entry, "3 or 4 (name#listen#remote[#strict])", fields.len())),
         };
         let name = parse_name(name, entry, ctx)?;
         let listen = parse_listen(listen, entry, ctx)?;
@@ -129,10 +188,27 @@ pub fn parse_egress(value: &str, ctx: &Ctx<'_>) -> Result<Vec<EgressEntry>, Conf
         if let Some(i) = parsed.iter().position(|e| e.listen == listen) {
             return Err(ctx.duplicate(texts[i], entry, "listen address"));
         }
-        parsed.push(EgressEntry { name, listen, remote_host, remote_port, strict });
+        parsed.push(EgressEntry { name, listen, remote_host, remote_port, identity });
         texts.push(entry);
     }
     Ok(parsed)
+}
+
+/// The fourth egress field: `strict` (the default), `any`, or identities `id1|id2`.
+fn parse_egress_identity(raw: &str, entry: &str, ctx: &Ctx<'_>) -> Result<EgressIdentity, ConfigError> {
+    let word = raw.trim();
+    if word.eq_ignore_ascii_case("strict") {
+        Ok(EgressIdentity::TargetHost)
+    } else if word.eq_ignore_ascii_case("any") {
+        Ok(EgressIdentity::Any)
+    } else {
+        let ids = parse_identities(raw, entry, ctx)?;
+        // Reserved words: `a|any` would read as an identity here but `any` alone as the keyword.
+        if let Some(id) = ids.iter().find(|id| ["any", "strict"].iter().any(|w| id.eq_ignore_ascii_case(w))) {
+            return Err(ctx.entry(entry, "identities", format!("{id:?} is a keyword (any, strict), not an identity")));
+        }
+        Ok(EgressIdentity::OneOf(ids))
+    }
 }
 
 /// Parses the admin port; empty means no admin listener.

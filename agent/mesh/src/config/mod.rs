@@ -25,19 +25,30 @@
 //! - Ingress: `DISABLED` (no interception at all), or entries `name#port#bool` joined by `##`
 //!   (empty entries between `##` are skipped). `true` = plaintext straight to the app (no
 //!   redirect); `false` = TLS terminated, no client certificate required. Ports not listed:
-//!   mTLS, the client certificate must chain to the mesh CA.
-//! - Egress: entries `name#listen#remote[#strict]` joined by `##`: `listen` is
+//!   mTLS, the client certificate must chain to the mesh CA. `bool` is what Go's
+//!   `strconv.ParseBool` (Contrast) accepts: `1`, `t`, `T`, `TRUE`, `True`, `true` and `0`,
+//!   `f`, `F`, `FALSE`, `False`, `false` (and, as before, `true`/`false` in any case).
+//! - Ingress extension (podmesh): the third field `mtls` names an mTLS port explicitly, and an
+//!   optional fourth field lists the identities allowed to connect, separated by `|`
+//!   (`web#8080#mtls#frontend|spiffe://mesh/ops`). An identity matches a DNS SAN (ASCII case
+//!   ignored) or a URI SAN (exactly) of the client certificate. Without a list any mesh
+//!   certificate is accepted, as on an unlisted port. `#true`/`#false` entries take no list.
+//! - Egress: entries `name#listen#remote[#identity]` joined by `##`: `listen` is
 //!   `<IPv4 in 127.0.0.0/8>:<port>`, `remote` is `<host>:<port>` with host a DNS name, an IPv4
-//!   address or a bracketed IPv6 address (`[fd00::1]:443`). Optional 4th field `strict`
-//!   (podmesh extension): the remote's certificate must also carry `host` as a SAN; without
-//!   it, any certificate chaining to the mesh CA is accepted (Contrast behaviour).
+//!   address or a bracketed IPv6 address (`[fd00::1]:443`). The remote's certificate must
+//!   chain to the mesh CA and, by default, carry `host` as a SAN (DNS name or IP address).
+//!   The optional 4th field (podmesh extension) changes the second part: `strict` = the
+//!   default; `any` = any server of the mesh (Contrast's behaviour; a warning at startup
+//!   names the entry); otherwise identities separated by `|`, one of which must be a DNS or
+//!   URI SAN of the server (`billing#127.137.0.1:8081#10.0.0.7:8080#spiffe://mesh/billing`).
+//! - Identities: printable ASCII without whitespace, quotes, backslashes, `#` or `|`, at most
+//!   2048 bytes each, no duplicates within a list.
 //! - Admin port: a port number.
 //! - Ingress UDP (podmesh extension): entries `name#port` joined by `##`: the UDP ports that
 //!   accept new inbound flows once the proxy is ready. Every other new inbound flow of a
 //!   protocol other than TCP stays dropped. Empty = none. An error with ingress `DISABLED`
 //!   (nothing is filtered then, so the list would be a lie).
-//! - Ports are `1..=65535` (decimal digits only, no wrap). `true`/`false` are
-//!   case-insensitive. Names are non-empty, without `#`, whitespace, control characters,
+//! - Ports are `1..=65535` (decimal digits only, no wrap). Names are non-empty, without `#`, whitespace, control characters,
 //!   quotes or backslashes,
 //!   at most 253 bytes, and unique within ingress, within egress and within ingress UDP.
 //!   Duplicate ingress ports, duplicate ingress UDP ports,
@@ -140,12 +151,16 @@ pub enum Ingress {
     Intercept(Vec<IngressEntry>),
 }
 
-/// One ingress exception `name#port#bool`.
+/// One ingress entry `name#port#bool` or `name#port#mtls[#id1|id2]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IngressEntry {
     pub name: String,
     pub port: u16,
     pub mode: IngressMode,
+    /// `mtls` entries (podmesh extension): the identities allowed to connect, each matching a
+    /// DNS or URI SAN of the client certificate; empty = any mesh certificate.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
 }
 
 /// What an ingress entry does to its port.
@@ -156,6 +171,9 @@ pub enum IngressMode {
     Plaintext,
     /// `#false`: TLS terminated, no client certificate required.
     TlsOnly,
+    /// `#mtls` (podmesh extension): client certificate of the mesh CA required, like an
+    /// unlisted port, optionally from the identities of the entry's allow-list.
+    MutualTls,
 }
 
 /// How the proxy treats inbound traffic to one port.
@@ -170,7 +188,7 @@ pub enum PortPolicy {
     MutualTls,
 }
 
-/// One egress listener `name#listen#remote[#strict]`.
+/// One egress listener `name#listen#remote[#strict|#any|#id1|id2]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EgressEntry {
     pub name: String,
@@ -178,8 +196,21 @@ pub struct EgressEntry {
     pub listen: SocketAddr,
     pub remote_host: RemoteHost,
     pub remote_port: u16,
-    /// Verify the remote certificate's SAN against `remote_host` as well as the mesh CA.
-    pub strict: bool,
+    /// Which server the remote's certificate (always of the mesh CA) must name.
+    pub identity: EgressIdentity,
+}
+
+/// What the server certificate of an egress remote must carry besides the mesh CA's signature.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "check", content = "identities")]
+pub enum EgressIdentity {
+    /// The default (`#strict` is a synonym): the remote host as a DNS or IP SAN.
+    #[default]
+    TargetHost,
+    /// `#any`: any server of the mesh (Contrast's behaviour before podmesh; warned at startup).
+    Any,
+    /// `#id1|id2`: a DNS or URI SAN equal to one of these.
+    OneOf(Vec<String>),
 }
 
 /// The remote of an egress entry: a DNS name or an IP address.
@@ -209,7 +240,7 @@ impl MeshConfig {
             Ingress::Intercept(entries) => match entries.iter().find(|e| e.port == port) {
                 Some(IngressEntry { mode: IngressMode::Plaintext, .. }) => PortPolicy::Plaintext,
                 Some(IngressEntry { mode: IngressMode::TlsOnly, .. }) => PortPolicy::TlsOnly,
-                None => PortPolicy::MutualTls,
+                Some(IngressEntry { mode: IngressMode::MutualTls, .. }) | None => PortPolicy::MutualTls,
             },
         }
     }
@@ -222,15 +253,74 @@ impl MeshConfig {
         }
     }
 
-    /// The egress value in the grammar (`name#listen#remote[#strict]##...`).
+    /// The egress value in the grammar (`name#listen#remote[#any|#id1|id2]##...`).
     pub fn render_egress(&self) -> String {
         self.egress.iter().map(ToString::to_string).collect::<Vec<_>>().join("##")
     }
 }
 
+/// The warning of an `#any` egress entry (config check and proxy start).
+pub fn any_warning(entry: &str, host: &str) -> String {
+    format!(
+        "egress entry {entry}: #any accepts any server of the mesh at {host}, so the host can redirect it to any other \
+         workload; name the expected identity instead (#<SAN>) or drop #any to require {host} as a SAN"
+    )
+}
+
+/// One effective identity rule, for humans (config check, `/config`, the startup log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdentityRule {
+    /// `ingress` or `egress`.
+    pub direction: &'static str,
+    /// The entry; `None` for the ingress ports no entry names.
+    pub entry: Option<String>,
+    /// Ingress port; `None` = every port without an entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The rule in words.
+    pub rule: String,
+}
+
+impl IdentityRule {
+    pub fn ingress(entry: Option<&str>, port: Option<u16>, allow: &[String]) -> Self {
+        let rule = if allow.is_empty() {
+            "client certificate of the mesh CA, any identity".to_string()
+        } else {
+            format!("client certificate of the mesh CA with a DNS or URI SAN in [{}]", allow.join(", "))
+        };
+        Self { direction: "ingress", entry: entry.map(str::to_string), port, rule }
+    }
+
+    pub fn egress(entry: &str, host: &str, identity: &EgressIdentity) -> Self {
+        let rule = match identity {
+            EgressIdentity::TargetHost => format!("server certificate of the mesh CA with {host} as a SAN"),
+            EgressIdentity::Any => "server certificate of the mesh CA, any identity (#any)".to_string(),
+            EgressIdentity::OneOf(ids) => {
+                format!("server certificate of the mesh CA with a DNS or URI SAN in [{}]", ids.join(", "))
+            }
+        };
+        Self { direction: "egress", entry: Some(entry.to_string()), port: None, rule }
+    }
+}
+
+impl fmt::Display for IdentityRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.entry, self.port) {
+            (Some(e), Some(p)) => write!(f, "{} entry {e} (port {p}): {}", self.direction, self.rule),
+            (Some(e), None) => write!(f, "{} entry {e}: {}", self.direction, self.rule),
+            (None, _) => write!(f, "{} ports without an entry: {}", self.direction, self.rule),
+        }
+    }
+}
+
 impl fmt::Display for IngressEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}#{}", self.name, self.port, self.mode == IngressMode::Plaintext)
+        match self.mode {
+            IngressMode::Plaintext => write!(f, "{}#{}#true", self.name, self.port),
+            IngressMode::TlsOnly => write!(f, "{}#{}#false", self.name, self.port),
+            IngressMode::MutualTls if self.allow.is_empty() => write!(f, "{}#{}#mtls", self.name, self.port),
+            IngressMode::MutualTls => write!(f, "{}#{}#mtls#{}", self.name, self.port, self.allow.join("|")),
+        }
     }
 }
 
@@ -243,10 +333,12 @@ impl fmt::Display for UdpEntry {
 impl fmt::Display for EgressEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}#{}#{}:{}", self.name, self.listen, self.remote_host, self.remote_port)?;
-        if self.strict {
-            f.write_str("#strict")?;
+        match &self.identity {
+            // The default needs no field (`#strict` parses to it too).
+            EgressIdentity::TargetHost => Ok(()),
+            EgressIdentity::Any => f.write_str("#any"),
+            EgressIdentity::OneOf(ids) => write!(f, "#{}", ids.join("|")),
         }
-        Ok(())
     }
 }
 

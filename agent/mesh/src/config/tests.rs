@@ -15,12 +15,23 @@ fn input(path: &str, text: &str) -> Option<Input> {
 }
 
 fn ingress_entry(name: &str, port: u16, mode: IngressMode) -> IngressEntry {
-    IngressEntry { name: name.into(), port, mode }
+    IngressEntry { name: name.into(), port, mode, allow: vec![] }
 }
 
-fn egress_entry(name: &str, listen: &str, host: RemoteHost, port: u16, strict: bool) -> EgressEntry {
-    EgressEntry { name: name.into(), listen: listen.parse().unwrap(), remote_host: host, remote_port: port, strict }
+fn mtls_entry(name: &str, port: u16, allow: &[&str]) -> IngressEntry {
+    IngressEntry {
+        name: name.into(),
+        port,
+        mode: IngressMode::MutualTls,
+        allow: allow.iter().map(|a| a.to_string()).collect(),
+    }
 }
+
+fn egress_entry(name: &str, listen: &str, host: RemoteHost, port: u16, identity: EgressIdentity) -> EgressEntry {
+    EgressEntry { name: name.into(), listen: listen.parse().unwrap(), remote_host: host, remote_port: port, identity }
+}
+
+const HOST: EgressIdentity = EgressIdentity::TargetHost;
 
 // ---- ingress ----
 
@@ -43,6 +54,14 @@ fn ingress_accepts() {
             Ingress::Intercept(vec![ingress_entry("a", 1, Plaintext), ingress_entry("b", 65535, TlsOnly)]),
         ),
         (" web # 080 # true ", Ingress::Intercept(vec![ingress_entry("web", 80, Plaintext)])),
+        ("web#80#mtls", Ingress::Intercept(vec![mtls_entry("web", 80, &[])])),
+        (
+            "web#8080#MTLS#frontend|spiffe://mesh/ops##db#5432#mtls# billing ",
+            Ingress::Intercept(vec![
+                mtls_entry("web", 8080, &["frontend", "spiffe://mesh/ops"]),
+                mtls_entry("db", 5432, &["billing"]),
+            ]),
+        ),
     ];
     for (text, want) in cases {
         assert_eq!(&parse_ingress(text, &CTX).unwrap_or_else(|e| panic!("{text:?}: {e}")), want, "{text:?}");
@@ -52,7 +71,18 @@ fn ingress_accepts() {
 #[test]
 fn ingress_rejects_naming_entry_and_field() {
     let cases: &[(&str, &str)] = &[
-        ("web#80#yes", "field bool: expected true or false, got \"yes\""),
+        ("web#80#yes", "field bool: expected true or false (or 1, t, 0, f; or mtls), got \"yes\""),
+        ("web#80#2", "field bool"),
+        ("web#80#on", "field bool"),
+        ("web#80#true#frontend", "field allow: an identity list needs an mtls port"),
+        ("web#80#false#frontend", "field allow"),
+        ("web#80#0#frontend", "field allow"),
+        ("web#80#mtls#", "field identities: \"\" has an empty identity"),
+        ("web#80#mtls#a||b", "empty identity"),
+        ("web#80#mtls#a|a", "\"a\" is listed twice"),
+        ("web#80#mtls#a b", "contains ' '"),
+        ("web#80#mtls#a|b\"c", "contains '\"'"),
+        ("web#80#mtls#a#b", "got 5"),
         ("web#80#", "field bool"),
         ("web#0#true", "field port: port 0 is out of range"),
         ("web#65536#true", "field port: port 65536 is out of range"),
@@ -61,12 +91,12 @@ fn ingress_rejects_naming_entry_and_field() {
         ("web#+80#true", "not a port number"),
         ("web#eighty#true", "not a port number"),
         ("web# #true", "field port: port is empty"),
-        ("web##true", "entry \"web\": expected 3 (name#port#bool), got 1"),
+        ("web##true", "entry \"web\": expected 3 (name#port#bool)"),
         ("we\"b#80#true", "field name: contains '\"'"),
         ("#80#true", "field name: must not be empty"),
         ("my web#80#true", "field name: contains ' '"),
-        ("web#80", "expected 3 (name#port#bool), got 2"),
-        ("web#80#true#x", "expected 3 (name#port#bool), got 4"),
+        ("web#80", "expected 3 (name#port#bool) or, for mtls, 4 (name#port#mtls#id1|id2), got 2"),
+        ("web#80#true#x#y", "expected 3 (name#port#bool) or, for mtls, 4 (name#port#mtls#id1|id2), got 5"),
         ("disabled", "expected 3"),
         ("web#80#true##web#81#true", "duplicate name"),
         ("web#80#true##api#80#false", "duplicate port"),
@@ -174,9 +204,9 @@ fn egress_accepts() {
         ("", vec![]),
         (
             "db#127.0.0.2:5432#db.default.svc:5432",
-            vec![egress_entry("db", "127.0.0.2:5432", RemoteHost::Name("db.default.svc".into()), 5432, false)],
+            vec![egress_entry("db", "127.0.0.2:5432", RemoteHost::Name("db.default.svc".into()), 5432, HOST)],
         ),
-        ("db#127.1.2.3:5432#10.0.0.5:5432", vec![egress_entry("db", "127.1.2.3:5432", v4(10, 0, 0, 5), 5432, false)]),
+        ("db#127.1.2.3:5432#10.0.0.5:5432", vec![egress_entry("db", "127.1.2.3:5432", v4(10, 0, 0, 5), 5432, HOST)]),
         (
             "v6#127.0.0.1:8080#[fd00::1]:443#strict",
             vec![egress_entry(
@@ -184,16 +214,30 @@ fn egress_accepts() {
                 "127.0.0.1:8080",
                 RemoteHost::Ip("fd00::1".parse::<Ipv6Addr>().unwrap().into()),
                 443,
-                true,
+                HOST,
             )],
         ),
-        ("s#127.0.0.1:1#svc:1#STRICT", vec![egress_entry("s", "127.0.0.1:1", RemoteHost::Name("svc".into()), 1, true)]),
-        ("s#127.0.0.1:1#svc.:1", vec![egress_entry("s", "127.0.0.1:1", RemoteHost::Name("svc.".into()), 1, false)]),
+        ("s#127.0.0.1:1#svc:1#STRICT", vec![egress_entry("s", "127.0.0.1:1", RemoteHost::Name("svc".into()), 1, HOST)]),
+        ("s#127.0.0.1:1#svc.:1", vec![egress_entry("s", "127.0.0.1:1", RemoteHost::Name("svc.".into()), 1, HOST)]),
+        (
+            "s#127.0.0.1:1#svc:1#Any",
+            vec![egress_entry("s", "127.0.0.1:1", RemoteHost::Name("svc".into()), 1, EgressIdentity::Any)],
+        ),
+        (
+            "billing#127.137.0.1:8081#10.0.0.7:8080#spiffe://mesh/billing|billing.svc",
+            vec![egress_entry(
+                "billing",
+                "127.137.0.1:8081",
+                v4(10, 0, 0, 7),
+                8080,
+                EgressIdentity::OneOf(vec!["spiffe://mesh/billing".into(), "billing.svc".into()]),
+            )],
+        ),
         (
             "a#127.0.0.1:80#a:80####b#127.0.0.1:81#b_1-x.ns:81",
             vec![
-                egress_entry("a", "127.0.0.1:80", RemoteHost::Name("a".into()), 80, false),
-                egress_entry("b", "127.0.0.1:81", RemoteHost::Name("b_1-x.ns".into()), 81, false),
+                egress_entry("a", "127.0.0.1:80", RemoteHost::Name("a".into()), 80, HOST),
+                egress_entry("b", "127.0.0.1:81", RemoteHost::Name("b_1-x.ns".into()), 81, HOST),
             ],
         ),
     ];
@@ -222,7 +266,12 @@ fn egress_rejects_naming_entry_and_field() {
         ("db#127.0.0.1:5432#-bad:443", "not a valid host name"),
         ("db#127.0.0.1:5432#a..b:443", "not a valid host name"),
         ("db#127.0.0.1:5432#999.1.1.1:443", "last label is numeric"),
-        ("db#127.0.0.1:5432#db:5432#lax", "field strict: expected \"strict\" or nothing, got \"lax\""),
+        ("db#127.0.0.1:5432#db:5432#", "field identities: \"\" has an empty identity"),
+        ("db#127.0.0.1:5432#db:5432#a||b", "field identities: \"a||b\" has an empty identity"),
+        ("db#127.0.0.1:5432#db:5432#a|a", "is listed twice"),
+        ("db#127.0.0.1:5432#db:5432#a b", "contains ' '"),
+        ("db#127.0.0.1:5432#db:5432#a|any", "\"any\" is a keyword"),
+        ("db#127.0.0.1:5432#db:5432#Strict|b", "is a keyword"),
         ("db#127.0.0.1:5432", "expected 3 or 4"),
         ("db#127.0.0.1:5432#db:5432#strict#x", "expected 3 or 4"),
         ("#127.0.0.1:5432#db:5432", "field name: must not be empty"),
@@ -337,7 +386,7 @@ fn precedence_is_environment_then_env_file_then_cmdline_per_setting() {
 fn errors_name_the_source() {
     let s = Sources { cmdline: input("/tmp/cmdline", "podmesh.ingress=web#80#maybe"), ..Sources::default() };
     let err = parse(&s.resolve().unwrap()).unwrap_err().to_string();
-    assert_eq!(err, "podmesh.ingress (kernel command line /tmp/cmdline): entry \"web#80#maybe\": field bool: expected true or false, got \"maybe\"");
+    assert_eq!(err, "podmesh.ingress (kernel command line /tmp/cmdline): entry \"web#80#maybe\": field bool: expected true or false (or 1, t, 0, f; or mtls), got \"maybe\"");
 }
 
 #[test]
@@ -405,14 +454,14 @@ fn display_renders_env_file_lines() {
             "127.0.0.2:5432",
             RemoteHost::Ip("fd00::5".parse::<Ipv6Addr>().unwrap().into()),
             5432,
-            true,
+            EgressIdentity::OneOf(vec!["spiffe://mesh/db".into()]),
         )],
         admin_port: Some(9901),
         ingress_udp: vec![UdpEntry { name: "dns".into(), port: 53 }, UdpEntry { name: "syslog".into(), port: 514 }],
     };
     assert_eq!(
         cfg.to_string(),
-        "CONTRAST_INGRESS_PROXY_CONFIG=web#80#true##api#443#false\nCONTRAST_EGRESS_PROXY_CONFIG=db#127.0.0.2:5432#[fd00::5]:5432#strict\nCONTRAST_ADMIN_PORT=9901\nPODMESH_INGRESS_UDP=dns#53##syslog#514\n"
+        "CONTRAST_INGRESS_PROXY_CONFIG=web#80#true##api#443#false\nCONTRAST_EGRESS_PROXY_CONFIG=db#127.0.0.2:5432#[fd00::5]:5432#spiffe://mesh/db\nCONTRAST_ADMIN_PORT=9901\nPODMESH_INGRESS_UDP=dns#53##syslog#514\n"
     );
     let json = serde_json::to_value(&cfg).unwrap();
     assert_eq!(json["ingress"]["mode"], "intercept");
@@ -433,24 +482,49 @@ fn arb_host() -> impl Strategy<Value = RemoteHost> {
     ]
 }
 
+fn arb_identities() -> impl Strategy<Value = Vec<String>> {
+    proptest::collection::btree_set("[A-Za-z0-9._:/@=-]{1,20}", 1..4)
+        .prop_filter("keywords", |ids| {
+            !ids.iter().any(|i| ["any", "strict"].contains(&i.to_ascii_lowercase().as_str()))
+        })
+        .prop_map(|ids| ids.into_iter().collect())
+}
+
+fn arb_ingress_mode() -> impl Strategy<Value = (IngressMode, Vec<String>)> {
+    prop_oneof![
+        Just((IngressMode::Plaintext, vec![])),
+        Just((IngressMode::TlsOnly, vec![])),
+        Just((IngressMode::MutualTls, vec![])),
+        arb_identities().prop_map(|ids| (IngressMode::MutualTls, ids)),
+    ]
+}
+
+fn arb_egress_identity() -> impl Strategy<Value = EgressIdentity> {
+    prop_oneof![
+        Just(EgressIdentity::TargetHost),
+        Just(EgressIdentity::Any),
+        arb_identities().prop_map(EgressIdentity::OneOf)
+    ]
+}
+
 prop_compose! {
     fn arb_config()(
         disabled in any::<bool>(),
-        ingress in proptest::collection::btree_map(arb_name(), (1u16..=65535, any::<bool>()), 0..5),
-        egress in proptest::collection::btree_map(arb_name(), (any::<[u8; 3]>(), 1u16..=65535, arb_host(), 1u16..=65535, any::<bool>()), 0..5),
+        ingress in proptest::collection::btree_map(arb_name(), (1u16..=65535, arb_ingress_mode()), 0..5),
+        egress in proptest::collection::btree_map(arb_name(), (any::<[u8; 3]>(), 1u16..=65535, arb_host(), 1u16..=65535, arb_egress_identity()), 0..5),
         admin in proptest::option::of(1u16..=65535),
         udp in proptest::collection::btree_map(arb_name(), 1u16..=65535, 0..4),
     ) -> MeshConfig {
         let mut ports = std::collections::BTreeSet::new();
         let ingress = if disabled { Ingress::Disabled } else {
-            Ingress::Intercept(ingress.into_iter().filter(|(_, (p, _))| ports.insert(*p)).map(|(name, (port, pt))| IngressEntry {
-                name, port, mode: if pt { IngressMode::Plaintext } else { IngressMode::TlsOnly },
+            Ingress::Intercept(ingress.into_iter().filter(|(_, (p, _))| ports.insert(*p)).map(|(name, (port, (mode, allow)))| IngressEntry {
+                name, port, mode, allow,
             }).collect())
         };
         let mut listens = std::collections::BTreeSet::new();
-        let egress: Vec<EgressEntry> = egress.into_iter().filter_map(|(name, (ip, lport, host, rport, strict))| {
+        let egress: Vec<EgressEntry> = egress.into_iter().filter_map(|(name, (ip, lport, host, rport, identity))| {
             let listen = SocketAddr::new(Ipv4Addr::new(127, ip[0], ip[1], ip[2]).into(), lport);
-            listens.insert(listen).then_some(EgressEntry { name, listen, remote_host: host, remote_port: rport, strict })
+            listens.insert(listen).then_some(EgressEntry { name, listen, remote_host: host, remote_port: rport, identity })
         }).collect();
         let admin_port = admin.filter(|a| !ports.contains(a) && !egress.iter().any(|e| e.listen.port() == *a));
         let mut udp_ports = std::collections::BTreeSet::new();
@@ -459,6 +533,18 @@ prop_compose! {
         };
         MeshConfig { ingress, egress, admin_port, ingress_udp }
     }
+}
+
+/// The third field as Contrast writes it: every spelling Go's `strconv.ParseBool` accepts,
+/// and `true`/`false` in any case (accepted by podmesh before).
+fn arb_contrast_bool() -> impl Strategy<Value = (String, bool)> {
+    const GO: [&str; 12] = ["1", "t", "T", "TRUE", "True", "true", "0", "f", "F", "FALSE", "False", "false"];
+    prop_oneof![
+        proptest::sample::select(&GO[..])
+            .prop_map(|w| (w.to_string(), ["1", "t", "T", "TRUE", "True", "true"].contains(&w))),
+        ("[tT][rR][uU][eE]").prop_map(|w| (w, true)),
+        ("[fF][aA][lL][sS][eE]").prop_map(|w| (w, false)),
+    ]
 }
 
 proptest! {
@@ -470,6 +556,41 @@ proptest! {
         prop_assert_eq!(parsed, Some(cfg), "{}", text);
     }
 
+    /// Contrast-style entries (no podmesh extension) keep exactly their meaning: `#bool`
+    /// picks plaintext or TLS-only, every other port is mTLS from any mesh certificate, and
+    /// an egress entry is its name, listener and remote (checked against the remote host,
+    /// podmesh's default since issue #14).
+    #[test]
+    fn contrast_entries_keep_their_meaning(
+        ingress in proptest::collection::btree_map(arb_name(), (1u16..=65535, arb_contrast_bool()), 0..5),
+        egress in proptest::collection::btree_map(arb_name(), (1u16..=65535, arb_host(), 1u16..=65535), 0..4),
+        probe in 1u16..=65535,
+    ) {
+        let mut ports = std::collections::BTreeSet::new();
+        let ingress: Vec<_> = ingress.into_iter().filter(|(_, (p, _))| ports.insert(*p)).collect();
+        let text: Vec<String> = ingress.iter().map(|(n, (p, (word, _)))| format!("{n}#{p}#{word}")).collect();
+        let Ingress::Intercept(parsed) = parse_ingress(&text.join("##"), &CTX).unwrap() else { panic!("not intercepted") };
+        prop_assert_eq!(parsed.len(), ingress.len());
+        for (e, (name, (port, (_, plaintext)))) in parsed.iter().zip(&ingress) {
+            let mode = if *plaintext { IngressMode::Plaintext } else { IngressMode::TlsOnly };
+            prop_assert_eq!(e, &ingress_entry(name, *port, mode));
+        }
+        let cfg = MeshConfig { ingress: Ingress::Intercept(parsed), egress: vec![], admin_port: None, ingress_udp: vec![] };
+        let want = match ingress.iter().find(|(_, (p, _))| *p == probe) {
+            Some((_, (_, (_, true)))) => PortPolicy::Plaintext,
+            Some(_) => PortPolicy::TlsOnly,
+            None => PortPolicy::MutualTls,
+        };
+        prop_assert_eq!(cfg.port_policy(probe), want);
+
+        let entries: Vec<(String, String, RemoteHost, u16)> = egress.into_iter().enumerate()
+            .map(|(i, (name, (lport, host, rport)))| (name, format!("127.0.{i}.1:{lport}"), host, rport)).collect();
+        let text: Vec<String> = entries.iter().map(|(n, l, h, p)| format!("{n}#{l}#{h}:{p}")).collect();
+        let parsed = parse_egress(&text.join("##"), &CTX).unwrap();
+        let want: Vec<EgressEntry> = entries.iter().map(|(n, l, h, p)| egress_entry(n, l, h.clone(), *p, HOST)).collect();
+        prop_assert_eq!(parsed, want);
+    }
+
     #[test]
     fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
         let _ = parse_ingress(&text, &CTX);
@@ -479,6 +600,38 @@ proptest! {
         let _ = parse_env_file(&text, "/x".as_ref());
         let _ = parse_cmdline(&text);
     }
+}
+
+#[test]
+fn identity_rules_and_warnings_say_who_may_talk_to_whom() {
+    let cfg = parse(
+        &env(&[
+            ("CONTRAST_INGRESS_PROXY_CONFIG", "web#8080#mtls#frontend|spiffe://mesh/ops##api#8443#false"),
+            ("CONTRAST_EGRESS_PROXY_CONFIG", "db#127.0.0.2:5432#10.0.0.8:5432##any#127.0.0.3:80#svc:80#any"),
+        ])
+        .resolve()
+        .unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    let plan = crate::proxy::Plan::from_config(&cfg);
+    let rules: Vec<String> = plan.identity_rules().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rules,
+        [
+            "ingress entry web (port 8080): client certificate of the mesh CA with a DNS or URI SAN in [frontend, spiffe://mesh/ops]",
+            "ingress ports without an entry: client certificate of the mesh CA, any identity",
+            "egress entry db: server certificate of the mesh CA with 10.0.0.8 as a SAN",
+            "egress entry any: server certificate of the mesh CA, any identity (#any)",
+        ]
+    );
+    let warnings = plan.identity_warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].starts_with("egress entry any: #any accepts any server of the mesh at svc"), "{warnings:?}");
+    let json = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(json["ingress"]["entries"][0]["allow"], serde_json::json!(["frontend", "spiffe://mesh/ops"]));
+    assert_eq!(json["egress"][0]["identity"], serde_json::json!({"check": "target_host"}));
+    assert_eq!(json["egress"][1]["identity"], serde_json::json!({"check": "any"}));
 }
 
 #[test]
