@@ -4,6 +4,7 @@
 //! - [`manifest`]: manifest schema and validation.
 //! - [`service`]: the coordinator without transport; [`server`]: HTTPS serving.
 //! - [`state`]: the persisted state directory; [`owner`]: the owner credential.
+//! - [`watch`]: the `/v1/generation` long poll through which pods notice manifest updates.
 //! - [`contrast`]: Contrast's mesh annotations rewritten into Kata initdata (host side).
 
 #![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
@@ -19,3 +20,4 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod verify;
+pub mod watch;

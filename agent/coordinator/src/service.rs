@@ -6,6 +6,7 @@ use crate::nonce::{NonceError, NonceStore};
 use crate::owner::OwnerToken;
 use crate::state::{StateDir, StateError};
 use crate::verify::{AnchorError, Anchors, Rejection, Verifier};
+use crate::watch::{Generations, Live};
 use pki::{IssueError, LeafRequest, MeshCa, PublicKeyInput, RootCa};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -59,6 +60,8 @@ pub struct Coordinator {
     update: Mutex<()>,
     nonces: NonceStore,
     config: Config,
+    /// What `GET /v1/generation` waiters wait on.
+    generations: Arc<Generations>,
 }
 
 fn internal(what: impl std::fmt::Display) -> Rejection {
@@ -82,7 +85,12 @@ impl Coordinator {
             policies = loaded.manifest.policies.len(),
             "coordinator state loaded from {}", state_dir.display()
         );
+        let generations = Arc::new(Generations::new(Live {
+            generation: loaded.generation,
+            manifest_sha256: loaded.manifest.sha256.clone(),
+        }));
         Ok(Self {
+            generations,
             root: loaded.root,
             current: RwLock::new(Arc::new(Generation {
                 number: loaded.generation,
@@ -95,6 +103,10 @@ impl Coordinator {
             state,
             config,
         })
+    }
+
+    pub fn generations(&self) -> Arc<Generations> {
+        self.generations.clone()
     }
 
     pub fn root(&self) -> &RootCa {
@@ -162,6 +174,7 @@ impl Coordinator {
             root_ca_pem: self.root.cert_pem().to_owned(),
             workload: policy.name.clone(),
             not_after,
+            manifest_generation: generation.number,
         })
     }
 
@@ -211,6 +224,7 @@ impl Coordinator {
         let (number, mesh) = self.state.commit(&self.root, &manifest, previous.number).map_err(internal)?;
         let generation = Arc::new(Generation { number, mesh, manifest, verifier });
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = generation.clone();
+        self.generations.publish(Live { generation: number, manifest_sha256: generation.manifest.sha256.clone() });
         Self::manifest_response(&generation)
     }
 }

@@ -8,6 +8,8 @@
 //! - [`tls_dir`]: the tls dir contract (location, file names, atomic writes).
 //! - [`ingress`] / [`egress`]: TPROXY'd (m)TLS termination; mTLS origination from 127.x.
 //! - [`tls`] + [`reload`]: validated rustls configs from the tls dir, hot reloaded.
+//! - [`rotation`]: a new mesh CA (manifest update): old and new trusted for a grace period,
+//!   then connections made under the old one closed.
 //! - [`accept`] + [`event_loops`]: the accept loop of every listener, run on one or more
 //!   single-threaded event loops.
 //! - [`copy`]: bidirectional copy with pooled buffers, half-close (only after close_notify) and idle timeout.
@@ -34,6 +36,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod readiness;
 pub mod reload;
+pub mod rotation;
 pub mod sockopt;
 pub mod tls;
 pub mod tls_dir;

@@ -39,10 +39,13 @@ pub enum Failure {
     /// Ingress: over the budget of connections still in their TLS handshake (globally or
     /// for the client's source address), closed before reading a byte.
     HandshakeLimit,
+    /// Made under a mesh CA that a manifest update replaced, and closed when the rotation's
+    /// grace period ended (see [`crate::rotation`]).
+    Superseded,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 11] = [
+    pub const ALL: [Failure; 12] = [
         Failure::HandshakeTimeout,
         Failure::NoClientCert,
         Failure::BadCertificate,
@@ -54,6 +57,7 @@ impl Failure {
         Failure::NotLocal,
         Failure::Truncated,
         Failure::HandshakeLimit,
+        Failure::Superseded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +73,7 @@ impl Failure {
             Failure::NotLocal => "not_local",
             Failure::Truncated => "truncated",
             Failure::HandshakeLimit => "handshake_limit",
+            Failure::Superseded => "superseded",
         }
     }
 

@@ -2,7 +2,8 @@
 //! One request per TLS connection: attestation is rare, simplicity wins.
 
 use crate::api::{
-    self, CaResponse, CertificateRequest, CertificateResponse, ErrorBody, ManifestResponse, NonceResponse, Reason,
+    self, CaResponse, CertificateRequest, CertificateResponse, ErrorBody, GenerationResponse, ManifestResponse,
+    NonceResponse, Reason,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
@@ -49,6 +50,7 @@ pub enum ServerTrust {
     TrustOnFirstUse,
 }
 
+#[derive(Clone)]
 pub struct Client {
     addr: String,
     host: String,
@@ -189,6 +191,13 @@ impl Client {
         self.call("GET", api::MANIFEST_PATH, None, None).await
     }
 
+    /// Long poll: returns once the generation differs from `after`, or after
+    /// [`api::GENERATION_HOLD`] with it unchanged. Waits that long plus this client's timeout.
+    pub async fn generation_after(&self, after: u64) -> Result<GenerationResponse, ClientError> {
+        let path = format!("{}?after={after}", api::GENERATION_PATH);
+        self.call_within(self.timeout + api::GENERATION_HOLD, "GET", &path, None, None).await
+    }
+
     pub async fn set_manifest(
         &self,
         owner_token: &str,
@@ -204,12 +213,26 @@ impl Client {
         body: Option<Vec<u8>>,
         token: Option<&str>,
     ) -> Result<T, ClientError> {
+        self.call_within(self.timeout, method, path, body, token).await
+    }
+
+    async fn call_within<T: serde::de::DeserializeOwned>(
+        &self,
+        timeout: Duration,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers = vec![("content-type", "application/json")];
         if let Some(auth) = &auth {
             headers.push(("authorization", auth.as_str()));
         }
-        let (status, bytes) = self.raw(method, path, body.unwrap_or_default(), &headers).await?;
+        let (status, bytes) =
+            tokio::time::timeout(timeout, self.raw_inner(method, path, body.unwrap_or_default(), &headers))
+                .await
+                .map_err(|_| ClientError::Timeout { addr: self.addr.clone(), timeout })??;
         if status == 200 {
             return serde_json::from_slice(&bytes).map_err(|_| ClientError::Unexpected {
                 status,
