@@ -13,16 +13,18 @@ use super::backoff::Backoff;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
-use wire::client::Client;
+use wire::client::{Client, GenerationWatch};
 
 /// The long poll, until the daemon exits. `held` is the generation of the certificate in the
 /// tls dir (0: none yet); `rotate` wakes the attestation loop.
 pub async fn run(client: Client, held: watch::Receiver<u64>, rotate: Arc<Notify>) {
+    // One kept-alive connection: one TLS handshake per pod, not one per hold.
+    let mut poll = GenerationWatch::new(client);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut seen = 0;
     let mut failing = false;
     loop {
-        match client.generation_after(seen).await {
+        match poll.after(seen).await {
             Ok(answer) => {
                 if failing {
                     tracing::info!(PODMESH_EVENT = "generation_watch_restored", "watching manifest generations again");
