@@ -37,6 +37,8 @@ fn attest_publishes_state_on_the_bus_and_reattests_on_request() {
     let mesh_ca_der = certs(&read(&dir, "mesh-ca.pem")).remove(0);
     let want = sha256_hex(&mesh_ca_der);
     assert_eq!(fp.trim(), format!("s \"{want}\""));
+    let (_, generation) = bus.busctl(true, &["get-property", DEST, PATH, DEST, "MeshGeneration"]);
+    assert_eq!(generation.trim(), "t 1", "the certificate's manifest generation");
 
     // Reattest(): root only (policy), then a fresh certificate.
     let (ok, out) = bus.busctl(true, &["call", DEST, PATH, DEST, "Reattest"]);

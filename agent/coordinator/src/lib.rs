@@ -6,6 +6,7 @@
 //! - [`admission`]: connection and verification bounds; [`nonce`]: the nonce store.
 //! - [`state`]: the persisted state directory; [`owner`]: the owner credential.
 //! - [`reference`], [`reference_tdx`]: launch measurements computed before boot (reference values).
+//! - [`watch`]: the `/v1/generation` long poll through which pods notice manifest updates.
 //! - [`contrast`]: Contrast's mesh annotations rewritten into Kata initdata (host side).
 
 #![cfg_attr(test, allow(unused_crate_dependencies))] // unit tests see the dev-dependencies too
@@ -24,3 +25,4 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod verify;
+pub mod watch;

@@ -235,6 +235,7 @@ async fn with_timeout(State(app): State<AppState>, req: Request, next: axum::mid
 }
 
 pub fn router(coordinator: Arc<Coordinator>, limits: Limits) -> Router {
+    let generations = coordinator.generations();
     let app = AppState {
         coordinator,
         limits,
@@ -249,6 +250,8 @@ pub fn router(coordinator: Arc<Coordinator>, limits: Limits) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(app.clone(), with_timeout))
+        // After the timeout layer: the long poll holds longer than a request may take.
+        .merge(crate::watch::router(generations))
         .with_state(app)
 }
 

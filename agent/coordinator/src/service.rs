@@ -6,6 +6,7 @@ use crate::nonce::{NonceError, NonceStore};
 use crate::owner::OwnerToken;
 use crate::state::{StateDir, StateError};
 use crate::verify::{AnchorError, Anchors, Rejection, Verifier};
+use crate::watch::{Generations, Live};
 use pki::{IssueError, LeafRequest, MeshCa, PublicKeyInput, RootCa};
 use std::net::IpAddr;
 use std::path::Path;
@@ -77,6 +78,8 @@ pub struct Coordinator {
     update: Mutex<()>,
     nonces: NonceStore,
     config: Config,
+    /// What `GET /v1/generation` waiters wait on.
+    generations: Arc<Generations>,
 }
 
 fn internal(what: impl std::fmt::Display) -> Rejection {
@@ -103,7 +106,12 @@ impl Coordinator {
             "coordinator state loaded from {}", state_dir.display()
         );
         loaded.manifest.warn_permissive("loaded at start");
+        let generations = Arc::new(Generations::new(Live {
+            generation: loaded.generation,
+            manifest_sha256: loaded.manifest.sha256.clone(),
+        }));
         let coordinator = Self {
+            generations,
             root: loaded.root,
             current: RwLock::new(Arc::new(Generation {
                 number: loaded.generation,
@@ -137,6 +145,10 @@ impl Coordinator {
             }
         }
         Ok(coordinator)
+    }
+
+    pub fn generations(&self) -> Arc<Generations> {
+        self.generations.clone()
     }
 
     pub fn root(&self) -> &RootCa {
@@ -226,6 +238,7 @@ impl Coordinator {
             root_ca_pem: self.root.cert_pem().to_owned(),
             workload: policy.name.clone(),
             not_after,
+            manifest_generation: generation.number,
         })
     }
 
@@ -283,6 +296,7 @@ impl Coordinator {
         manifest.warn_permissive("set by the owner");
         let generation = Arc::new(Generation { number, mesh, manifest, verifier });
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = generation.clone();
+        self.generations.publish(Live { generation: number, manifest_sha256: generation.manifest.sha256.clone() });
         Ok(generation)
     }
 }

@@ -19,6 +19,8 @@ pub struct AdminState {
     pub routes: Vec<Arc<metrics::Route>>,
     /// `/config` body, rendered once at startup.
     pub config_json: String,
+    /// Mesh CA rotation counters.
+    pub rotation: Arc<crate::rotation::Stats>,
 }
 
 /// A parsed response: status line, content type, body.
@@ -62,7 +64,11 @@ pub fn respond(head: &[u8], state: &AdminState) -> Response {
         "/metrics" => Response {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: metrics::render(&state.routes),
+            body: {
+                let mut body = metrics::render(&state.routes);
+                state.rotation.render(&mut body);
+                body
+            },
         },
         "/config" => Response { status: 200, content_type: "application/json", body: state.config_json.clone() },
         _ => text(404, "not found: try /live /ready /metrics /config\n"),
@@ -139,6 +145,7 @@ mod tests {
             readiness: Readiness::new(),
             routes: vec![Arc::new(metrics::Route::new("mtls", "ingress_mtls"))],
             config_json: "{\"x\":1}".into(),
+            rotation: Default::default(),
         }
     }
 
@@ -152,6 +159,7 @@ mod tests {
         assert_eq!((r.status, r.body.as_str()), (503, "not ready, waiting for: rules\n"));
         drop(tok);
         assert!(respond(b"GET /metrics HTTP/1.0", &s).body.contains("podmesh_connections_total{route=\"mtls\""));
+        assert!(respond(b"GET /metrics HTTP/1.0", &s).body.contains("\npodmesh_mesh_ca_rotations_total 0\n"));
         assert_eq!(respond(b"GET /config?pretty HTTP/1.1", &s).body, "{\"x\":1}");
         assert_eq!(respond(b"GET /nope HTTP/1.1", &s).status, 404);
     }

@@ -1,7 +1,7 @@
 //! What every connection handler shares: TLS configs, limits, timeouts, marks, metrics.
 
 use crate::{
-    copy::{CopyError, Side},
+    copy::{self, CopyError, Side},
     limits::Limits,
     local::{self, LocalCheck, LocalError},
     metrics::{Failure, Route},
@@ -36,6 +36,8 @@ pub struct Shared {
     pub own_ports: Vec<u16>,
     /// Whether `bind()` proves an ingress destination local (see [`crate::local`]).
     pub local: LocalCheck,
+    /// Stamps connections, to close those made under a superseded mesh CA ([`crate::rotation`]).
+    pub retirement: crate::rotation::Retirement,
 }
 
 /// Counts a connection as active while alive.
@@ -117,6 +119,39 @@ pub fn handshake_failed(route: &Route, e: &std::io::Error, peer: &str) -> Failur
         }
     }
     failure
+}
+
+/// Copies until either side ends or the connection is `superseded` (made under a mesh CA whose
+/// grace period is over): then the plaintext side is reset and the TLS side dropped without
+/// close_notify, so neither end mistakes the cut for an orderly end. `Ok(true)`: superseded.
+pub async fn copy_until_superseded<A, B>(
+    a: &mut A,
+    b: &mut B,
+    shared: &Shared,
+    counters: copy::Counters<'_>,
+    superseded: impl std::future::Future<Output = ()>,
+) -> Result<bool, CopyError>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::select! {
+        r = copy::bidirectional(a, b, shared.timeouts.idle, counters) => r.map(|_| false),
+        () = superseded => Ok(true),
+    }
+}
+
+/// Counts and logs a connection closed by [`copy_until_superseded`], resetting its plaintext side.
+pub fn superseded(plain: &tokio::net::TcpStream, route: &Route, peer: impl FnOnce() -> String) {
+    let _ = crate::sockopt::reset_on_close(plain);
+    route.fail(Failure::Superseded);
+    tracing::debug!(
+        PODMESH_EVENT = "connection_superseded",
+        route = %route.name,
+        "connection of route {} with {} closed: made under a superseded mesh CA, grace over",
+        route.name,
+        peer()
+    );
 }
 
 /// Ends a proxied connection whose copy failed. The plaintext socket is reset (SO_LINGER 0)

@@ -10,6 +10,7 @@ use crate::{
     copy,
     limits::Ticket,
     metrics::{Failure, Route},
+    rotation::Peer,
     sockopt,
 };
 use rustls_pki_types::ServerName;
@@ -51,6 +52,7 @@ async fn handle(mut app: TcpStream, target: &Target, shared: &Shared, active: &A
             return;
         }
     };
+    let stamp = shared.retirement.stamp();
     let current = shared.tls.borrow().clone();
     let Some(config) = current.egress_client(target.entry).cloned() else {
         // Every entry of the plan has a configuration: a missing one is a bug, never a pass.
@@ -86,15 +88,20 @@ async fn handle(mut app: TcpStream, target: &Target, shared: &Shared, active: &A
     drop(current);
     route.proxied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let counters = copy::Counters { a_to_b: &route.bytes_up, b_to_a: &route.bytes_down };
-    if let Err(e) = copy::bidirectional(&mut app, &mut tls, shared.timeouts.idle, counters).await {
-        conn::copy_failed(&e, copy::Side::B, &app, route, || {
-            format!(
-                "{} at {}:{}",
-                crate::tls::peer_identity(tls.get_ref().1.peer_certificates()),
-                target.host,
-                target.port
-            )
-        });
+    let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+    let peer = Peer::Server {
+        entry: target.entry,
+        chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+        name: target.server_name.clone(),
+    };
+    let superseded = stamp.superseded(peer, shared.tls.clone());
+    let describe = |tls: &tokio_rustls::client::TlsStream<_>| {
+        format!("{} at {}:{}", crate::tls::peer_identity(tls.get_ref().1.peer_certificates()), target.host, target.port)
+    };
+    match conn::copy_until_superseded(&mut app, &mut tls, shared, counters, superseded).await {
+        Ok(false) => {}
+        Ok(true) => conn::superseded(&app, route, || describe(&tls)),
+        Err(e) => conn::copy_failed(&e, copy::Side::B, &app, route, || describe(&tls)),
     }
 }
 

@@ -18,6 +18,7 @@ use crate::{
     limits::Ticket,
     local::LocalError,
     metrics::{Failure, Route},
+    rotation::Peer,
     sockopt,
 };
 use std::{net::SocketAddr, sync::Arc};
@@ -97,6 +98,7 @@ async fn handle(
         Err(e) => return refuse(&stream, orig, route, e),
     };
     let client = stream.peer_addr().ok();
+    let stamp = shared.retirement.stamp();
     let current = shared.tls.borrow().clone();
     // The original destination picks the port's rule before the ClientHello is read.
     let config = match kind {
@@ -147,11 +149,21 @@ async fn handle(
     };
     route.proxied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let counters = copy::Counters { a_to_b: &route.bytes_up, b_to_a: &route.bytes_down };
-    if let Err(e) = copy::bidirectional(&mut tls, &mut upstream, shared.timeouts.idle, counters).await {
-        conn::copy_failed(&e, copy::Side::A, &upstream, route, || {
-            let from = client.map_or_else(|| "?".to_string(), |a| a.to_string());
-            format!("{} from {from} to {orig}", crate::tls::peer_identity(tls.get_ref().1.peer_certificates()))
-        });
+    let peer = match (kind, tls.get_ref().1.peer_certificates()) {
+        (Listener::Mtls { .. }, Some(chain)) => {
+            Peer::Client { port: orig.port(), chain: chain.iter().map(|c| c.clone().into_owned()).collect() }
+        }
+        _ => Peer::None,
+    };
+    let superseded = stamp.superseded(peer, shared.tls.clone());
+    let describe = |tls: &tokio_rustls::server::TlsStream<_>| {
+        let from = client.map_or_else(|| "?".to_string(), |a| a.to_string());
+        format!("{} from {from} to {orig}", crate::tls::peer_identity(tls.get_ref().1.peer_certificates()))
+    };
+    match conn::copy_until_superseded(&mut tls, &mut upstream, shared, counters, superseded).await {
+        Ok(false) => {}
+        Ok(true) => conn::superseded(&upstream, route, || describe(&tls)),
+        Err(e) => conn::copy_failed(&e, copy::Side::A, &upstream, route, || describe(&tls)),
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`tls`] + [`reload`]: validated rustls configs from the tls dir, hot reloaded.
 //! - [`identity`]: who may talk to whom (ingress allow-lists, egress identity), checked in
 //!   the handshake.
+//! - [`rotation`]: a new mesh CA (manifest update): old and new trusted for a grace period,
+//!   then connections made under the old one closed.
 //! - [`accept`] + [`event_loops`]: the accept loop of every listener, run on one or more
 //!   single-threaded event loops.
 //! - [`copy`]: bidirectional copy with pooled buffers, half-close (only after close_notify) and idle timeout.
@@ -37,6 +39,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod readiness;
 pub mod reload;
+pub mod rotation;
 pub mod sockopt;
 pub mod tls;
 pub mod tls_dir;

@@ -42,10 +42,13 @@ pub enum Failure {
     /// The peer's certificate is of the mesh but names an identity the entry does not admit
     /// (see [`crate::identity`]); refused in the handshake.
     IdentityRefused,
+    /// Made under a mesh CA that a manifest update replaced, and closed when the rotation's
+    /// grace period ended (see [`crate::rotation`]).
+    Superseded,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 12] = [
+    pub const ALL: [Failure; 13] = [
         Failure::HandshakeTimeout,
         Failure::NoClientCert,
         Failure::BadCertificate,
@@ -58,6 +61,7 @@ impl Failure {
         Failure::Truncated,
         Failure::HandshakeLimit,
         Failure::IdentityRefused,
+        Failure::Superseded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +78,7 @@ impl Failure {
             Failure::Truncated => "truncated",
             Failure::HandshakeLimit => "handshake_limit",
             Failure::IdentityRefused => "identity_refused",
+            Failure::Superseded => "superseded",
         }
     }
 

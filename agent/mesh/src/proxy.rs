@@ -14,6 +14,7 @@ use crate::{
     metrics::Route,
     readiness::Readiness,
     reload::{Fingerprint, Reloader},
+    rotation::Rotation,
     sockopt, tls,
 };
 use crate::{
@@ -46,6 +47,9 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// How often the tls dir is checked for new material.
     pub reload_interval: Duration,
+    /// After a new mesh CA appears: how long the old one stays trusted and connections made
+    /// under it stay open (see [`crate::rotation`]).
+    pub rotation_grace: Duration,
     /// Network namespace for nft/ip operations (tests); `None` = our own.
     pub netns: Option<String>,
     /// Session resumption and TLS 1.3 suites.
@@ -71,6 +75,8 @@ pub mod defaults {
     pub const MAX_HANDSHAKES_PER_SOURCE: u32 = 128;
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
     pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+    /// `--rotation-grace`: see README "Manifest updates reach the mesh in seconds".
+    pub const ROTATION_GRACE: Duration = Duration::from_secs(30);
 }
 
 impl Default for Options {
@@ -92,6 +98,7 @@ impl Default for Options {
             max_handshakes_per_source: defaults::MAX_HANDSHAKES_PER_SOURCE,
             drain_timeout: defaults::DRAIN_TIMEOUT,
             reload_interval: defaults::RELOAD_INTERVAL,
+            rotation_grace: defaults::ROTATION_GRACE,
             netns: None,
             tls: tls::TlsPolicy::default(),
             threads: 1,
@@ -271,8 +278,8 @@ impl Options {
             }
         }
         let t = &self.timeouts;
-        if [t.handshake, t.connect, t.idle, self.reload_interval].iter().any(Duration::is_zero) {
-            return bad("timeouts and the reload interval must be greater than zero".into());
+        if [t.handshake, t.connect, t.idle, self.reload_interval, self.rotation_grace].iter().any(Duration::is_zero) {
+            return bad("timeouts, the reload interval and the rotation grace must be greater than zero".into());
         }
         if self.max_connections == 0 {
             return bad("--max-connections must be at least 1".into());
@@ -351,6 +358,7 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
     all_routes.extend(egress_routes.iter().cloned());
 
     // The admin listener comes first, so /ready can tell what startup is waiting for.
+    let rotation_stats = Arc::new(crate::rotation::Stats::default());
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(port) = plan.admin_port {
         let addr = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
@@ -358,7 +366,12 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
         let listener = bind(sockopt::plain_listener(addr), &what)?;
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|e| ProxyError::EventLoop(format!("registering the {what} with the runtime: {e}")))?;
-        let state = Arc::new(AdminState { readiness: readiness.clone(), routes: all_routes.clone(), config_json });
+        let state = Arc::new(AdminState {
+            readiness: readiness.clone(),
+            routes: all_routes.clone(),
+            config_json,
+            rotation: rotation_stats.clone(),
+        });
         let limits = limits.clone();
         tasks.spawn(async move { admin::serve(listener, state, async move { limits.stopped().await }).await });
     }
@@ -374,20 +387,28 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
 
     // TLS material: loaded and verified before anything can accept a connection.
     let (dir, policy, r) = (opts.tls_dir.clone(), opts.tls.clone(), rules.clone());
-    let (seen, configs) = tokio::task::spawn_blocking(move || {
+    let grace = opts.rotation_grace;
+    let stats = rotation_stats.clone();
+    let (seen, loaded) = tokio::task::spawn_blocking(move || {
         let seen = Fingerprint::of(&dir);
-        (seen, tls::TlsConfigs::load(&dir, rustls_pki_types::UnixTime::now(), &policy, &r))
+        let loaded = tls::Material::read(&dir).and_then(|m| {
+            let (rotation, retirement) = Rotation::new(&dir, policy.clone(), r.clone(), grace, &m, stats);
+            let configs = tls::TlsConfigs::from_material(&dir, m, rustls_pki_types::UnixTime::now(), &policy, &r)?;
+            Ok((rotation, retirement, configs))
+        });
+        (seen, loaded)
     })
     .await
     .map_err(|e| ProxyError::Task(e.to_string()))?;
-    let configs = configs.map_err(|source| ProxyError::Tls { dir: opts.tls_dir.clone(), source })?;
+    let (rotation, retirement, configs) =
+        loaded.map_err(|source| ProxyError::Tls { dir: opts.tls_dir.clone(), source })?;
     tracing::info!(
         PODMESH_EVENT = "tls_loaded",
         "TLS material from {} verified against the mesh CA ({})",
         opts.tls_dir.display(),
         configs.summary
     );
-    let (reloader, tls_watch) = Reloader::new(opts.tls_dir.clone(), seen, opts.tls.clone(), rules, configs);
+    let (reloader, tls_watch) = Reloader::new(opts.tls_dir.clone(), seen, rotation, configs);
     drop(tls_token);
 
     let mut own_ports = vec![opts.mtls_port, opts.tls_port];
@@ -399,6 +420,7 @@ pub async fn start(plan: Plan, opts: Options, config_json: String) -> Result<Run
         upstream_mark: opts.upstream_mark,
         own_ports,
         local: crate::local::LocalCheck::new(),
+        retirement,
     });
 
     // Listeners: bound now (a port in use fails startup), served once ready.

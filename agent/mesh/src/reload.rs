@@ -7,16 +7,18 @@
 //! rejected with one log line and the current configuration stays; established connections
 //! never notice either way. The files of a renewal land one by one, so a half-written set
 //! (new certificate, old key) is rejected once and picked up at the next change.
+//!
+//! A new mesh CA (a manifest update) is not switched to at once: [`crate::rotation`] keeps
+//! the old CA trusted for the grace period and moves our own certificate over half way; this
+//! loop publishes each of its steps.
 
-use crate::{
-    identity::Rules,
-    tls::{TlsConfigs, TlsPolicy, CHAIN_FILE, KEY_FILE, MESH_CA_FILE},
-};
+use crate::rotation::{Rotation, Step};
+use crate::tls::{Material, TlsConfigs, CHAIN_FILE, KEY_FILE, MESH_CA_FILE};
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 use tokio::sync::watch;
 
@@ -42,43 +44,56 @@ pub type TlsWatch = watch::Receiver<Arc<TlsConfigs>>;
 pub struct Reloader {
     dir: PathBuf,
     seen: Fingerprint,
-    policy: TlsPolicy,
-    /// The identity rules every rebuilt configuration carries.
-    rules: Arc<Rules>,
+    rotation: Rotation,
     tx: watch::Sender<Arc<TlsConfigs>>,
 }
 
 impl Reloader {
     /// Starts from material already loaded from `dir` (fingerprint taken before loading, so
     /// a change during the load is noticed at the first poll).
-    pub fn new(
-        dir: PathBuf,
-        seen: Fingerprint,
-        policy: TlsPolicy,
-        rules: Arc<Rules>,
-        initial: TlsConfigs,
-    ) -> (Self, TlsWatch) {
+    pub fn new(dir: PathBuf, seen: Fingerprint, rotation: Rotation, initial: TlsConfigs) -> (Self, TlsWatch) {
         let (tx, rx) = watch::channel(Arc::new(initial));
-        (Self { dir, seen, policy, rules, tx }, rx)
+        (Self { dir, seen, rotation, tx }, rx)
     }
 
-    /// One poll: reload when the files changed. Returns whether new material was published.
+    /// One poll: reload when the files changed, then move a rotation on when one is due.
+    /// Returns whether new material was published.
     pub fn poll_once(&mut self) -> bool {
-        let now = Fingerprint::of(&self.dir);
-        if now == self.seen {
-            return false;
+        let now = Instant::now();
+        let fingerprint = Fingerprint::of(&self.dir);
+        let mut published = false;
+        if fingerprint != self.seen {
+            self.seen = fingerprint;
+            match Material::read(&self.dir).and_then(|m| self.rotation.accept(m, now)) {
+                Ok((configs, steps)) => {
+                    tracing::info!(PODMESH_EVENT = "tls_reloaded", dir = %self.dir.display(), "new TLS material from {} in use for new handshakes ({})", self.dir.display(), configs.summary);
+                    self.publish(configs, &steps);
+                    published = true;
+                }
+                Err(e) => {
+                    tracing::warn!(PODMESH_EVENT = "tls_reload_rejected", dir = %self.dir.display(), "changed TLS material rejected, keeping the current one: {e}");
+                }
+            }
         }
-        self.seen = now;
-        match TlsConfigs::load(&self.dir, rustls_pki_types::UnixTime::now(), &self.policy, &self.rules) {
-            Ok(configs) => {
-                tracing::info!(PODMESH_EVENT = "tls_reloaded", dir = %self.dir.display(), "new TLS material from {} in use for new handshakes ({})", self.dir.display(), configs.summary);
-                self.tx.send_replace(Arc::new(configs));
-                true
+        match self.rotation.advance(now) {
+            Ok(Some((configs, step))) => {
+                self.publish(configs, &[step]);
+                published = true;
             }
-            Err(e) => {
-                tracing::warn!(PODMESH_EVENT = "tls_reload_rejected", dir = %self.dir.display(), "changed TLS material rejected, keeping the current one: {e}");
-                false
-            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(
+                PODMESH_EVENT = "mesh_ca_rotation_failed",
+                "the next step of the mesh CA rotation cannot be built, keeping the current one: {e}"
+            ),
+        }
+        published
+    }
+
+    /// Configuration first, then the connections are told (see [`crate::rotation::Retirement::stamp`]).
+    fn publish(&self, configs: TlsConfigs, steps: &[Step]) {
+        self.tx.send_replace(Arc::new(configs));
+        for step in steps {
+            self.rotation.announce(*step);
         }
     }
 
@@ -93,7 +108,7 @@ impl Reloader {
             }
             // Loading is a few file reads and signature checks: fine on a blocking thread.
             let dir_unchanged = Fingerprint::of(&self.dir) == self.seen;
-            if dir_unchanged {
+            if dir_unchanged && !self.rotation.due(Instant::now()) {
                 continue;
             }
             self = match tokio::task::spawn_blocking(move || {

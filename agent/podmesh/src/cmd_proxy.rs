@@ -61,6 +61,10 @@ pub struct Args {
     /// How often the tls dir is checked for renewed material.
     #[arg(long, default_value_t = Dur(defaults::RELOAD_INTERVAL))]
     reload_interval: Dur,
+    /// After a manifest update brings a new mesh CA: how long the old CA stays trusted (our
+    /// own certificate switches half way), after which connections made under it are closed.
+    #[arg(long, env = "PODMESH_ROTATION_GRACE", default_value_t = Dur(defaults::ROTATION_GRACE))]
+    rotation_grace: Dur,
     /// Threads serving connections, each a single-threaded event loop (default: half the CPUs, rounded up).
     #[arg(long)]
     worker_threads: Option<usize>,
@@ -137,6 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_handshakes_per_source: args.max_handshakes_per_source,
         drain_timeout: args.drain_timeout.0,
         reload_interval: args.reload_interval.0,
+        rotation_grace: args.rotation_grace.0,
         // Already inside it (see above): nft and ip run in our own namespace.
         netns: None,
         tls: mesh::tls::TlsPolicy {

@@ -64,6 +64,7 @@ struct DbusStatus {
     state: String,
     certificate_expiry: u64,
     mesh_ca_fingerprint: String,
+    mesh_generation: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -170,6 +171,7 @@ fn query_dbus() -> Result<DbusStatus, String> {
                 state: p.state().await?,
                 certificate_expiry: p.certificate_expiry().await?,
                 mesh_ca_fingerprint: p.mesh_ca_fingerprint().await?,
+                mesh_generation: p.mesh_generation().await?,
             })
         };
         match tokio::time::timeout(Duration::from_secs(3), fut).await {
@@ -210,10 +212,11 @@ fn print_text(s: &Status) {
     }
     match (&s.dbus, &s.dbus_error) {
         (Some(d), _) => println!(
-            "daemon:       {} (expiry {}, mesh CA {})",
+            "daemon:       {} (expiry {}, mesh CA {}, manifest generation {})",
             d.state,
             d.certificate_expiry,
-            if d.mesh_ca_fingerprint.is_empty() { "-" } else { &d.mesh_ca_fingerprint }
+            if d.mesh_ca_fingerprint.is_empty() { "-" } else { &d.mesh_ca_fingerprint },
+            d.mesh_generation
         ),
         (None, Some(e)) => println!("daemon:       unknown ({e})"),
         (None, None) => {}

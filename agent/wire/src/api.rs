@@ -11,6 +11,7 @@
 //! | GET  | [`CA_PATH`] | none | [`CaResponse`] |
 //! | GET  | [`MANIFEST_PATH`] | none | [`ManifestResponse`] |
 //! | PUT  | [`MANIFEST_PATH`] | manifest JSON + `Authorization: Bearer <owner token>` | [`ManifestResponse`] |
+//! | GET  | [`GENERATION_PATH`]`?after=N` | none | [`GenerationResponse`] (long poll, see there) |
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
@@ -19,6 +20,10 @@ pub const NONCE_PATH: &str = "/v1/nonce";
 pub const CERTIFICATE_PATH: &str = "/v1/certificate";
 pub const CA_PATH: &str = "/v1/ca";
 pub const MANIFEST_PATH: &str = "/v1/manifest";
+pub const GENERATION_PATH: &str = "/v1/generation";
+
+/// How long `GET /v1/generation?after=N` holds a request while the generation is still `N`.
+pub const GENERATION_HOLD: std::time::Duration = std::time::Duration::from_secs(50);
 
 /// Nonce length in bytes.
 pub const NONCE_LEN: usize = 32;
@@ -88,6 +93,20 @@ pub struct CertificateResponse {
     pub workload: String,
     /// Leaf validity end, seconds since the Unix epoch.
     pub not_after: u64,
+    /// The manifest generation whose mesh CA issued the certificate (0 from coordinators that
+    /// predate the field).
+    #[serde(default)]
+    pub manifest_generation: u64,
+}
+
+/// `GET /v1/generation?after=N`: the current manifest generation. Answered at once when it is
+/// not `N` (or `after` is absent), else held until it changes or [`GENERATION_HOLD`] passes
+/// (then answered with `N` again: the client simply asks again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationResponse {
+    pub generation: u64,
+    /// Hex SHA-256 of the manifest's canonical JSON.
+    pub manifest_sha256: String,
 }
 
 /// `GET /v1/ca`: what a data owner checks workloads against.

@@ -2,10 +2,12 @@
 //! One request per TLS connection: attestation is rare, simplicity wins.
 
 use crate::api::{
-    self, CaResponse, CertificateRequest, CertificateResponse, ErrorBody, ManifestResponse, NonceResponse, Reason,
+    self, CaResponse, CertificateRequest, CertificateResponse, ErrorBody, GenerationResponse, ManifestResponse,
+    NonceResponse, Reason,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -49,6 +51,7 @@ pub enum ServerTrust {
     TrustOnFirstUse,
 }
 
+#[derive(Clone)]
 pub struct Client {
     addr: String,
     host: String,
@@ -189,6 +192,13 @@ impl Client {
         self.call("GET", api::MANIFEST_PATH, None, None).await
     }
 
+    /// Long poll on a connection of its own: returns once the generation differs from
+    /// `after`, or after [`api::GENERATION_HOLD`] with it unchanged. Waits that long plus this
+    /// client's timeout. [`GenerationWatch`] keeps the connection between polls.
+    pub async fn generation_after(&self, after: u64) -> Result<GenerationResponse, ClientError> {
+        GenerationWatch::new(self.clone()).after(after).await
+    }
+
     pub async fn set_manifest(
         &self,
         owner_token: &str,
@@ -204,68 +214,55 @@ impl Client {
         body: Option<Vec<u8>>,
         token: Option<&str>,
     ) -> Result<T, ClientError> {
+        self.call_within(self.timeout, method, path, body, token).await
+    }
+
+    async fn call_within<T: serde::de::DeserializeOwned>(
+        &self,
+        timeout: Duration,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers = vec![("content-type", "application/json")];
         if let Some(auth) = &auth {
             headers.push(("authorization", auth.as_str()));
         }
-        let (status, retry_after, bytes) = self.exchange(method, path, body.unwrap_or_default(), &headers).await?;
-        if status == 200 {
-            return serde_json::from_slice(&bytes).map_err(|_| ClientError::Unexpected {
-                status,
-                body: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-            });
-        }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(e) => Err(ClientError::Rejected { status, reason: e.reason, detail: e.detail, retry_after }),
-            Err(_) => Err(ClientError::Unexpected {
-                status,
-                body: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-            }),
-        }
+        let (status, retry_after, bytes) =
+            tokio::time::timeout(timeout, self.raw_inner(method, path, body.unwrap_or_default(), &headers))
+                .await
+                .map_err(|_| ClientError::Timeout { addr: self.addr.clone(), timeout })??;
+        decode(status, retry_after, &bytes)
     }
 
-    /// One raw request: (status, body). For tests and tools.
-    pub async fn raw(
-        &self,
-        method: &str,
-        path: &str,
-        body: Vec<u8>,
-        headers: &[(&str, &str)],
-    ) -> Result<(u16, Vec<u8>), ClientError> {
-        let (status, _, bytes) = self.exchange(method, path, body, headers).await?;
-        Ok((status, bytes))
-    }
-
-    /// One request: (status, `Retry-After` in seconds if sent, body).
-    async fn exchange(
-        &self,
-        method: &str,
-        path: &str,
-        body: Vec<u8>,
-        headers: &[(&str, &str)],
-    ) -> Result<(u16, Option<Duration>, Vec<u8>), ClientError> {
-        tokio::time::timeout(self.timeout, self.raw_inner(method, path, body, headers))
+    /// A TLS connection to the coordinator with HTTP/1.1 on it; the connection lives until the
+    /// returned sender is dropped.
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let http = |why: String| ClientError::Http { addr: self.addr.clone(), why };
+        let tcp = TcpStream::connect(&self.addr)
             .await
-            .map_err(|_| ClientError::Timeout { addr: self.addr.clone(), timeout: self.timeout })?
+            .map_err(|source| ClientError::Connect { addr: self.addr.clone(), source })?;
+        let tls = self.connector.connect(self.server_name.clone(), tcp).await.map_err(|e| http(format!("TLS: {e}")))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| http(e.to_string()))?;
+        tokio::spawn(conn);
+        Ok(sender)
     }
 
-    async fn raw_inner(
+    /// One request on `sender`: (status, `Retry-After` if sent, body).
+    async fn send(
         &self,
+        sender: &mut SendRequest<Full<Bytes>>,
         method: &str,
         path: &str,
         body: Vec<u8>,
         headers: &[(&str, &str)],
     ) -> Result<(u16, Option<Duration>, Vec<u8>), ClientError> {
         let http = |why: String| ClientError::Http { addr: self.addr.clone(), why };
-        let tcp = TcpStream::connect(&self.addr)
-            .await
-            .map_err(|source| ClientError::Connect { addr: self.addr.clone(), source })?;
-        let tls = self.connector.connect(self.server_name.clone(), tcp).await.map_err(|e| http(format!("TLS: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| http(e.to_string()))?;
-        let driver = tokio::spawn(conn);
+        sender.ready().await.map_err(|e| http(e.to_string()))?;
         let mut request = hyper::Request::builder().method(method).uri(path).header("host", &self.host);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -285,7 +282,87 @@ impl Client {
             .await
             .map_err(|e| http(format!("reading the response: {e}")))?
             .to_bytes();
-        driver.abort();
         Ok((status, retry_after, bytes.to_vec()))
+    }
+
+    /// One raw request: (status, body). For tests and tools.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let (status, _, bytes) = tokio::time::timeout(self.timeout, self.raw_inner(method, path, body, headers))
+            .await
+            .map_err(|_| ClientError::Timeout { addr: self.addr.clone(), timeout: self.timeout })??;
+        Ok((status, bytes))
+    }
+
+    async fn raw_inner(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Option<Duration>, Vec<u8>), ClientError> {
+        let mut sender = self.connect().await?;
+        self.send(&mut sender, method, path, body, headers).await
+    }
+}
+
+/// A 200 body as `T`, anything else as the coordinator's rejection.
+fn decode<T: serde::de::DeserializeOwned>(
+    status: u16,
+    retry_after: Option<Duration>,
+    bytes: &[u8],
+) -> Result<T, ClientError> {
+    let unexpected =
+        || ClientError::Unexpected { status, body: String::from_utf8_lossy(bytes).chars().take(200).collect() };
+    if status == 200 {
+        return serde_json::from_slice(bytes).map_err(|_| unexpected());
+    }
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(e) => Err(ClientError::Rejected { status, reason: e.reason, detail: e.detail, retry_after }),
+        Err(_) => Err(unexpected()),
+    }
+}
+
+/// The long poll of `GET /v1/generation` on one kept-alive connection: a pod pays one TLS
+/// handshake per connection, not one per hold (10 000 pods re-polling every 50 s would
+/// otherwise cost the coordinator 200 handshakes per second). Any error drops the connection;
+/// the next poll opens a new one.
+pub struct GenerationWatch {
+    client: Client,
+    conn: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl GenerationWatch {
+    pub fn new(client: Client) -> Self {
+        Self { client, conn: None }
+    }
+
+    /// See [`Client::generation_after`].
+    pub async fn after(&mut self, after: u64) -> Result<GenerationResponse, ClientError> {
+        let timeout = self.client.timeout + api::GENERATION_HOLD;
+        let result = match tokio::time::timeout(timeout, self.poll(after)).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout { addr: self.client.addr.clone(), timeout }),
+        };
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn poll(&mut self, after: u64) -> Result<GenerationResponse, ClientError> {
+        let mut sender = match self.conn.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => self.client.connect().await?,
+        };
+        let path = format!("{}?after={after}", api::GENERATION_PATH);
+        let (status, retry_after, bytes) = self.client.send(&mut sender, "GET", &path, Vec::new(), &[]).await?;
+        self.conn = Some(sender);
+        decode(status, retry_after, &bytes)
     }
 }

@@ -1,5 +1,6 @@
-//! `org.podmesh.Attestation1` on the system bus: state, certificate expiry and mesh CA
-//! fingerprint as properties (with PropertiesChanged), a `Renewed` signal and `Reattest()`.
+//! `org.podmesh.Attestation1` on the system bus: state, certificate expiry, mesh CA
+//! fingerprint and manifest generation as properties (with PropertiesChanged), the `Renewed`
+//! and `MeshCaRotated` signals and `Reattest()`.
 //!
 //! The bus is optional: without one (early boot, minimal images, tests) the daemon logs a
 //! warning and carries on; every update is then a no-op.
@@ -42,6 +43,7 @@ struct Attestation {
     state: State,
     expiry: u64,
     fingerprint: String,
+    generation: u64,
     reattest: Arc<Notify>,
 }
 
@@ -65,6 +67,12 @@ impl Attestation {
         self.fingerprint.clone()
     }
 
+    /// Manifest generation whose mesh CA issued the current certificate; 0 before the first.
+    #[zbus(property)]
+    fn mesh_generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Attest again now with a fresh key (the current files stay until the new ones are written).
     fn reattest(&self) {
         tracing::info!(PODMESH_EVENT = "reattest_requested", "re-attestation requested over D-Bus");
@@ -74,6 +82,14 @@ impl Attestation {
     /// Emitted after a new certificate was written (also the first one).
     #[zbus(signal)]
     async fn renewed(emitter: &SignalEmitter<'_>, expiry: u64, mesh_ca_fingerprint: &str) -> zbus::Result<()>;
+
+    /// Emitted after a certificate under a new mesh CA (a new manifest generation) was written.
+    #[zbus(signal)]
+    async fn mesh_ca_rotated(
+        emitter: &SignalEmitter<'_>,
+        generation: u64,
+        mesh_ca_fingerprint: &str,
+    ) -> zbus::Result<()>;
 }
 
 /// Handle to the exported object; a no-op when there is no bus.
@@ -84,7 +100,8 @@ pub struct Bus {
 impl Bus {
     /// Connects to the system bus (or `DBUS_SYSTEM_BUS_ADDRESS`) and claims [`BUS_NAME`].
     pub async fn connect(reattest: Arc<Notify>) -> Self {
-        let iface = Attestation { state: State::Attesting, expiry: 0, fingerprint: String::new(), reattest };
+        let iface =
+            Attestation { state: State::Attesting, expiry: 0, fingerprint: String::new(), generation: 0, reattest };
         let built = zbus::connection::Builder::system().name(BUS_NAME).serve_at(OBJECT_PATH, iface).build();
         // A wedged bus must not hold up attestation: the bus is only for status.
         let built = match tokio::time::timeout(std::time::Duration::from_secs(5), built).await {
@@ -114,13 +131,15 @@ impl Bus {
         self.update(|a| a.state = state, false).await;
     }
 
-    /// A new certificate is in place: update the properties and emit `Renewed`.
-    pub async fn renewed(&self, expiry: u64, fingerprint: &str) {
+    /// A new certificate is in place: update the properties and emit `Renewed` (and
+    /// `MeshCaRotated` when the mesh CA changed).
+    pub async fn renewed(&self, expiry: u64, fingerprint: &str, generation: u64) {
         self.update(
             |a| {
                 a.state = State::Ready;
                 a.expiry = expiry;
                 a.fingerprint = fingerprint.to_owned();
+                a.generation = generation;
             },
             true,
         )
@@ -132,7 +151,7 @@ impl Bus {
         let result = async {
             let iface = conn.object_server().interface::<_, Attestation>(OBJECT_PATH).await?;
             let mut a = iface.get_mut().await;
-            let before = (a.state, a.expiry, a.fingerprint.clone());
+            let before = (a.state, a.expiry, a.fingerprint.clone(), a.generation);
             change(&mut a);
             let emitter = iface.signal_emitter();
             if a.state != before.0 {
@@ -144,8 +163,14 @@ impl Bus {
             if a.fingerprint != before.2 {
                 a.mesh_ca_fingerprint_changed(emitter).await?;
             }
+            if a.generation != before.3 {
+                a.mesh_generation_changed(emitter).await?;
+            }
             if renewed {
                 Attestation::renewed(emitter, a.expiry, &a.fingerprint).await?;
+                if !before.2.is_empty() && a.fingerprint != before.2 {
+                    Attestation::mesh_ca_rotated(emitter, a.generation, &a.fingerprint).await?;
+                }
             }
             Ok::<_, zbus::Error>(())
         }
@@ -170,4 +195,6 @@ pub trait Attestation1 {
     fn certificate_expiry(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn mesh_ca_fingerprint(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn mesh_generation(&self) -> zbus::Result<u64>;
 }

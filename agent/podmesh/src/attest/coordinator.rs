@@ -60,6 +60,12 @@ impl Coordinator {
         Ok(Self { endpoint, trust, client, anchor, timeout })
     }
 
+    /// The HTTPS client, authenticated like every attestation (pinned once trust-on-first-use
+    /// has seen its first bundle).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The root CA a returned bundle must carry, when known.
     pub fn anchor(&self) -> Option<&CertificateDer<'static>> {
         self.anchor.as_ref()

@@ -1,5 +1,6 @@
 //! The attestation loop: attest, write the files, open the pod when no mesh proxy will,
-//! renew at half-life, retry with backoff, stop cleanly on SIGTERM.
+//! renew at half-life or when the coordinator announces a new manifest generation
+//! ([`super::generation_watch`]), retry with backoff, stop cleanly on SIGTERM.
 
 use super::backoff::Backoff;
 use super::bus::{Bus, State};
@@ -73,6 +74,8 @@ pub enum DaemonError {
 enum Wake {
     Timer,
     Reattest,
+    /// The coordinator announced a new manifest generation.
+    Generation,
     Shutdown,
 }
 
@@ -94,6 +97,11 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
     let mut current: Option<Verified> = None;
     let mut opened = false;
     let mut attempt: u32 = 0;
+    // The generation of the certificate in place, for the watch (started after the first
+    // certificate, so under trust on first use it runs on the pinned root).
+    let (held_tx, held_rx) = tokio::sync::watch::channel(0u64);
+    let rotate = Arc::new(Notify::new());
+    let mut watching: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         attempt += 1;
         let outcome = tokio::select! {
@@ -101,10 +109,11 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
             _ = shutdown.recv() => return stopping(),
         };
         let wait = match outcome {
-            Ok(v) => {
+            Ok((v, generation)) => {
                 backoff.reset();
                 attempt = 0;
                 let fp = v.mesh_ca.sha256.clone();
+                let previous = current.as_ref().map(|c| c.mesh_ca.sha256.clone());
                 tracing::info!(
                     PODMESH_EVENT = "certificate_written",
                     PODMESH_CERT_EXPIRY = v.leaf.not_after,
@@ -114,7 +123,17 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
                     v.leaf.sans.join(","),
                     v.leaf.not_after,
                 );
-                bus.renewed(u64::try_from(v.leaf.not_after).unwrap_or(0), &fp).await;
+                if let Some(old) = previous.filter(|old| *old != fp) {
+                    tracing::info!(
+                        PODMESH_EVENT = "mesh_ca_rotated",
+                        PODMESH_GENERATION = generation,
+                        PODMESH_MESH_CA_SHA256 = %fp,
+                        PODMESH_OLD_MESH_CA_SHA256 = %old,
+                        "mesh CA rotated: certificate of manifest generation {generation} under mesh CA {fp} (was {old}) written; the proxy switches to it"
+                    );
+                }
+                held_tx.send_replace(generation);
+                bus.renewed(u64::try_from(v.leaf.not_after).unwrap_or(0), &fp, generation).await;
                 let status = format!("certificate valid until {} (mesh CA {fp})", v.leaf.not_after);
                 if current.is_none() {
                     notify_ready(Some(&status), Some("certificate_written"));
@@ -132,6 +151,11 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
                 current = Some(v);
                 if s.once {
                     return Ok(());
+                }
+                if watching.is_none() {
+                    let client = s.coordinator.client().clone();
+                    watching =
+                        Some(tokio::spawn(super::generation_watch::run(client, held_rx.clone(), rotate.clone())));
                 }
                 tracing::info!(
                     PODMESH_EVENT = "renewal_scheduled",
@@ -155,6 +179,7 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
                 tracing::warn!(
                     PODMESH_EVENT = "attestation_failed",
                     PODMESH_ATTEMPT = attempt,
+                    PODMESH_REASON = e.reason().unwrap_or("-"),
                     "attestation attempt {attempt} failed: {e}; retrying in {} ms",
                     delay.as_millis()
                 );
@@ -186,12 +211,19 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
         let wake = tokio::select! {
             _ = tokio::time::sleep(wait) => Wake::Timer,
             _ = reattest.notified() => Wake::Reattest,
+            _ = rotate.notified() => Wake::Generation,
             _ = shutdown.recv() => Wake::Shutdown,
         };
         match wake {
-            Wake::Shutdown => return stopping(),
+            Wake::Shutdown => {
+                if let Some(w) = watching.take() {
+                    w.abort();
+                }
+                return stopping();
+            }
             Wake::Reattest => backoff.reset(),
-            Wake::Timer => {}
+            // A refused pod keeps its backoff: the watch wakes it at most once per hold.
+            Wake::Generation | Wake::Timer => {}
         }
         if let Some(cur) = &current {
             if now_secs() < cur.leaf.not_after {
@@ -201,8 +233,21 @@ pub async fn run(mut s: Settings) -> Result<(), DaemonError> {
     }
 }
 
+impl AttemptError {
+    /// The coordinator's rejection reason, for the journal.
+    fn reason(&self) -> Option<&'static str> {
+        match self {
+            AttemptError::Coordinator(CoordinatorError::Client(wire::client::ClientError::Rejected {
+                reason, ..
+            })) => Some(reason.as_str()),
+            _ => None,
+        }
+    }
+}
+
 /// One full attestation with a fresh key. Writes the files only when every check passed.
-async fn attest_once(s: &mut Settings) -> Result<Verified, AttemptError> {
+/// Returns what was verified and the manifest generation it belongs to.
+async fn attest_once(s: &mut Settings) -> Result<(Verified, u64), AttemptError> {
     let key = WorkloadKey::generate()?;
     let nonce = s.coordinator.nonce().await?;
     let report = read_report(s, key.report_data(&nonce)).await?;
@@ -225,7 +270,7 @@ async fn attest_once(s: &mut Settings) -> Result<Verified, AttemptError> {
     };
     let dir = s.tls_dir.clone();
     tls_dir::write_atomically(&dir, &files)?;
-    Ok(verified)
+    Ok((verified, issued.manifest_generation))
 }
 
 /// configfs-tsm blocks (TDX GetQuote can take seconds): keep it off the async threads.

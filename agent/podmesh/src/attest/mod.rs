@@ -7,5 +7,6 @@ pub mod coordinator;
 pub mod coordinator_tls;
 pub mod daemon;
 pub mod endpoint;
+pub mod generation_watch;
 pub mod issued;
 pub mod workload_key;
