@@ -45,6 +45,11 @@ grub_ver=$(dpkg-query -W -f='${Version}' grub-efi-amd64-bin 2>/dev/null) ||
 key=$(printf '%s\n' "$ver" "$grub_ver" "$snp_flags" "$tdx_flags" "$grub_modules" | sha256sum | cut -c1-16)
 dest=$cache/$upstream-$key
 
+# One build at a time per cache (two `make` runs, or CI beside a session): the second waits,
+# then finds the cache warm.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
 if [ ! -s "$dest/snp.fd" ] || [ ! -s "$dest/tdx.fd" ]; then
     src=$cache/src/edk2-$ver
     if [ ! -e "$src/.podmesh-patched" ]; then

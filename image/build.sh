@@ -3,8 +3,11 @@
 #
 #   image/build.sh [--profile production|test] [--no-cargo] [--cargo-profile release|debug]
 #
-# Output: build/image/<profile>/podmesh.vmlinuz + podmesh.cpio (+ build-info.txt), and
-# reference-values.json + manifest-fragment.json (launch measurements, image/reference-values.sh).
+# Output in build/image/<profile>/: podmesh.vmlinuz; podmesh-root.img (the OS as EROFS + its
+# dm-verity hash tree), podmesh-root.verity (root hash, salt, size) and podmesh-verity.initrd
+# (opens it; image/verity/README.md); podmesh.cpio (the same OS as one initramfs, for
+# run-qemu --root initramfs); build-info.txt, size.txt; reference-values.json +
+# manifest-fragment.json (launch measurements of the verity boot, image/reference-values.sh).
 # Binaries come from target/<cargo-profile> (default release; the VM test uses the debug
 # build that `cargo test` already made) and are stripped on the way into the image.
 # Env: PODMESH_KATA_DIR (default ../shared/kata beside the repository) or
@@ -47,7 +50,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "image/build.sh: needs root (mkosi installs packages into a namespace and runs depmod/preset)" >&2
     exit 1
 fi
-for tool in mkosi modinfo apt-get bwrap cpio; do
+for tool in mkosi modinfo apt-get bwrap cpio mkfs.erofs veritysetup; do
     command -v "$tool" >/dev/null || {
         echo "image/build.sh: '$tool' is missing; run scripts/setup-host.sh" >&2; exit 1; }
 done
@@ -214,17 +217,24 @@ wait "$ticker" 2>/dev/null || true
 
 kernel=$out/podmesh.vmlinuz
 cpio_img=$out/podmesh.cpio
-for f in "$kernel" "$cpio_img"; do
+verity_initrd=$out/podmesh-verity.initrd
+for f in "$kernel" "$cpio_img" "$verity_initrd"; do
     [ -s "$f" ] || { echo "image/build.sh: mkosi did not produce $f (log: $work/mkosi-$profile.log)" >&2; exit 1; }
 done
 # The size budget: the OS is held in guest RAM (image/check-size.sh; writes $out/size.txt).
 bash image/check-size.sh "$profile" "$cpio_img" "$stage" | sed 's/^/image: /' >&2
+# The root disk the podVM boots by default: the same OS, read-only, under dm-verity.
+progress "root disk: EROFS + dm-verity (image/verity/build-root.sh)"
+bash image/verity/build-root.sh "$cpio_img" "$out"
 secs=$(( $(date +%s) - t0 ))
 {
     echo "profile=$profile"
     echo "build_seconds=$secs"
     echo "kernel=$kernel $(stat -c %s "$kernel")"
     echo "cpio=$cpio_img $(stat -c %s "$cpio_img")"
+    echo "root_disk=$out/podmesh-root.img $(stat -c %s "$out/podmesh-root.img")"
+    echo "verity_initrd=$verity_initrd $(stat -c %s "$verity_initrd")"
+    sed 's/^/verity_/' "$out/podmesh-root.verity"
     echo "kata_agent=$kata_installed"
     echo "binaries=target/$cargo_profile (${bins[*]})"
 } >"$out/build-info.txt"
@@ -233,4 +243,4 @@ secs=$(( $(date +%s) - t0 ))
 progress "firmware (image/build-firmware.sh, cached) and reference values"
 bash image/build-firmware.sh
 bash image/reference-values.sh --profile "$profile" --coordinator "target/$cargo_profile/podmesh-coordinator"
-progress "done: $(du -h "$kernel" | cut -f1) kernel, $(du -h "$cpio_img" | cut -f1) cpio in ${secs}s -> $out"
+progress "done: $(du -h "$kernel" | cut -f1) kernel, $(du -h "$out/podmesh-root.img" | cut -f1) root disk, $(du -h "$verity_initrd" | cut -f1) initrd in ${secs}s -> $out"

@@ -26,7 +26,9 @@ done
 [ -n "$profile" ] && [ -x "$coordinator" ] ||
     { echo "reference-values: usage: --profile P --coordinator target/<profile>/podmesh-coordinator" >&2; exit 2; }
 out=build/image/$profile
-kernel=$out/podmesh.vmlinuz initrd=$out/podmesh.cpio
+kernel=$out/podmesh.vmlinuz
+# The boot image/run-qemu makes by default: the verity initrd, the root hash on the command line.
+initrd=$(image/run-qemu --profile "$profile" --print-initrd)
 snp_fw=build/firmware/snp.fd tdx_fw=build/firmware/tdx.fd
 for f in "$kernel" "$initrd" "$snp_fw" "$tdx_fw"; do
     [ -s "$f" ] || { echo "reference-values: $f is missing (image/build.sh, image/build-firmware.sh)" >&2; exit 1; }
@@ -47,10 +49,11 @@ tdx=$("$coordinator" reference-values tdx --firmware "$tdx_fw" --kernel "$kernel
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 jq -n --arg profile "$profile" --arg cmdline "$cmdline" --argjson snp "$snp" --argjson tdx "$tdx" \
     --arg snp_fw "$(sha "$snp_fw")" --arg tdx_fw "$(sha "$tdx_fw")" --arg kernel "$(sha "$kernel")" \
-    --arg initrd "$(sha "$initrd")" --arg buildinfo "$(tr '\n' ';' <build/firmware/BUILDINFO 2>/dev/null)" '{
+    --arg initrd "$(sha "$initrd")" --arg root_disk "$(sha "$out/podmesh-root.img")" --arg buildinfo "$(tr '\n' ';' <build/firmware/BUILDINFO 2>/dev/null)" '{
   profile: $profile,
   inputs: { snp_firmware_sha256: $snp_fw, tdx_firmware_sha256: $tdx_fw, kernel_sha256: $kernel,
-            initrd_sha256: $initrd, firmware_build: $buildinfo, cmdline: $cmdline },
+            initrd_sha256: $initrd, root_disk_sha256: $root_disk, firmware_build: $buildinfo,
+            cmdline: $cmdline },
   snp: { vcpu_type: "EPYC-v4", guest_features: "0x1", guest_policy: "0x30000", measurements: $snp },
   tdx: { memory_mib: 2048, mrtd: $tdx.mrtd, rtmr0: null, rtmr0_host_dependent: $tdx.rtmr0_host_dependent,
          rtmr1: $tdx.rtmr1, rtmr2: $tdx.rtmr2 }

@@ -41,7 +41,9 @@ bench=(stunnel4 haproxy nginx-light libnginx-mod-stream iperf3 wrk nghttp2-clien
 # edk2's x86 build (no cross compilers) and grub-mkimage for AmdSevX64's embedded grub.efi.
 firmware=(gcc make nasm acpica-tools uuid-dev python3-venv grub-efi-amd64-bin grub-common)
 image_bp=(mkosi qemu-system-x86 qemu-utils)
-image=(debian-archive-keyring apt dpkg-dev zstd cpio ovmf bubblewrap uidmap systemd-container squashfs-tools e2fsprogs dosfstools mtools reprepro)
+# erofs-utils, cryptsetup-bin: the root disk (EROFS + dm-verity hash tree, image/verity/).
+image=(debian-archive-keyring apt dpkg-dev zstd cpio ovmf bubblewrap uidmap systemd-container squashfs-tools e2fsprogs dosfstools mtools reprepro
+       erofs-utils cryptsetup-bin xz-utils)
 
 missing=()
 for p in "${base[@]}" "${bench[@]}" "${image[@]}" "${firmware[@]}" "${image_bp[@]}"; do

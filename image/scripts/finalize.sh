@@ -6,6 +6,10 @@ set -eu
 od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$BUILDROOT/etc/machine-id"
 echo >>"$BUILDROOT/etc/machine-id"
 
+# The small initrd that opens the dm-verity root disk (image/verity/README.md), from the tree as
+# mkosi installed it: busybox and dmsetup go from the OS below.
+sh "$SRCDIR/image/verity/build-initrd.sh" "$BUILDROOT" "$OUTPUTDIR/podmesh-verity.initrd"
+
 # Size (the OS is an initramfs held in guest RAM; see image/README.md "Guest memory").
 # 1. The kernel is loaded by QEMU with -kernel, not from the OS: hand it to mkosi as the split
 #    kernel output now (copy_vmlinuz skips an existing one) and drop both copies (24 MB).

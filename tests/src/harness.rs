@@ -139,7 +139,9 @@ macro_rules! skip_unless_fuse {
 }
 
 /// A child process that is killed (SIGKILL) and reaped when dropped, also while a failing test
-/// unwinds. The only such wrapper: use it for every background process a test starts.
+/// unwinds, together with the processes it started (strace's tracee, which outlives its tracer;
+/// `ip netns exec`'s command). The only such wrapper: use it for every background process a
+/// test starts.
 #[derive(Debug)]
 pub struct Proc {
     pub child: std::process::Child,
@@ -167,6 +169,13 @@ impl Proc {
 
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The processes our child started and that still run (strace's tracee).
+    pub fn grandchildren(&self) -> Vec<i32> {
+        let pid = self.child.id();
+        let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        list.split_whitespace().filter_map(|p| p.parse().ok()).collect()
     }
 
     /// Everything it logged so far (empty without a log file).
@@ -235,6 +244,11 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.exited().is_none() {
+            for pid in self.grandchildren() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

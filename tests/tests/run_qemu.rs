@@ -1,5 +1,6 @@
 //! image/run-qemu --print-only / --print-cmdline: the exact QEMU command for each TEE, without
-//! the hardware (the SNP launch digest and the TDX RTMRs are computed for these arguments).
+//! the hardware (the SNP launch digest and the TDX RTMRs are computed for these arguments), and
+//! the root disk's dm-verity parameters on the measured command line.
 
 #![allow(unused_crate_dependencies)] // a test crate sees every dev-dependency of its package
 use std::{path::PathBuf, process::Command};
@@ -8,9 +9,29 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
 }
 
-/// Runs run-qemu with `args`; (success, stdout, stderr).
+const ROOT_HASH: &str = "5f1f2a3a0f6e0d4a7a3b6c1d2e3f405162738495a6b7c8d9e0f1a2b3c4d5e6f7";
+
+/// A podmesh-root.verity as image/verity/build-root.sh writes it, in a temporary directory.
+fn verity_file(contents: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("podmesh-root.verity");
+    std::fs::write(&path, contents).unwrap();
+    (dir, path.display().to_string())
+}
+
+fn good_verity() -> (tempfile::TempDir, String) {
+    verity_file(&format!("root_hash={ROOT_HASH}\nsalt=00ff\ndata_blocks=20480\n"))
+}
+
+/// Runs run-qemu with `args` (and a built image's dm-verity parameters unless the caller names
+/// them: a fresh clone has no image); (success, stdout, stderr).
 fn run_qemu(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("bash").arg(root().join("image/run-qemu")).args(args).output().expect("run image/run-qemu");
+    let (_dir, verity) = good_verity();
+    let mut all: Vec<&str> = args.to_vec();
+    if !args.iter().any(|a| *a == "--verity" || *a == "--root") {
+        all.extend(["--verity", &verity]);
+    }
+    let out = Command::new("bash").arg(root().join("image/run-qemu")).args(&all).output().expect("run image/run-qemu");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -96,4 +117,67 @@ fn bad_options_are_refused_with_a_reason() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(out.is_empty(), "{args:?} printed a command: {out}");
     }
+}
+
+#[test]
+fn the_root_disk_is_verified_with_the_root_hash_on_the_measured_command_line() {
+    let (ok, out, err) = run_qemu(&["--tee", "snp", "--print-only", "--root-disk", "/images/root.img"]);
+    assert!(ok, "{err}");
+    let w = words(&out);
+    let append = &value_after(&w, "-append")[0];
+    assert!(append.starts_with("rdinit=/init "), "{append}");
+    for want in [
+        format!("podmesh.verity_root_hash={ROOT_HASH}"),
+        "podmesh.verity_salt=00ff".into(),
+        "podmesh.verity_data_blocks=20480".into(),
+    ] {
+        assert!(append.split(' ').any(|a| a == want), "{want} not in {append}");
+    }
+    assert_eq!(
+        value_after(&w, "-initrd"),
+        [root().join("build/image/test/podmesh-verity.initrd").display().to_string()]
+    );
+    // Read-only, and found by its serial, before any other disk.
+    assert_eq!(value_after(&w, "-drive")[0], "file=/images/root.img,format=raw,if=none,id=root,readonly=on");
+    assert!(value_after(&w, "-device").contains(&"virtio-blk-pci,drive=root,serial=podmesh-root".to_owned()));
+    // --print-initrd names what the measurement covers.
+    let (ok, initrd, _) = run_qemu(&["--print-initrd"]);
+    assert!(ok);
+    assert_eq!(initrd.trim_end(), value_after(&w, "-initrd")[0]);
+
+    // The whole OS as the initramfs: no disk, systemd straight from it.
+    let (ok, out, err) = run_qemu(&["--root", "initramfs", "--print-only"]);
+    assert!(ok, "{err}");
+    let w = words(&out);
+    assert!(value_after(&w, "-append")[0].starts_with("rdinit=/usr/lib/systemd/systemd "));
+    assert!(!value_after(&w, "-append")[0].contains("podmesh.verity"));
+    assert!(value_after(&w, "-drive").is_empty());
+    assert_eq!(value_after(&w, "-initrd"), [root().join("build/image/test/podmesh.cpio").display().to_string()]);
+}
+
+#[test]
+fn missing_or_malformed_verity_parameters_are_refused() {
+    let (_dir, missing) = verity_file("");
+    let missing = missing.replace("podmesh-root.verity", "absent.verity");
+    for (contents, want) in [
+        (None, "is missing: build the image first"),
+        (Some("root_hash=abc\nsalt=00\ndata_blocks=1\n"), "need root_hash=<64 hex>"),
+        (Some(&*format!("root_hash={ROOT_HASH}\nsalt=0\ndata_blocks=1\n")), "need root_hash=<64 hex>"),
+        (Some(&*format!("root_hash={ROOT_HASH}\nsalt=00\ndata_blocks=0\n")), "need root_hash=<64 hex>"),
+        (Some(&*format!("root_hash={ROOT_HASH}\nsalt=00\ndata_blocks=1 x\n")), "need root_hash=<64 hex>"),
+    ] {
+        let (_keep, path) = match contents {
+            Some(c) => verity_file(c),
+            None => (tempfile::tempdir().unwrap(), missing.clone()),
+        };
+        let (ok, out, err) = run_qemu(&["--print-only", "--verity", &path]);
+        assert!(!ok, "{contents:?} accepted: {out}");
+        assert!(err.contains(want), "{contents:?}: {err}");
+    }
+    let (ok, _, err) = run_qemu(&["--root", "initramfs", "--root-disk", "/x.img", "--print-only"]);
+    assert!(!ok);
+    assert!(err.contains("--root-disk/--verity need --root verity"), "{err}");
+    let (ok, _, err) = run_qemu(&["--root", "disk", "--print-only"]);
+    assert!(!ok);
+    assert!(err.contains("--root must be verity or initramfs"), "{err}");
 }

@@ -112,10 +112,11 @@ cluster_pack_sim() {
 # packed as what tsm-sim reports. Under TCG this exercises the pipeline (build -> reference
 # value -> report -> coordinator), not the PSP: tsm-sim signs whatever it is told.
 cluster_launch_measurement() {
-    local tgz=$1 cmdline m; shift
+    local tgz=$1 cmdline initrd m; shift
     cmdline=$(image/run-qemu --profile test --print-cmdline "$@") || pmvm_die "run-qemu --print-cmdline $*"
+    initrd=$(image/run-qemu --profile test --print-initrd "$@") || pmvm_die "run-qemu --print-initrd $*"
     m=$("$PMVM_BIN/podmesh-coordinator" reference-values snp --firmware build/firmware/snp.fd \
-        --kernel build/image/test/podmesh.vmlinuz --initrd build/image/test/podmesh.cpio \
+        --kernel build/image/test/podmesh.vmlinuz --initrd "$initrd" \
         --append "$cmdline" --vcpus "${PMVM_SMP:-1}" | jq -er .measurement) ||
         pmvm_die "podmesh-coordinator reference-values snp failed for '$cmdline'"
     cluster_pack_sim "$tgz" "$m"

@@ -129,3 +129,11 @@ pmvm_netns_up() {
     ip netns add "$1"
     ip -n "$1" link set lo up
 }
+
+# pmvm_flip_byte FILE OFFSET: change one byte of FILE in place (its lowest bit): a host that
+# alters the disk it serves.
+pmvm_flip_byte() {
+    perl -e 'open(my $f, "+<", $ARGV[0]) or die "$ARGV[0]: $!\n"; binmode $f; seek($f, $ARGV[1], 0) or die;
+             read($f, my $b, 1) == 1 or die "$ARGV[0]: no byte at $ARGV[1]\n"; seek($f, $ARGV[1], 0);
+             print $f chr(ord($b) ^ 1); close($f) or die' "$1" "$2"
+}

@@ -11,8 +11,11 @@ cd "$(dirname "$0")/../.."
 
 snp_measure=${PODMESH_SEV_SNP_MEASURE:-/var/cache/podmesh/venv/bin/sev-snp-measure}
 coord=${PMVM_BIN:-target/debug}/podmesh-coordinator
+source tests/vm/lib.sh  # pmvm_flip_byte (after coord: it sets PMVM_BIN's default)
 profile="test"
-fw=build/firmware/snp.fd kernel=build/image/$profile/podmesh.vmlinuz initrd=build/image/$profile/podmesh.cpio
+fw=build/firmware/snp.fd kernel=build/image/$profile/podmesh.vmlinuz
+# The initrd of the default (verity) boot: the root disk is covered through the command line.
+initrd=$(image/run-qemu --profile "$profile" --print-initrd)
 fail() { echo "reference-values check: FAIL $*" >&2; exit 1; }
 [ -x "$snp_measure" ] || fail "sev-snp-measure not found at $snp_measure (scripts/setup-host.sh installs it)"
 for f in "$coord" "$fw" "$kernel" "$initrd" "build/image/$profile/reference-values.json"; do
@@ -48,6 +51,23 @@ for n in 1 2 4 8; do
     [ "$(jq -r --arg n "$n" '.snp.measurements[$n]' "$rv")" = "$theirs" ] || fail "$rv: SNP $n vCPUs differs from sev-snp-measure"
 done
 
+# The measured command line names the root disk: the dm-verity parameters on it verify the disk
+# image/build.sh wrote (veritysetup, as the guest's dm-verity will), and one changed byte of the
+# disk does not verify.
+arg() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $base "; }
+disk=build/image/$profile/podmesh-root.img
+blocks=$(arg podmesh.verity_data_blocks) salt=$(arg podmesh.verity_salt) hash=$(arg podmesh.verity_root_hash)
+[ -n "$blocks" ] && [ -n "$salt" ] && [ -n "$hash" ] || fail "the measured command line has no podmesh.verity_* parameters: $base"
+verify() { veritysetup verify --no-superblock --hash-offset=$((blocks * 4096)) --data-blocks="$blocks" --salt="$salt" "$1" "$1" "$hash"; }
+verify "$disk" >/dev/null 2>&1 || fail "$disk does not verify against the measured root hash $hash"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp "$disk" "$work/tampered.img"
+pmvm_flip_byte "$work/tampered.img" $((blocks * 2048))
+if verify "$work/tampered.img" >/dev/null 2>&1; then fail "a root disk with one changed byte verifies"; fi
+rm -f "$work/tampered.img"
+checked=$((checked + 1))
+
 # Debian's generic OVMF has no SNP_KERNEL_HASHES section: both tools refuse it.
 if out=$("$coord" reference-values snp --firmware /usr/share/ovmf/OVMF.fd --kernel "$kernel" --append x 2>&1); then
     fail "generic OVMF accepted: $out"
@@ -70,8 +90,6 @@ checked=$((checked + 1))
 # The manifest fragment is ready to paste: with a policy it is a manifest the coordinator
 # loads (strict schema), and the values it leaves open are warned as permissive.
 frag=build/image/$profile/manifest-fragment.json
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 jq '. + {policies: {("ab" * 32): {name: "web", sans: ["web"]}}}' "$frag" >"$work/manifest.json"
 "$coord" serve --listen 127.0.0.1:0 --state "$work/state" --manifest "$work/manifest.json" >"$work/serve.log" 2>&1 &
 serve_pid=$!
@@ -83,5 +101,5 @@ for field in snp.minimum_tcb tdx.xfam 'tdx.rtmrs\[0\]'; do
 done
 checked=$((checked + 1))
 
-echo "reference-values check: 17 SNP digests equal sev-snp-measure's ($("$snp_measure" --version)), reference-values.json agrees, generic OVMF refused, TDX registers depend on what they should" >&2
+echo "reference-values check: 17 SNP digests equal sev-snp-measure's ($("$snp_measure" --version)), reference-values.json agrees, the root disk verifies against the measured root hash (and a changed byte does not), generic OVMF refused, TDX registers depend on what they should" >&2
 echo "$checked passed, 0 failed"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The VM boot test: builds the test image once (with the real kata-agent, ../shared/kata),
-# boots it under QEMU (TCG) eight times and proves the boot contract from the guest's own
-# journal (streamed as JSON over virtio-serial). The coordinator's manifest admits the podVM by
+# boots it under QEMU (TCG) ten times and proves the boot contract from the guest's own
+# journal (streamed as JSON over virtio-serial). Every boot starts like a shipped podVM: the
+# small initrd opens the root disk through dm-verity with the root hash on the measured kernel
+# command line (image/verity/README.md). The coordinator's manifest admits the podVM by
 # its initdata digest (HOSTDATA) and its SNP measurement is the image's reference value
 # (build/image/test/reference-values.json); for each boot tsm-sim reports the launch digest
 # computed for that boot's firmware, kernel, initrd and command line (under TCG: the pipeline,
@@ -38,6 +40,10 @@
 #                      the launch digest computed for it, the coordinator answers
 #                      measurement_mismatch (the manifest holds reference-values.json's), no
 #                      certificate, deny table stays.
+#   boot 9 "disk":     the admitted launch, but the host changed one byte of the root disk (in
+#                      /usr/bin/podmesh's first block): dm-verity stops the guest when the block
+#                      is read (kernel panic), podmesh never runs, nothing is issued. Then
+#                      "nodisk": no root disk at all; the initrd says so in one line and stops.
 #
 # Prints image size, build time and the boot timeline (kernel -> deny installed -> kata-agent
 # start -> agent ready -> pod started -> certificate written -> proxy ready). Needs root. Every failed check exits non-zero.
@@ -265,16 +271,22 @@ else
     failures+=("systemd-analyze verify"); pmvm_log "FAIL systemd-analyze verify: $out"
 fi
 mtls_checks mesh
-# Guest memory: the OS is the initramfs, unpacked into the root tmpfs (podvm-meminfo.service).
+# The root: the image's disk through dm-verity with the measured root hash, under a tmpfs overlay.
+verity_msg=$(pmvm_jq "$J" 'select(.SYSLOG_IDENTIFIER == "podmesh-init") | .MESSAGE' | head -n1)
+pmvm_log "     $verity_msg"
+check "mesh: the root is the disk verified with the image's root hash" \
+    grep -q "verified by dm-verity (root hash $(sed -n 's/^root_hash=//p' build/image/test/podmesh-root.verity))" <<<"$verity_msg"
+# Guest memory (podvm-meminfo.service): the OS is read from the disk on demand; only what the
+# boot wrote (the overlay's tmpfs) stays in RAM. Budget: a tenth of the OS cpio.
 if pmvm_wait "$J" 90 "PODMESH_EVENT=guest_memory" '.PODMESH_EVENT == "guest_memory"' "$qemu_pid"; then
     mem=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "guest_memory") |
-        "\(.PODMESH_ROOTFS_USED_KIB) \(.PODMESH_SHMEM_KIB) \(.PODMESH_MEM_AVAILABLE_KIB) \(.PODMESH_MEM_TOTAL_KIB)"' | head -n1)
-    read -r rootfs_kib shmem_kib avail_kib total_kib <<<"$mem"
-    guest_mem="root file system $((rootfs_kib / 1024)) MiB, Shmem $((shmem_kib / 1024)) MiB, MemAvailable $((avail_kib / 1024)) of $((total_kib / 1024)) MiB"
+        "\(.PODMESH_ROOTFS_USED_KIB) \(.PODMESH_SHMEM_KIB) \(.PODMESH_MEM_AVAILABLE_KIB) \(.PODMESH_MEM_TOTAL_KIB) \(.PODMESH_ROOT_FSTYPE)"' | head -n1)
+    read -r rootfs_kib shmem_kib avail_kib total_kib root_fstype <<<"$mem"
+    guest_mem="root $root_fstype, $((rootfs_kib / 1024)) MiB written, Shmem $((shmem_kib / 1024)) MiB, MemAvailable $((avail_kib / 1024)) of $((total_kib / 1024)) MiB"
     pmvm_log "     guest memory: $guest_mem"
-    # What the build measured (and image/check-size.sh held to its budget) is what the guest holds.
-    check "the unpacked OS in guest RAM is the image's size (+10% for page rounding)" \
-        test $((rootfs_kib * 1024)) -le $((img_bytes + img_bytes / 10))
+    check "mesh: the root is an overlay (verity disk below, tmpfs above)" test "$root_fstype" = overlay
+    check "mesh: what the boot wrote to the root stays under a tenth of the OS ($((img_bytes / 10485760)) MiB)" \
+        test $((rootfs_kib * 1024)) -le $((img_bytes / 10))
 else
     failures+=("guest memory: PODMESH_EVENT=guest_memory")
 fi
@@ -501,11 +513,49 @@ deny_stays cmdline
 shutdown_guest cmdline
 fi
 
+# ---- boot 9: the host serves another root disk, or none ----------------------------------------
+# The launch (kernel, initrd, command line with the root hash) is the admitted one; the host
+# changes one byte of the disk, in the first block of /usr/bin/podmesh: dm-verity stops the
+# guest when the block is read, before podmesh runs (panic_on_corruption; no certificate,
+# nothing listens). Then no disk at all: the initrd gives up with one line.
+qemu_exited() { ! kill -0 "$qemu_pid" 2>/dev/null; }
+nothing_issued_since() { ! tail -n +"$1" "$work/coordinator.log" | grep -q certificate_issued; }
+if want disk; then
+nfail=${#failures[@]}
+tampered_disk=$work/tampered-root.img
+cp build/image/test/podmesh-root.img "$tampered_disk"
+# The binary's first 4 KiB (ELF header, build ID) are one EROFS data block of the disk.
+at=$(perl -e 'local $/; open(my $i, "<", $ARGV[0]) or die; binmode $i; read($i, my $page, 4096) == 4096 or die;
+              open(my $d, "<", $ARGV[1]) or die; binmode $d; my $img = <$d>; my $at = index($img, $page);
+              print $at >= 0 && index($img, $page, $at + 1) < 0 ? $at : -1' build/image/stage-test/usr/bin/podmesh "$tampered_disk")
+check "disk: podmesh's first block found once on the disk" test "$at" -ge 0
+pmvm_flip_byte "$tampered_disk" $((at + 2048))
+coord_lines=$(($(wc -l <"$work/coordinator.log") + 1))
+boot disk --initdata "$work/initdata.toml" --env-file "$work/guest.env" --root-disk "$tampered_disk"
+check "disk: the launch digest is the admitted one (the host changed only the disk)" test "$PMVM_BOOT_MEASUREMENT" = "$PMVM_MEASUREMENT"
+for _ in $(seq 240); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 1; done
+check "disk: the guest stopped itself (QEMU exited within 240 s)" qemu_exited
+pmvm_log "     serial: $(grep -m1 -E 'verity.*corrupted' "$work/disk.serial.log" || true)"
+check "disk: dm-verity reported the changed block" grep -qE 'verity.*data block [0-9]+ is corrupted' "$work/disk.serial.log"
+check "disk: the kernel stopped the guest on it" grep -q 'Kernel panic' "$work/disk.serial.log"
+check "disk: podmesh never ran (no deny table, no certificate)" \
+    test -z "$(pmvm_event_usec "$J" deny_installed)$(pmvm_event_usec "$J" certificate_written)"
+check "disk: the coordinator issued nothing" nothing_issued_since "$coord_lines"
+shutdown_guest disk
+boot nodisk --initdata "$work/initdata.toml" --env-file "$work/guest.env" --root-disk none
+for _ in $(seq 120); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 1; done
+check "nodisk: the guest stopped itself (QEMU exited within 120 s)" qemu_exited
+pmvm_log "     serial: $(grep -m1 'podmesh-init:' "$work/nodisk.serial.log" || true)"
+check "nodisk: one line says why" grep -q 'podmesh-init: no root disk: no virtio block device with serial podmesh-root after 10 s; stopping the boot (fail closed)' "$work/nodisk.serial.log"
+shutdown_guest nodisk
+[ ${#failures[@]} -eq "$nfail" ] || { pmvm_log "serial log of boot 'disk':"; tail -n 30 "$work/disk.serial.log" >&2; }
+fi
+
 # ---- report ------------------------------------------------------------------------------------
 cat >&2 <<EOF
 
 == VM boot test ==
-image: kernel $((kernel_bytes / 1048576)) MiB, OS cpio $((img_bytes / 1048576)) MiB (uncompressed, in RAM; $(cat build/image/test/size.txt 2>/dev/null))
+image: kernel $((kernel_bytes / 1048576)) MiB, root disk $(($(stat -c %s build/image/test/podmesh-root.img) / 1048576)) MiB (EROFS + hash tree), verity initrd $(($(stat -c %s build/image/test/podmesh-verity.initrd) / 1024)) KiB, OS cpio $((img_bytes / 1048576)) MiB ($(cat build/image/test/size.txt 2>/dev/null))
 guest memory after boot 'mesh': $guest_mem
 build: cargo ($cargo_profile) ${cargo_secs}s, image ${build_secs}s (see build/image/test/build-info.txt)
 boot 'mesh' (TCG, ${PMVM_SMP:-1} vCPU), guest monotonic seconds:

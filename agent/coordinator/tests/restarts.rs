@@ -7,40 +7,16 @@ mod common;
 use common::*;
 use coordinator::server::Limits;
 use coordinator::service::{Config, Coordinator};
+use podmesh_tests::harness::Proc;
 use rand::Rng;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wire::api::Reason;
 use wire::client::{Client, ClientError, ServerTrust};
 
 const BIN: &str = env!("CARGO_BIN_EXE_podmesh-coordinator");
-
-/// A coordinator process, killed and reaped when dropped (also when the test panics), with
-/// the processes it was told to take along (the tracee of strace, which outlives its tracer).
-struct Reaped {
-    child: Child,
-}
-
-impl Reaped {
-    /// Processes started by our child (strace's tracee).
-    fn grandchildren(&self) -> Vec<i32> {
-        let pid = self.child.id();
-        let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        list.split_whitespace().filter_map(|p| p.parse().ok()).collect()
-    }
-}
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        for pid in self.grandchildren() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn owner_config(platform: &SimPlatform) -> (Config, String, String) {
     let (token, hash) = coordinator::owner::generate();
@@ -64,8 +40,9 @@ fn expect_reason<T: std::fmt::Debug>(r: Result<T, ClientError>, want: Reason) {
 
 /// Runs `serve` to its exit (at most `timeout`); None when it was still running (then killed).
 fn serve_until_exit(args: &[&std::ffi::OsStr], timeout: Duration) -> Option<(bool, String)> {
-    let command = Command::new(BIN).arg("serve").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
-    let mut serve = Reaped { child: command.unwrap() };
+    let mut command = Command::new(BIN);
+    command.arg("serve").args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut serve = Proc::spawn("podmesh-coordinator serve", &mut command).unwrap();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = serve.child.try_wait().unwrap() {
@@ -165,28 +142,15 @@ fn on_disk(state: &Path) -> OnDisk {
     OnDisk { generation, keys, newest_dir }
 }
 
-fn spawn_serve(port: u16, state: &Path, first: Option<&Path>, hash: &Path, anchor: &Path) -> Reaped {
+fn spawn_serve(port: u16, state: &Path, first: Option<&Path>, hash: &Path, anchor: &Path) -> Proc {
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--state"]).arg(state);
     if let Some(m) = first {
         cmd.arg("--manifest").arg(m);
     }
     cmd.arg("--owner-token-file").arg(hash).arg("--sim-anchor").arg(anchor);
-    Reaped { child: cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap() }
-}
-
-async fn wait_serving(serve: &mut Reaped, client: &Client) -> wire::api::CaResponse {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(ca) = client.ca().await {
-            return ca;
-        }
-        if let Some(status) = serve.child.try_wait().unwrap() {
-            panic!("the coordinator exited ({status}) instead of serving");
-        }
-        assert!(Instant::now() < deadline, "the coordinator did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
+    Proc::spawn("podmesh-coordinator serve", &mut cmd).unwrap()
 }
 
 /// What the owner sent: the generation each acknowledged manifest got, and the one in flight.
@@ -215,14 +179,9 @@ async fn kill_9_during_manifest_updates_never_corrupts_or_rolls_back() {
     let url = format!("https://127.0.0.1:{port}");
 
     let mut serve = spawn_serve(port, &state, Some(&m1), &hash_path, &platform.anchor);
-    let root_pem = loop {
-        if let Ok(pem) = std::fs::read_to_string(state.join("root-ca.pem")) {
-            break pem;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let root_pem = wait_serving(&mut serve, &state, &url).await;
     let client = Arc::new(Client::new(&url, ServerTrust::RootCaPem(root_pem.clone())).unwrap());
-    let mut ca = wait_serving(&mut serve, &client).await;
+    let mut ca = client.ca().await.unwrap();
     // (the certificate is written before the key: read the key once it serves)
     let root_key = std::fs::read(state.join("root-ca.key")).unwrap();
     let mut acked = (ca.manifest_generation, ca.manifest_sha256.clone());
@@ -272,7 +231,8 @@ async fn kill_9_during_manifest_updates_never_corrupts_or_rolls_back() {
             leftover_keys += 1;
         }
         serve = spawn_serve(port, &state, None, &hash_path, &platform.anchor);
-        ca = wait_serving(&mut serve, &client).await;
+        assert_eq!(wait_serving(&mut serve, &state, &url).await, root_pem, "round {round}: the root changed");
+        ca = client.ca().await.unwrap();
         assert_eq!(ca.root_ca_pem, root_pem, "round {round}: the root changed");
         assert_eq!(std::fs::read(state.join("root-ca.key")).unwrap(), root_key, "round {round}");
         if ca.manifest_generation == acked.0 {
@@ -313,7 +273,8 @@ async fn state_writes_reach_the_disk_before_current_flips() {
     let m2 = tmp.path().join("m2.json");
     std::fs::write(&m2, manifest_json(true, &[0xc3; 48]).to_string()).unwrap();
     let trace = tmp.path().join("strace.txt");
-    let command = Command::new(strace)
+    let mut command = Command::new(strace);
+    command
         .args([
             "-f",
             "-qq",
@@ -333,10 +294,9 @@ async fn state_writes_reach_the_disk_before_current_flips() {
         .arg("--sim-anchor")
         .arg(&platform.anchor)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    // killing strace would leave its tracee running: Reaped kills both
-    let mut traced = Reaped { child: command.unwrap() };
+        .stderr(Stdio::piped());
+    // killing strace would leave its tracee running: Proc kills both
+    let mut traced = Proc::spawn("strace podmesh-coordinator serve", &mut command).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut log = String::new();
     let mut stderr = std::io::BufReader::new(traced.child.stderr.take().unwrap());

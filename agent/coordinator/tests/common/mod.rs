@@ -451,8 +451,9 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits until the coordinator binary `child` (state dir `state`) answers at `url`; returns
-/// its root CA PEM. Panics when it exits first.
+/// its root CA PEM. Panics when it exits first or is not serving within 20 s.
 pub async fn wait_serving(child: &mut podmesh_tests::harness::Proc, state: &Path, url: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(pem) = std::fs::read_to_string(state.join("root-ca.pem")) {
             let client = Client::new(url, ServerTrust::RootCaPem(pem.clone())).unwrap();
@@ -460,7 +461,10 @@ pub async fn wait_serving(child: &mut podmesh_tests::harness::Proc, state: &Path
                 return pem;
             }
         }
-        assert!(child.exited().is_none(), "coordinator exited early");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(status) = child.exited() {
+            panic!("the coordinator exited ({status}) instead of serving");
+        }
+        assert!(std::time::Instant::now() < deadline, "the coordinator did not come up within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
