@@ -80,4 +80,4 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "setup-host: installing cargo-fuzz" >&2
     cargo install --locked -q cargo-fuzz
 fi
-echo "setup-host: ok" >&2
+echo "setup-host: ok (${SECONDS}s)" >&2

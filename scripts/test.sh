@@ -10,7 +10,12 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-stage() { printf '\n==> %s\n' "$*" >&2; }
+# Each stage's wall-clock cost, printed as a table at the end (README "Tests" keeps the figures).
+stage_names=() stage_starts=()
+stage() {
+    stage_names+=("${*%%:*}") stage_starts+=("$SECONDS")
+    printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2
+}
 export CARGO_TERM_COLOR=never RUST_BACKTRACE=1
 
 stage "lint: cargo fmt --check, clippy -D warnings (workspace lints), shellcheck"
@@ -39,4 +44,9 @@ bash tests/vm/reference-values.sh
 stage "benchmark smoke (every proxy pair passes data byte-exact; no timing asserted)"
 bash tests/bench/smoke.sh
 
-stage "all stages passed in $((SECONDS / 60)) min"
+stage_starts+=("$SECONDS")
+printf '\n==> all stages passed in %dm%02ds:\n' $((SECONDS / 60)) $((SECONDS % 60)) >&2
+for i in "${!stage_names[@]}"; do
+    d=$((stage_starts[i + 1] - stage_starts[i]))
+    printf '    %-58s %3dm%02ds\n' "${stage_names[$i]}" $((d / 60)) $((d % 60)) >&2
+done
