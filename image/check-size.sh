@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The podVM's size budget. The whole OS is the initramfs: the guest kernel unpacks it into its
-# root tmpfs, where it stays in RAM for the VM's life (image/README.md "Guest memory").
+# The podVM's size budget, on the OS as mkosi built it (the cpio). The podVM boots it from the
+# dm-verity disk by default, where only the pages read are cached; booted whole as the
+# initramfs (run-qemu --root initramfs) every byte stays in guest RAM (image/README.md
+# "Guest memory"). Either way a smaller OS is less to measure, ship and trust.
 #
 #   image/check-size.sh PROFILE CPIO STAGE_DIR
 #
