@@ -200,7 +200,7 @@ boot timeline (guest monotonic): kernel start 0.000 s -> deny installed $(pmvm_m
   -> kata-agent start $(pmvm_ms "$kata") s -> agent ready $(pmvm_ms "$kata_ready") s -> pod started $(pmvm_ms "$pod") s
   -> certificate written $(pmvm_ms "$cert") s -> proxy ready $(pmvm_ms "$ready") s
 QEMU start to proxy ready: ${ready_wall} s wall clock; image build ${img_secs} s;
-image: kernel $(du -h build/image/test/podmesh.vmlinuz | cut -f1), OS cpio $(du -h build/image/test/podmesh.cpio | cut -f1) (uncompressed, in RAM)
+image: kernel $(du -h build/image/test/podmesh.vmlinuz | cut -f1), root disk $(du -h build/image/test/podmesh-root.img | cut -f1) (EROFS + dm-verity, root hash on the measured command line), initrd $(du -h build/image/test/podmesh-verity.initrd | cut -f1)
 a plaintext request from pod2 crossed the mesh as mTLS and reached httpd in the container the
 real kata-agent started; plaintext to the same port did not. Whole podVM demo: $((SECONDS - t0)) s.
 EOF
