@@ -42,7 +42,7 @@ ver=$(apt-cache showsrc edk2 2>/dev/null | awk '/^Version:/ {print $2}' | sort -
 upstream=${ver%%-*}
 grub_ver=$(dpkg-query -W -f='${Version}' grub-efi-amd64-bin 2>/dev/null) ||
     die "grub-efi-amd64-bin is not installed; run scripts/setup-host.sh"
-key=$(printf '%s\n' "$ver" "$grub_ver" "$snp_flags" "$tdx_flags" "$grub_modules" | sha256sum | cut -c1-16)
+key=$(printf '%s\n' "$ver" "$grub_ver" "$snp_flags" "$tdx_flags" "$grub_modules" pe-timestamp-0 fat-invariant hashseed-0 | sha256sum | cut -c1-16)
 dest=$cache/$upstream-$key
 
 # One build at a time per cache (two `make` runs, or CI beside a session): the second waits,
@@ -63,6 +63,12 @@ if [ ! -s "$dest/snp.fd" ] || [ ! -s "$dest/tdx.fd" ]; then
         grep -v '^#' "$src/debian/patches/series" | while read -r p; do
             [ -n "$p" ] && patch -d "$src" -p1 -s <"$src/debian/patches/$p"
         done
+        # Reproducible firmware: GenFw stamps every PE image it converts with time(NULL), so
+        # two builds of the same source differed; 0 instead, as its own --zero option writes.
+        for f in "$src"/BaseTools/Source/C/GenFw/Elf32Convert.c "$src"/BaseTools/Source/C/GenFw/Elf64Convert.c; do
+            grep -q 'TimeDateStamp = (UINT32) time(NULL);' "$f" || die "$f: no time(NULL) stamp to replace (edk2 changed?)"
+            sed -i 's/TimeDateStamp = (UINT32) time(NULL);/TimeDateStamp = 0;/' "$f"
+        done
         touch "$src/.podmesh-patched"
     fi
     command -v grub-mkimage >/dev/null || die "grub-mkimage missing; run scripts/setup-host.sh"
@@ -75,14 +81,22 @@ if [ ! -s "$dest/snp.fd" ] || [ ! -s "$dest/tdx.fd" ]; then
         # edksetup.sh reads unset variables.
         set +u
         export PYTHON_COMMAND=python3
+        # edk2's build is Python: a fixed hash seed keeps set iteration, and so any order taken
+        # from it, the same in every build.
+        export PYTHONHASHSEED=0
         # shellcheck disable=SC1091
         . ./edksetup.sh >/dev/null
         set -u
         [ -x BaseTools/Source/C/bin/GenFw ] || make -s -C BaseTools -j"$jobs" >&2
         # edk2's grub.sh with Debian's grub modules (no sevsecret): the dsc's PREBUILD keeps a
-        # grub.efi newer than grub.sh/grub.cfg.
-        sed "/^GRUB_MODULES=\"/,/^ *\"$/c GRUB_MODULES=\"$grub_modules\"" \
+        # grub.efi newer than grub.sh/grub.cfg. Reproducible: its memdisk FAT image gets no
+        # random volume ID (--invariant) and grub.cfg's own mtime (mcopy -m), not the clock's.
+        sed -e "/^GRUB_MODULES=\"/,/^ *\"$/c GRUB_MODULES=\"$grub_modules\"" \
+            -e 's/mkfs\.msdos -C/mkfs.msdos --invariant -C/' -e 's/mcopy -i/mcopy -m -i/' \
             OvmfPkg/AmdSev/Grub/grub.sh >OvmfPkg/AmdSev/Grub/grub-podmesh.sh
+        grep -q 'mkfs.msdos --invariant -C' OvmfPkg/AmdSev/Grub/grub-podmesh.sh &&
+            grep -q 'mcopy -m -i' OvmfPkg/AmdSev/Grub/grub-podmesh.sh ||
+            die "OvmfPkg/AmdSev/Grub/grub.sh changed: cannot make its FAT image reproducible"
         PATH=$PATH:/usr/sbin:/sbin sh OvmfPkg/AmdSev/Grub/grub-podmesh.sh >&2
         [ -s OvmfPkg/AmdSev/Grub/grub.efi ] || die "grub.sh did not produce grub.efi"
         touch OvmfPkg/AmdSev/Grub/grub.efi
@@ -94,7 +108,7 @@ if [ ! -s "$dest/snp.fd" ] || [ ! -s "$dest/tdx.fd" ]; then
     mkdir -p "$dest.tmp"
     cp "$src/Build/AmdSev/RELEASE_GCC5/FV/OVMF.fd" "$dest.tmp/snp.fd"
     cp "$src/Build/IntelTdx/RELEASE_GCC5/FV/OVMF.fd" "$dest.tmp/tdx.fd"
-    printf 'edk2 %s\ngrub-efi-amd64-bin %s\nsnp: build %s\ntdx: build %s\n' \
+    printf 'edk2 %s (+ GenFw PE TimeDateStamp 0, grub memdisk FAT --invariant, mcopy -m)\ngrub-efi-amd64-bin %s\nsnp: build %s\ntdx: build %s\n' \
         "$ver" "$grub_ver" "$snp_flags" "$tdx_flags" >"$dest.tmp/BUILDINFO"
     rm -rf "$dest" && mv "$dest.tmp" "$dest"
 fi
