@@ -42,8 +42,40 @@ ver=$(apt-cache showsrc edk2 2>/dev/null | awk '/^Version:/ {print $2}' | sort -
 upstream=${ver%%-*}
 grub_ver=$(dpkg-query -W -f='${Version}' grub-efi-amd64-bin 2>/dev/null) ||
     die "grub-efi-amd64-bin is not installed; run scripts/setup-host.sh"
-key=$(printf '%s\n' "$ver" "$grub_ver" "$snp_flags" "$tdx_flags" "$grub_modules" pe-timestamp-0 fat-invariant hashseed-0 | sha256sum | cut -c1-16)
+key=$(printf '%s\n' "$ver" "$grub_ver" "$snp_flags" "$tdx_flags" "$grub_modules" pe-timestamp-0 fat-invariant hashseed-0 fixed-path | sha256sum | cut -c1-16)
 dest=$cache/$upstream-$key
+
+# The edk2 build itself, in the source tree $1 (run by unshare below).
+build_edk2() {
+    cd "$1"
+    shift  # edksetup.sh, sourced below, takes the positional parameters as its options
+    # edksetup.sh reads unset variables.
+    set +u
+    export PYTHON_COMMAND=python3
+    # edk2's build is Python: a fixed hash seed keeps set iteration, and so any order taken
+    # from it, the same in every build.
+    export PYTHONHASHSEED=0
+    # shellcheck disable=SC1091
+    . ./edksetup.sh >/dev/null
+    set -u
+    [ -x BaseTools/Source/C/bin/GenFw ] || make -s -C BaseTools -j"$jobs" >&2
+    # edk2's grub.sh with Debian's grub modules (no sevsecret): the dsc's PREBUILD keeps a
+    # grub.efi newer than grub.sh/grub.cfg. Reproducible: its memdisk FAT image gets no
+    # random volume ID (--invariant) and grub.cfg's own mtime (mcopy -m), not the clock's.
+    sed -e "/^GRUB_MODULES=\"/,/^ *\"$/c GRUB_MODULES=\"$grub_modules\"" \
+        -e 's/mkfs\.msdos -C/mkfs.msdos --invariant -C/' -e 's/mcopy -i/mcopy -m -i/' \
+        OvmfPkg/AmdSev/Grub/grub.sh >OvmfPkg/AmdSev/Grub/grub-podmesh.sh
+    grep -q 'mkfs.msdos --invariant -C' OvmfPkg/AmdSev/Grub/grub-podmesh.sh &&
+        grep -q 'mcopy -m -i' OvmfPkg/AmdSev/Grub/grub-podmesh.sh ||
+        die "OvmfPkg/AmdSev/Grub/grub.sh changed: cannot make its FAT image reproducible"
+    PATH=$PATH:/usr/sbin:/sbin sh OvmfPkg/AmdSev/Grub/grub-podmesh.sh >&2
+    [ -s OvmfPkg/AmdSev/Grub/grub.efi ] || die "grub.sh did not produce grub.efi"
+    touch OvmfPkg/AmdSev/Grub/grub.efi
+    # shellcheck disable=SC2086
+    build -n "$jobs" $snp_flags >&2
+    # shellcheck disable=SC2086
+    build -n "$jobs" $tdx_flags >&2
+}
 
 # One build at a time per cache (two `make` runs, or CI beside a session): the second waits,
 # then finds the cache warm.
@@ -75,36 +107,16 @@ if [ ! -s "$dest/snp.fd" ] || [ ! -s "$dest/tdx.fd" ]; then
     for t in nasm iasl gcc make python3; do
         command -v "$t" >/dev/null || die "$t missing; run scripts/setup-host.sh"
     done
-    echo "build-firmware: building edk2 $ver (AmdSevX64, IntelTdxX64) in $src" >&2
-    (
-        cd "$src"
-        # edksetup.sh reads unset variables.
-        set +u
-        export PYTHON_COMMAND=python3
-        # edk2's build is Python: a fixed hash seed keeps set iteration, and so any order taken
-        # from it, the same in every build.
-        export PYTHONHASHSEED=0
-        # shellcheck disable=SC1091
-        . ./edksetup.sh >/dev/null
-        set -u
-        [ -x BaseTools/Source/C/bin/GenFw ] || make -s -C BaseTools -j"$jobs" >&2
-        # edk2's grub.sh with Debian's grub modules (no sevsecret): the dsc's PREBUILD keeps a
-        # grub.efi newer than grub.sh/grub.cfg. Reproducible: its memdisk FAT image gets no
-        # random volume ID (--invariant) and grub.cfg's own mtime (mcopy -m), not the clock's.
-        sed -e "/^GRUB_MODULES=\"/,/^ *\"$/c GRUB_MODULES=\"$grub_modules\"" \
-            -e 's/mkfs\.msdos -C/mkfs.msdos --invariant -C/' -e 's/mcopy -i/mcopy -m -i/' \
-            OvmfPkg/AmdSev/Grub/grub.sh >OvmfPkg/AmdSev/Grub/grub-podmesh.sh
-        grep -q 'mkfs.msdos --invariant -C' OvmfPkg/AmdSev/Grub/grub-podmesh.sh &&
-            grep -q 'mcopy -m -i' OvmfPkg/AmdSev/Grub/grub-podmesh.sh ||
-            die "OvmfPkg/AmdSev/Grub/grub.sh changed: cannot make its FAT image reproducible"
-        PATH=$PATH:/usr/sbin:/sbin sh OvmfPkg/AmdSev/Grub/grub-podmesh.sh >&2
-        [ -s OvmfPkg/AmdSev/Grub/grub.efi ] || die "grub.sh did not produce grub.efi"
-        touch OvmfPkg/AmdSev/Grub/grub.efi
-        # shellcheck disable=SC2086
-        build -n "$jobs" $snp_flags >&2
-        # shellcheck disable=SC2086
-        build -n "$jobs" $tdx_flags >&2
-    )
+    # The firmware depends on the length of the source path (measured: /var/tmp/fwD gave other
+    # snp.fd and tdx.fd than /var/tmp/fw2A): build in a private mount namespace that has the tree
+    # at one fixed path, wherever the cache is. A fresh Build/ (its makefiles hold the path).
+    fixed=/var/tmp/podmesh-edk2
+    mkdir -p "$fixed"
+    rm -rf "$src/Build"
+    export jobs grub_modules snp_flags tdx_flags
+    echo "build-firmware: building edk2 $ver (AmdSevX64, IntelTdxX64) in $src (as $fixed)" >&2
+    unshare --mount --propagation private bash -c \
+        "set -euo pipefail; $(declare -f die build_edk2); mount --bind \"\$1\" $fixed; build_edk2 $fixed" _ "$src"
     mkdir -p "$dest.tmp"
     cp "$src/Build/AmdSev/RELEASE_GCC5/FV/OVMF.fd" "$dest.tmp/snp.fd"
     cp "$src/Build/IntelTdx/RELEASE_GCC5/FV/OVMF.fd" "$dest.tmp/tdx.fd"
