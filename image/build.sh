@@ -221,7 +221,8 @@ verity_initrd=$out/podmesh-verity.initrd
 for f in "$kernel" "$cpio_img" "$verity_initrd"; do
     [ -s "$f" ] || { echo "image/build.sh: mkosi did not produce $f (log: $work/mkosi-$profile.log)" >&2; exit 1; }
 done
-# The size budget: the OS is held in guest RAM (image/check-size.sh; writes $out/size.txt).
+# The size budget of the OS (image/check-size.sh; writes $out/size.txt): all of it in guest RAM
+# with --root initramfs, what is stored and read with the verity disk.
 bash image/check-size.sh "$profile" "$cpio_img" "$stage" | sed 's/^/image: /' >&2
 # The root disk the podVM boots by default: the same OS, read-only, under dm-verity.
 progress "root disk: EROFS + dm-verity (image/verity/build-root.sh)"
