@@ -54,7 +54,7 @@ for tool in mkosi modinfo apt-get bwrap cpio mkfs.erofs veritysetup; do
     command -v "$tool" >/dev/null || {
         echo "image/build.sh: '$tool' is missing; run scripts/setup-host.sh" >&2; exit 1; }
 done
-if ! mkosi --version | grep -qE '^mkosi (2[4-9]|[3-9][0-9])'; then
+if ! grep -qE '^mkosi (2[4-9]|[3-9][0-9])' <<<"$(mkosi --version)"; then
     echo "image/build.sh: need mkosi >= 24 (bookworm-backports), found '$(mkosi --version)'" >&2
     exit 1
 fi

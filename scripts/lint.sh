@@ -13,6 +13,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Every tracked shell script: *.sh, and the files in image/ that start with a shell shebang.
 mapfile -t scripts < <({ git ls-files '*.sh'; git ls-files image | while read -r f; do
-    head -c 64 "$f" 2>/dev/null | head -n1 | grep -qE '^#!.*\b(ba)?sh\b' && echo "$f"; done; } | sort -u)
+    grep -qE '^#!.*\b(ba)?sh\b' <<<"$(head -c 64 "$f" 2>/dev/null | head -n1)" && echo "$f"; done; } | sort -u)
 echo "lint: shellcheck (${#scripts[@]} scripts, settings in .shellcheckrc)" >&2
 shellcheck -x "${scripts[@]}"
+
+# A pipe into grep -q fails under pipefail whenever grep's early exit kills the writer with
+# SIGPIPE: a check that flakes with the size of its input (it failed CI once, in tests/vm).
+# grep -q reads a here-string, a file or <(...) instead.
+if grep -nE '[|][[:space:]]*grep[[:space:]]+-[a-zA-Z]*q' "${scripts[@]}"; then
+    echo "lint: the lines above pipe into grep -q; under pipefail that fails at random (SIGPIPE): use grep -q PATTERN <<<\"\$(command)\"" >&2
+    exit 1
+fi

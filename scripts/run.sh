@@ -54,7 +54,7 @@ stage_netns() {
     done
     ip netns exec "$a" socat "TCP6-LISTEN:$port,fork,reuseaddr,ipv6only=0" SYSTEM:'echo hello from pod A' &
     DEMO_PIDS="$DEMO_PIDS $!"
-    for _ in $(seq 50); do ip netns exec "$a" ss -Hltn "sport = :$port" | grep -q . && break; sleep 0.1; done
+    for _ in $(seq 50); do [ -n "$(ip netns exec "$a" ss -Hltn "sport = :$port")" ] && break; sleep 0.1; done
 
     say "netns: $podmesh deny install --netns $a"
     "$podmesh" deny install --netns "$a"

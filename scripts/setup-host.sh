@@ -47,10 +47,10 @@ image=(debian-archive-keyring apt dpkg-dev zstd cpio ovmf bubblewrap uidmap syst
 
 missing=()
 for p in "${base[@]}" "${bench[@]}" "${image[@]}" "${firmware[@]}" "${image_bp[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
 done
 # mkosi must be the backports one (24.x); bookworm's 14 cannot build our tree.
-if dpkg-query -W -f='${Version}' mkosi 2>/dev/null | grep -q '^1[0-9]'; then missing+=(mkosi); fi
+if grep -q '^1[0-9]' <<<"$(dpkg-query -W -f='${Version}' mkosi 2>/dev/null)"; then missing+=(mkosi); fi
 
 [ -e /var/lib/apt/podmesh-updated ] || missing+=(apt-lists)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -67,7 +67,7 @@ fi
 # sev-snp-measure (VirTEE's Python tool): the independent check of our SNP launch digests
 # (tests/tests/reference_values.rs). Debian's pip is externally managed: a venv in the cache.
 snp_measure=/var/cache/podmesh/venv/bin/sev-snp-measure
-if ! "$snp_measure" --version 2>/dev/null | grep -q '0\.0\.13'; then
+if ! grep -q '0\.0\.13' <<<"$("$snp_measure" --version 2>/dev/null)"; then
     echo "setup-host: installing sev-snp-measure 0.0.13 into /var/cache/podmesh/venv" >&2
     rm -rf /var/cache/podmesh/venv
     mkdir -p /var/cache/podmesh

@@ -239,7 +239,7 @@ rules=$(pmvm_event_usec "$J" tproxy_installed podmesh-proxy.service)
 # The proxy removes the deny table once its readiness tokens (rules, listeners, TLS) are all
 # gone: a deny_removed event of its own, or its proxy_ready line saying "deny table removed".
 removed=$(pmvm_event_usec "$J" deny_removed podmesh-proxy.service)
-if [ -z "$removed" ] && pmvm_jq "$J" 'select(.PODMESH_EVENT == "proxy_ready") | .MESSAGE' | grep -q 'deny table removed'; then
+if [ -z "$removed" ] && grep -q 'deny table removed' <<<"$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "proxy_ready") | .MESSAGE')"; then
     removed=$ready
 fi
 others_removed=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "deny_removed" and ._SYSTEMD_UNIT != "podmesh-proxy.service") | ._SYSTEMD_UNIT' | head -n1)
@@ -520,13 +520,18 @@ fi
 # guest when the block is read, before podmesh runs (panic_on_corruption; no certificate,
 # nothing listens). Then no disk at all: the initrd gives up with one line.
 qemu_exited() { ! kill -0 "$qemu_pid" 2>/dev/null; }
+# issued_lines FROM TO: certificates the coordinator logged on lines FROM..TO-1 (TO 0: to the end).
+issued_lines() {
+    awk -v from="$1" -v to="$2" 'NR >= from && (to == 0 || NR < to) && /certificate_issued/ { n++ } END { print n + 0 }' \
+        "$work/coordinator.log"
+}
 # (the earlier boots' certificates are in the log: the pattern is known to match)
 nothing_issued_since() {
-    head -n "$(($1 - 1))" "$work/coordinator.log" | grep -q certificate_issued || {
+    [ "$(issued_lines 1 "$1")" -gt 0 ] || {
         pmvm_log "     no earlier certificate in the coordinator log to prove the pattern: run boot 'mesh' too (PMVM_BOOTS=\"mesh disk\")"
         return 1
     }
-    ! tail -n +"$1" "$work/coordinator.log" | grep -q certificate_issued
+    [ "$(issued_lines "$1" 0)" -eq 0 ]
 }
 if want disk; then
 nfail=${#failures[@]}
