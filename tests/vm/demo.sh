@@ -99,7 +99,7 @@ demo_vm() {
                 awk -F'\t' -v s="$SECONDS" '{ printf "[vm %4ss]     guest %7.3fs: %s (%s)\n", s, $1 / 1e6, $2, $3 }' >&2
             seen=$n beat=$SECONDS
         }
-        while [ -z "$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "proxy_ready") | 1' | head -n1)" ]; do
+        while [ -z "$(pmvm_first "$J" 'select(.PODMESH_EVENT == "proxy_ready") | 1')" ]; do
             kill -0 "$qemu_pid" 2>/dev/null || pmvm_die "QEMU exited (see $work/qemu.log, $work/serial.log)"
             [ $((SECONDS - start)) -lt 300 ] || pmvm_die "the mesh did not come up in 300 s (see $work/serial.log)"
             if ! _demo_events && [ $((SECONDS - beat)) -ge 15 ]; then

@@ -49,22 +49,30 @@ pmvm_jq() {
     jq -R -r 'fromjson? // empty | '"$1" "$journal" 2>/dev/null
 }
 
+# pmvm_first JOURNAL FILTER [N]: the first N (default 1) outputs of pmvm_jq. sed reads to the
+# end: `pmvm_jq ... | head -n1` dies of SIGPIPE under pipefail (a failed assignment, and set -e
+# ends the test) once jq's output outgrows one pipe write. (jq 1.6's own limit() cannot stop
+# early here: the filters need `?`, and its try swallows limit's break.)
+pmvm_first() {
+    pmvm_jq "$1" "$2" | sed -n "1,${3:-1}p"
+}
+
 # pmvm_event_usec JOURNAL EVENT [UNIT]: monotonic usec of the first PODMESH_EVENT=EVENT
 # (from UNIT when given), empty when absent.
 pmvm_event_usec() {
     local journal=$1 event=$2 unit=${3:-}
-    pmvm_jq "$journal" "select(.PODMESH_EVENT == \"$event\" and (\"$unit\" == \"\" or ._SYSTEMD_UNIT == \"$unit\")) | .__MONOTONIC_TIMESTAMP" | head -n1
+    pmvm_first "$journal" "select(.PODMESH_EVENT == \"$event\" and (\"$unit\" == \"\" or ._SYSTEMD_UNIT == \"$unit\")) | .__MONOTONIC_TIMESTAMP"
 }
 
 # pmvm_unit_job_usec JOURNAL UNIT RESULT: monotonic usec of systemd's message that the start
 # job of UNIT ended with RESULT (done | failed | dependency ...).
 pmvm_unit_job_usec() {
-    pmvm_jq "$1" "select(.UNIT == \"$2\" and .JOB_TYPE == \"start\" and .JOB_RESULT == \"$3\") | .__MONOTONIC_TIMESTAMP" | head -n1
+    pmvm_first "$1" "select(.UNIT == \"$2\" and .JOB_TYPE == \"start\" and .JOB_RESULT == \"$3\") | .__MONOTONIC_TIMESTAMP"
 }
 
 # pmvm_unit_failed JOURNAL UNIT: whether systemd logged UNIT as failed.
 pmvm_unit_failed() {
-    [ -n "$(pmvm_jq "$1" "select(.UNIT == \"$2\" and (.MESSAGE | test(\"Failed with result|failed\"; \"i\"))) | .MESSAGE" | head -n1)" ]
+    [ -n "$(pmvm_first "$1" "select(.UNIT == \"$2\" and (.MESSAGE | test(\"Failed with result|failed\"; \"i\"))) | .MESSAGE")" ]
 }
 
 # pmvm_unit_messages JOURNAL UNIT: that unit's own log lines.
@@ -76,7 +84,7 @@ pmvm_unit_messages() {
 pmvm_wait() {
     local journal=$1 timeout=$2 what=$3 select=$4 qpid=${5:-} start=$SECONDS
     while [ $((SECONDS - start)) -lt "$timeout" ]; do
-        if [ -n "$(pmvm_jq "$journal" "select($select) | 1" | head -n1)" ]; then
+        if [ -n "$(pmvm_first "$journal" "select($select) | 1")" ]; then
             return 0
         fi
         if [ -n "$qpid" ] && ! kill -0 "$qpid" 2>/dev/null; then
@@ -111,7 +119,7 @@ pmvm_ctl() {
     local feeder=$!
     start=$SECONDS
     while [ $((SECONDS - start)) -lt 60 ]; do
-        entry=$(pmvm_jq "$journal" "select(.PMVM_SEQ == \"$seq\") | \"\\(.PMVM_RC)\\t\\(.MESSAGE)\"" | head -n1)
+        entry=$(pmvm_first "$journal" "select(.PMVM_SEQ == \"$seq\") | \"\\(.PMVM_RC)\\t\\(.MESSAGE)\"")
         [ -n "$entry" ] && break
         sleep 1
     done

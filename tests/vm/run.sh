@@ -202,13 +202,13 @@ events() {
 # pod_started, attest_first set by the caller).
 kata_checks() {
     local b=$1 version initdata_path=/run/confidential-containers/initdata/initdata.toml
-    version=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "kata_agent_starting") | .PODMESH_KATA_AGENT_VERSION' | head -n1)
+    version=$(pmvm_first "$J" 'select(.PODMESH_EVENT == "kata_agent_starting") | .PODMESH_KATA_AGENT_VERSION')
     pmvm_log "     kata-agent --version: $version"
     check "$b: the journal shows the agent's version (4.1.0)" grep -q "4\.1\.0" <<<"$version"
     check "$b: the agent's own announce line carries its version" \
         grep -q '"agent-version":"4.1.0"' <<<"$(pmvm_unit_messages "$J" kata-agent.service)"
     check "$b: the agent extracted initdata from its disk before it opened its socket" \
-        test "$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "kata_agent_ready") | .PODMESH_INITDATA' | head -n1)" = "$initdata_path"
+        test "$(pmvm_first "$J" 'select(.PODMESH_EVENT == "kata_agent_ready") | .PODMESH_INITDATA')" = "$initdata_path"
     check "$b: podmesh-attest started only after the agent was ready" lt "$kata_ready" "$attest_first"
     check "$b: podmesh-attest verified the document the agent extracted" \
         grep -q "$initdata_path matches" <<<"$(events "$b" initdata_verified podmesh-attest.service)"
@@ -229,10 +229,10 @@ ready_wall=$((SECONDS - boot_t0))
 deny_done=$(pmvm_unit_job_usec "$J" podmesh-deny.service "done")
 deny_installed=$(pmvm_event_usec "$J" deny_installed)
 kata_start=$(pmvm_event_usec "$J" kata_agent_starting)
-kata_table=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "kata_agent_starting") | .PODMESH_DENY_TABLE_PRESENT' | head -n1)
+kata_table=$(pmvm_first "$J" 'select(.PODMESH_EVENT == "kata_agent_starting") | .PODMESH_DENY_TABLE_PRESENT')
 kata_ready=$(pmvm_event_usec "$J" kata_agent_ready)
 pod_started=$(pmvm_event_usec "$J" pod_started)
-attest_first=$(pmvm_jq "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service") | .__MONOTONIC_TIMESTAMP' | head -n1)
+attest_first=$(pmvm_first "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service") | .__MONOTONIC_TIMESTAMP')
 cert=$(pmvm_event_usec "$J" certificate_written podmesh-attest.service)
 ready=$(pmvm_event_usec "$J" proxy_ready podmesh-proxy.service)
 rules=$(pmvm_event_usec "$J" tproxy_installed podmesh-proxy.service)
@@ -242,7 +242,7 @@ removed=$(pmvm_event_usec "$J" deny_removed podmesh-proxy.service)
 if [ -z "$removed" ] && grep -q 'deny table removed' <<<"$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "proxy_ready") | .MESSAGE')"; then
     removed=$ready
 fi
-others_removed=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "deny_removed" and ._SYSTEMD_UNIT != "podmesh-proxy.service") | ._SYSTEMD_UNIT' | head -n1)
+others_removed=$(pmvm_first "$J" 'select(.PODMESH_EVENT == "deny_removed" and ._SYSTEMD_UNIT != "podmesh-proxy.service") | ._SYSTEMD_UNIT')
 
 check "podmesh-deny.service finished (start job done)" test -n "$deny_done"
 check "kata-agent started after podmesh-deny.service finished" lt "$deny_done" "$kata_start"
@@ -273,15 +273,15 @@ else
 fi
 mtls_checks mesh
 # The root: the image's disk through dm-verity with the measured root hash, under a tmpfs overlay.
-verity_msg=$(pmvm_jq "$J" 'select(.SYSLOG_IDENTIFIER == "podmesh-init") | .MESSAGE' | head -n1)
+verity_msg=$(pmvm_first "$J" 'select(.SYSLOG_IDENTIFIER == "podmesh-init") | .MESSAGE')
 pmvm_log "     $verity_msg"
 check "mesh: the root is the disk verified with the image's root hash" \
     grep -q "verified by dm-verity (root hash $(sed -n 's/^root_hash=//p' build/image/test/podmesh-root.verity))" <<<"$verity_msg"
 # Guest memory (podvm-meminfo.service): the OS is read from the disk on demand; only what the
 # boot wrote (the overlay's tmpfs) stays in RAM. Budget: a tenth of the OS cpio.
 if pmvm_wait "$J" 90 "PODMESH_EVENT=guest_memory" '.PODMESH_EVENT == "guest_memory"' "$qemu_pid"; then
-    mem=$(pmvm_jq "$J" 'select(.PODMESH_EVENT == "guest_memory") |
-        "\(.PODMESH_ROOTFS_USED_KIB) \(.PODMESH_SHMEM_KIB) \(.PODMESH_MEM_AVAILABLE_KIB) \(.PODMESH_MEM_TOTAL_KIB) \(.PODMESH_ROOT_FSTYPE)"' | head -n1)
+    mem=$(pmvm_first "$J" 'select(.PODMESH_EVENT == "guest_memory") |
+        "\(.PODMESH_ROOTFS_USED_KIB) \(.PODMESH_SHMEM_KIB) \(.PODMESH_MEM_AVAILABLE_KIB) \(.PODMESH_MEM_TOTAL_KIB) \(.PODMESH_ROOT_FSTYPE)"')
     read -r rootfs_kib shmem_kib avail_kib total_kib root_fstype <<<"$mem"
     guest_mem="root $root_fstype, $((rootfs_kib / 1024)) MiB written, Shmem $((shmem_kib / 1024)) MiB, MemAvailable $((avail_kib / 1024)) of $((total_kib / 1024)) MiB"
     pmvm_log "     guest memory: $guest_mem"
@@ -334,7 +334,7 @@ if want mismatch; then
 nfail=${#failures[@]}
 boot mismatch --initdata-disk "$work/initdata.toml" --env-file "$work/guest.env"
 if pmvm_wait "$J" 240 "PODMESH_EVENT=initdata_mismatch" '.PODMESH_EVENT == "initdata_mismatch"' "$qemu_pid"; then
-    msg=$(events mismatch initdata_mismatch | head -n1)
+    msg=$(events mismatch initdata_mismatch | sed -n 1p)
     pmvm_log "     reason: $msg"
     hostdata=$(cluster_initdata_hostdata "$work/initdata.toml")
     check "mismatch: the reason gives the document's digest" grep -q "$hostdata" <<<"$msg"
@@ -360,7 +360,7 @@ if pmvm_wait "$J" 240 "a podmesh unit to fail on the broken config" \
 else
     failures+=("broken config: a podmesh unit fails")
 fi
-reason=$(pmvm_jq "$J" 'select((._SYSTEMD_UNIT // "") | test("^podmesh-")) | select(.PRIORITY | tonumber <= 3) | .MESSAGE' | head -n3)
+reason=$(pmvm_first "$J" 'select((._SYSTEMD_UNIT // "") | test("^podmesh-")) | select(.PRIORITY | tonumber <= 3) | .MESSAGE' 3)
 check "broken config: the reason (entry and port) is in the journal" grep -qE '99999|port' <<<"$reason"
 pmvm_log "     reason: ${reason//$'\n'/ | }"
 deny_stays broken
@@ -377,7 +377,7 @@ boot no-tee --ingress "$ingress" --coordinator "$PMVM_HOST_IP:$PMVM_COORD_PORT" 
     --append "podmesh.coordinator_fingerprint=$fingerprint systemd.mask=tsm-sim.service"
 if pmvm_wait "$J" 240 "attestation to fail on the provider-less kernel TSM" \
         '(._SYSTEMD_UNIT // "") == "podmesh-attest.service" and ((.PODMESH_EVENT // "") | test("no_tee|attestation_failed"))' "$qemu_pid"; then
-    msg=$(pmvm_jq "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service" and ((.PODMESH_EVENT // "") | test("no_tee|attestation_failed"))) | .MESSAGE' | head -n1)
+    msg=$(pmvm_first "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service" and ((.PODMESH_EVENT // "") | test("no_tee|attestation_failed"))) | .MESSAGE')
     pmvm_log "     attest: $msg"
     check "no TEE provider: the message explains ENXIO" grep -qiE 'ENXIO|no such device or address|provider' <<<"$msg"
 else
@@ -401,7 +401,7 @@ boot withheld --credential "pmvm.tsm-sim.host-data=$work/initdata.host-data" --e
     --root-ca "$PMVM_ROOT_CA"
 if pmvm_wait "$J" 240 "podmesh-attest to fail (or the proxy to open)" \
         '((.UNIT // "") == "podmesh-attest.service" and (.MESSAGE | test("Failed with result"))) or .PODMESH_EVENT == "proxy_ready"' "$qemu_pid"; then
-    msg=$(pmvm_jq "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service") | select(.PRIORITY | tonumber <= 3) | .MESSAGE' | head -n1)
+    msg=$(pmvm_first "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service") | select(.PRIORITY | tonumber <= 3) | .MESSAGE')
     pmvm_log "     attest: $msg"
     check "withheld: attest finds no coordinator (the credential's is not taken)" grep -q "no coordinator configured" <<<"$msg"
 else
@@ -502,7 +502,7 @@ boot cmdline --initdata "$work/initdata.toml" --env-file "$work/guest.env" --ker
 check "cmdline: the boot's launch digest is not the reference value" test "$PMVM_BOOT_MEASUREMENT" != "$PMVM_MEASUREMENT"
 if pmvm_wait "$J" 240 "podmesh-attest to be refused" \
         '(._SYSTEMD_UNIT // "") == "podmesh-attest.service" and (.MESSAGE | test("measurement_mismatch"))' "$qemu_pid"; then
-    pmvm_log "     attest: $(pmvm_jq "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service" and (.MESSAGE | test("measurement_mismatch"))) | .MESSAGE' | head -n1)"
+    pmvm_log "     attest: $(pmvm_first "$J" 'select(._SYSTEMD_UNIT == "podmesh-attest.service" and (.MESSAGE | test("measurement_mismatch"))) | .MESSAGE')"
 else
     failures+=("cmdline: podmesh-attest refused with measurement_mismatch")
 fi
