@@ -66,7 +66,14 @@ cache=${PODMESH_IMAGE_CACHE:-/var/cache/podmesh/image}
 work=build/image
 stage=$work/stage-$profile
 out=$work/$profile
-mkdir -p "$cache/debs" "$cache/packages" "$cache/mkosi-$profile" "$work" "$out"
+# mkosi's incremental cache (the package-installed tree) per profile and per mkosi.conf + profile
+# config: its own key ignores settings such as SourceDateEpoch, and a tree cached under other
+# settings would differ from a fresh build (image/README.md "Reproducible"). Older keys go.
+mkosi_cache=$cache/mkosi-$profile-$(cat mkosi.conf "image/profiles/$profile.conf" | sha256sum | cut -c1-12)
+for old in "$cache/mkosi-$profile" "$cache/mkosi-$profile"-*; do
+    [ "$old" = "$mkosi_cache" ] || [ ! -e "$old" ] || rm -rf "$old"
+done
+mkdir -p "$cache/debs" "$cache/packages" "$mkosi_cache" "$work" "$out"
 
 # The real kata-agent (Kata Containers 4.1.0, Apache-2.0): PODMESH_KATA_AGENT=/path/to/kata-agent,
 # else kata-agent from PODMESH_KATA_DIR (default ../shared/kata beside the repository). Its
@@ -201,7 +208,7 @@ trap 'exit 130' INT TERM
 mkosi --profile "$profile" \
     --package-directory "$cache/debs" \
     --package-cache-dir "$cache/packages" \
-    --cache-dir "$cache/mkosi-$profile" \
+    --cache-dir "$mkosi_cache" \
     --incremental \
     --extra-tree "$stage:/" \
     --force \

@@ -1,10 +1,11 @@
 #!/bin/sh
-# mkosi finalize script. A fixed /etc/machine-id per image build: with an empty one systemd
-# treats every boot as a first boot and re-runs `preset-all` (7 s under TCG). The presets were
-# already applied at build time. The ID identifies the image build, the journal's boot ID each boot.
+# mkosi finalize script. A fixed /etc/machine-id: with an empty one systemd treats every boot as
+# a first boot and re-runs `preset-all` (7 s under TCG); the presets were applied at build time.
+# Derived from the profile, not random: a random one made every build's root hash, and so the
+# reference values, differ (image/README.md "Reproducible"). Every podVM of an image shares it
+# either way; the journal's boot ID tells boots apart.
 set -eu
-od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$BUILDROOT/etc/machine-id"
-echo >>"$BUILDROOT/etc/machine-id"
+printf 'podmesh podVM image, profile %s\n' "${PROFILE:-production}" | sha256sum | cut -c1-32 >"$BUILDROOT/etc/machine-id"
 
 # The small initrd that opens the dm-verity root disk (image/verity/README.md), from the tree as
 # mkosi installed it: busybox and dmsetup go from the OS below.

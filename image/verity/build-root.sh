@@ -6,8 +6,9 @@
 #
 # Writes OUTDIR/podmesh-root.img (data blocks, then the hash tree; no verity superblock: the
 # parameters travel on the measured kernel command line only) and OUTDIR/podmesh-root.verity
-# (root_hash=, salt=, data_blocks=, read by image/run-qemu). Reproducible: the same cpio gives
-# the same disk and root hash (fixed timestamps, UUID and salt derived from the cpio).
+# (root_hash=, salt=, data_blocks=, read by image/run-qemu). Reproducible: the same files, modes
+# and owners give the same disk and root hash, whatever the cpio's mtimes (fixed timestamps,
+# UUID and salt derived from the content).
 set -euo pipefail
 cpio_img=${1:?usage: build-root.sh CPIO OUTDIR}
 out=${2:?usage: build-root.sh CPIO OUTDIR}
@@ -19,9 +20,13 @@ done
 tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
 (cd "$tree" && cpio -idm --quiet --no-absolute-filenames) <"$cpio_img"
-sum=$(sha256sum "$cpio_img" | cut -c1-64)
-uuid=${sum:0:8}-${sum:8:4}-4${sum:13:3}-8${sum:17:3}-${sum:20:12}
+# The file system's UUID comes from its content, not from the cpio (whose mtimes and inode
+# numbers change with every build): a first pass with the nil UUID, hashed.
 img=$out/podmesh-root.img
+rm -f "$img"
+mkfs.erofs --quiet -T0 -U 00000000-0000-0000-0000-000000000000 "$img" "$tree"
+sum=$(sha256sum "$img" | cut -c1-64)
+uuid=${sum:0:8}-${sum:8:4}-4${sum:13:3}-8${sum:17:3}-${sum:20:12}
 rm -f "$img"
 mkfs.erofs --quiet -T0 -U "$uuid" "$img" "$tree"
 bytes=$(stat -c %s "$img")

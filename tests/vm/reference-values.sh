@@ -5,7 +5,8 @@
 # (build/firmware/snp.fd), the test image's kernel and initrd, several command lines and vCPU
 # counts, and the image's reference-values.json. Fails when the tool, the firmware or the
 # image is missing: an independent check that did not run is not a pass.
-# Also checks that the SNP refusal of a firmware without the kernel-hashes section holds.
+# Also checks that the SNP refusal of a firmware without the kernel-hashes section holds, and
+# that the image rebuilt from scratch has byte-identical reference values (reproducible).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -101,5 +102,24 @@ for field in snp.minimum_tcb tdx.xfam 'tdx.rtmrs\[0\]'; do
 done
 checked=$((checked + 1))
 
-echo "reference-values check: 17 SNP digests equal sev-snp-measure's ($("$snp_measure" --version)), reference-values.json agrees, the root disk verifies against the measured root hash (and a changed byte does not), generic OVMF refused, TDX registers depend on what they should" >&2
+# Reproducible: the image built again from scratch (a fresh mkosi cache beside the .debs already
+# fetched, the same binaries) has the same reference values, byte for byte: kernel, initrd,
+# root disk and its root hash, launch digests. (A random machine-id, the build day in
+# /etc/shadow, or the cpio's mtimes in the disk's UUID each broke this once.)
+cp "$rv" "$work/first.json"
+cache=${PODMESH_IMAGE_CACHE:-/var/cache/podmesh/image}
+mkdir -p "$work/cache"
+ln -s "$(realpath "$cache/debs")" "$work/cache/debs"
+ln -s "$(realpath "$cache/packages")" "$work/cache/packages"
+PODMESH_IMAGE_CACHE=$work/cache bash image/build.sh --profile "$profile" --no-cargo \
+    --cargo-profile "${PMVM_CARGO_PROFILE:-debug}" >"$work/rebuild.log" 2>&1 ||
+    fail "the image rebuild failed: $(tail -n 5 "$work/rebuild.log")"
+if ! cmp -s "$work/first.json" "$rv"; then
+    differ=$(jq -rn --slurpfile a "$work/first.json" --slurpfile b "$rv" '$a[0] as $x | $b[0] as $y |
+        [$x | paths(scalars)] | map(select(. as $p | ($x | getpath($p)) != ($y | getpath($p))) | map(tostring) | join(".")) | join(" ")')
+    fail "the image built again has other reference values (not reproducible); they differ in: ${differ:-its layout}"
+fi
+checked=$((checked + 1))
+
+echo "reference-values check: 17 SNP digests equal sev-snp-measure's ($("$snp_measure" --version)), reference-values.json agrees, the root disk verifies against the measured root hash (and a changed byte does not), generic OVMF refused, TDX registers depend on what they should, the image rebuilt from scratch has the same reference values" >&2
 echo "$checked passed, 0 failed"
