@@ -67,25 +67,13 @@ trap 'rm -rf "$work"' EXIT
 find "$root/usr" -path "$root/usr/lib/modules" -prune -o -type f -size +1k -print | while IFS= read -r f; do
     if [ "$(head -c4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ]; then printf '%s\n' "$f"; fi
 done >"$work/elf"
-needed() {  # needed FILE...: the sonames they need, one per line
-    readelf -d "$@" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort -u
-}
+# shellcheck source=elf.sh
+. "$SRCDIR/image/scripts/elf.sh"
 grep -v "^$libdir/[^/]*$" "$work/elf" >"$work/roots" || true
 # shellcheck disable=SC2046  # file names from find under usr/: no spaces
-needed $(cat "$work/roots") >"$work/want"
-for l in $keep_libs; do echo "$l"; done >>"$work/want"
-: >"$work/seen"
-while sort -u "$work/want" | comm -23 - "$work/seen" >"$work/new" && [ -s "$work/new" ]; do
-    sort -u "$work/seen" "$work/new" -o "$work/seen"
-    files=""
-    while read -r soname; do
-        for d in "$libdir" "$libdir/systemd"; do
-            [ -e "$d/$soname" ] && { files="$files $(readlink -f "$d/$soname")"; break; }
-        done
-    done <"$work/new"
-    # shellcheck disable=SC2086
-    [ -n "$files" ] && needed $files >>"$work/want"
-done
+{ elf_needed $(cat "$work/roots"); for l in $keep_libs; do echo "$l"; done; } |
+    elf_closure "$libdir $libdir/systemd" >"$work/closure"
+cut -d' ' -f1 "$work/closure" | sort -u >"$work/seen"
 while read -r soname; do readlink -f "$libdir/$soname" "$libdir/systemd/$soname" 2>/dev/null || true; done \
     <"$work/seen" | sort -u >"$work/keep"
 removed=0
@@ -102,7 +90,7 @@ echo "finalize: removed $removed unneeded shared-library files" >&2
 missing=""
 while IFS= read -r f; do
     [ -e "$f" ] || continue
-    for soname in $(needed "$f"); do
+    for soname in $(elf_needed "$f"); do
         [ -e "$libdir/$soname" ] || [ -e "$libdir/systemd/$soname" ] || missing="$missing ${f#"$root"}:$soname"
     done
 done <"$work/elf"

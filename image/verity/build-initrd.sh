@@ -29,20 +29,15 @@ for applet in sh mount umount mkdir cat sleep insmod switch_root; do ln -s busyb
 
 # dmsetup and its shared libraries (DT_NEEDED, followed), from the image's /usr/lib.
 install -m 0755 "$dmsetup" "$d/bin/dmsetup"
+# shellcheck source=../scripts/elf.sh
+. "$src/../scripts/elf.sh"
 libdir=$root/usr/lib/x86_64-linux-gnu
-needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
-todo=$(needed "$dmsetup") seen=" "
-while [ -n "$todo" ]; do
-    next=""
-    for soname in $todo; do
-        case "$seen" in *" $soname "*) continue ;; esac
-        seen="$seen$soname "
-        [ -e "$libdir/$soname" ] || { echo "verity initrd: dmsetup needs $soname, not in $libdir" >&2; exit 1; }
-        install -m 0644 "$(readlink -f "$libdir/$soname")" "$d/usr/lib/x86_64-linux-gnu/$soname"
-        next="$next $(needed "$libdir/$soname")"
-    done
-    todo=$next
-done
+elf_needed "$dmsetup" | elf_closure "$libdir" >"$d/.libs"
+while read -r soname path; do
+    [ -n "$path" ] || { echo "verity initrd: dmsetup needs $soname, not in $libdir" >&2; exit 1; }
+    install -m 0644 "$path" "$d/usr/lib/x86_64-linux-gnu/$soname"
+done <"$d/.libs"
+rm "$d/.libs"
 interp=$(readelf -l "$dmsetup" | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')
 install -m 0755 "$(readlink -f "$root$interp")" "$d$interp"
 
