@@ -33,9 +33,9 @@ use crate::nft::{self, TableOp};
 use nftables::{
     batch::Batch,
     expr::{BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem, CT},
-    schema::{Chain, NfListObject, Nftables},
+    schema::Nftables,
     stmt::{AnonymousCounter, Counter, Match, Operator, Statement},
-    types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
+    types::{NfChainPolicy, NfFamily, NfHook},
 };
 use std::borrow::Cow;
 
@@ -73,21 +73,12 @@ pub fn is_installed(netns: Option<&str>) -> Result<bool, DenyError> {
 pub fn install_batch() -> Nftables<'static> {
     let mut batch = Batch::new();
     nft::replace_table(&mut batch, FAMILY, TABLE);
-    batch.add(NfListObject::Chain(Chain {
-        family: FAMILY,
-        table: TABLE.into(),
-        name: CHAIN.into(),
-        _type: Some(NfChainType::Filter),
-        hook: Some(NfHook::Input),
-        prio: Some(0),
-        policy: Some(NfChainPolicy::Drop),
-        ..Chain::default()
-    }));
-    crate::nft::add_rules(&mut batch, FAMILY, TABLE, CHAIN, rules());
+    let chain = nft::BaseChain { name: CHAIN, hook: NfHook::Input, prio: 0, policy: NfChainPolicy::Drop };
+    nft::add_base_chain(&mut batch, FAMILY, TABLE, chain, rules());
     batch.to_nftables()
 }
 
-fn rules() -> Vec<(Vec<Statement<'static>>, Option<&'static str>)> {
+fn rules() -> nft::Rules {
     let accept = Statement::Accept(None);
     vec![
         (vec![eq(meta(MetaKey::Iifname), Expression::String("lo".into())), accept.clone()], None),

@@ -23,9 +23,9 @@
 
 use nftables::{
     batch::Batch,
-    schema::{NfListObject, NfObject, Nftables, Rule, Table},
+    schema::{Chain, NfListObject, NfObject, Nftables, Rule, Table},
     stmt::Statement,
-    types::NfFamily,
+    types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
 };
 use std::{
     borrow::Cow,
@@ -219,15 +219,34 @@ pub fn replace_table(batch: &mut Batch<'_>, family: NfFamily, name: &str) {
     batch.add(NfListObject::Table(table(family, name)));
 }
 
-/// A table object for batches (`family name`).
+/// Rules of a chain: the statements of each, with an optional comment.
+pub type Rules = Vec<(Vec<Statement<'static>>, Option<&'static str>)>;
+
+/// A filter base chain: its name, where it hooks in, and what happens to a packet no rule decides.
+pub struct BaseChain {
+    pub name: &'static str,
+    pub hook: NfHook,
+    pub prio: i32,
+    pub policy: NfChainPolicy,
+}
+
+/// Appends the filter base chain `chain` of `table`, then its `rules`.
+pub fn add_base_chain(batch: &mut Batch<'_>, family: NfFamily, table: &'static str, chain: BaseChain, rules: Rules) {
+    batch.add(NfListObject::Chain(Chain {
+        family,
+        table: table.into(),
+        name: chain.name.into(),
+        _type: Some(NfChainType::Filter),
+        hook: Some(chain.hook),
+        prio: Some(chain.prio),
+        policy: Some(chain.policy),
+        ..Chain::default()
+    }));
+    add_rules(batch, family, table, chain.name, rules);
+}
+
 /// Appends `rules` (statements plus an optional comment each) to `chain` of `table`.
-pub fn add_rules(
-    batch: &mut Batch<'_>,
-    family: NfFamily,
-    table: &'static str,
-    chain: &'static str,
-    rules: Vec<(Vec<Statement<'static>>, Option<&'static str>)>,
-) {
+pub fn add_rules(batch: &mut Batch<'_>, family: NfFamily, table: &'static str, chain: &'static str, rules: Rules) {
     for (expr, comment) in rules {
         batch.add(NfListObject::Rule(Rule {
             family,
@@ -240,6 +259,7 @@ pub fn add_rules(
     }
 }
 
+/// A table object for batches (`family name`).
 pub fn table(family: NfFamily, name: &str) -> Table<'static> {
     Table { family, name: Cow::Owned(name.to_string()), handle: None }
 }

@@ -50,16 +50,16 @@
 //! could find for it is the app's on the original port. `tproxy` itself hands such a SYN to
 //! our listener (`nf_tproxy_handle_time_wait`).
 
-use crate::nft::{self, TableOp};
+use crate::nft::{self, Rules, TableOp};
 use nftables::{
     batch::Batch,
     expr::{
         BinaryOperation, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
         SetItem, Socket, SocketAttr, CT,
     },
-    schema::{Chain, NfListObject, Nftables},
+    schema::Nftables,
     stmt::{AnonymousCounter, Counter, Mangle, Match, Operator, Reject, RejectType, Statement, TProxy},
-    types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
+    types::{NfChainPolicy, NfFamily, NfHook},
 };
 use std::borrow::Cow;
 
@@ -157,32 +157,13 @@ pub fn is_installed(netns: Option<&str>) -> Result<bool, TproxyError> {
 pub fn install_batch(spec: &Spec) -> Nftables<'static> {
     let mut batch = Batch::new();
     nft::replace_table(&mut batch, FAMILY, TABLE);
-    batch.add(NfListObject::Chain(Chain {
-        family: FAMILY,
-        table: TABLE.into(),
-        name: CHAIN.into(),
-        _type: Some(NfChainType::Filter),
-        hook: Some(NfHook::Prerouting),
-        prio: Some(MANGLE_PRIORITY),
-        policy: Some(NfChainPolicy::Accept),
-        ..Chain::default()
-    }));
-    crate::nft::add_rules(&mut batch, FAMILY, TABLE, CHAIN, rules(spec));
-    batch.add(NfListObject::Chain(Chain {
-        family: FAMILY,
-        table: TABLE.into(),
-        name: INPUT_CHAIN.into(),
-        _type: Some(NfChainType::Filter),
-        hook: Some(NfHook::Input),
-        prio: Some(0),
-        policy: Some(NfChainPolicy::Accept),
-        ..Chain::default()
-    }));
-    crate::nft::add_rules(&mut batch, FAMILY, TABLE, INPUT_CHAIN, input_rules(spec));
+    let prerouting =
+        nft::BaseChain { name: CHAIN, hook: NfHook::Prerouting, prio: MANGLE_PRIORITY, policy: NfChainPolicy::Accept };
+    nft::add_base_chain(&mut batch, FAMILY, TABLE, prerouting, rules(spec));
+    let input = nft::BaseChain { name: INPUT_CHAIN, hook: NfHook::Input, prio: 0, policy: NfChainPolicy::Accept };
+    nft::add_base_chain(&mut batch, FAMILY, TABLE, input, input_rules(spec));
     batch.to_nftables()
 }
-
-type Rules = Vec<(Vec<Statement<'static>>, Option<&'static str>)>;
 
 fn rules(spec: &Spec) -> Rules {
     let ret = || Statement::Return(None);
