@@ -44,7 +44,9 @@
 #                      /usr/bin/podmesh's first block): dm-verity stops the guest when the block
 #                      is read (kernel panic), podmesh never runs, nothing is issued. Then
 #                      "nodisk": no root disk at all; the initrd says so in one line and stops;
-#                      "badhash": a root hash one digit short on the command line, refused by name.
+#                      "badhash", "nohash", "badsalt", "oddsalt", "zeroblocks": a podmesh.verity_*
+#                      value on the command line one digit short, missing, upper-case, not whole
+#                      bytes or zero: each refused by name in one line, before any disk is read.
 #
 # Prints image size, build time and the boot timeline (kernel -> deny installed -> kata-agent
 # start -> agent ready -> pod started -> certificate written -> proxy ready). Needs root. Every failed check exits non-zero.
@@ -561,17 +563,28 @@ check "nodisk: the guest stopped itself (QEMU exited within 120 s)" qemu_exited
 pmvm_log "     serial: $(grep -m1 'podmesh-init:' "$work/nodisk.serial.log" || true)"
 check "nodisk: one line says why" grep -q 'podmesh-init: no root disk: no virtio block device with serial podmesh-root after 10 s; stopping the boot (fail closed)' "$work/nodisk.serial.log"
 shutdown_guest nodisk
-# A command line whose root hash is one digit short (the host would have to launch it: the
-# measurement changes too): the initrd refuses it by name before touching any disk.
+# The measured command line is the initrd's only input. A malformed podmesh.verity_* value (the
+# host would have to launch it, so the measurement changes too) is refused by name in one
+# line, before any disk is touched.
 good=$(image/run-qemu --profile test --netns "$ns" --print-cmdline)
-hash=$(sed -n 's/^root_hash=//p' build/image/test/podmesh-root.verity)
-short=${good/verity_root_hash=$hash/verity_root_hash=${hash:1}}
-check "badhash: the command line lost one digit of the root hash" test "${#short}" = $((${#good} - 1))
-boot badhash --initdata "$work/initdata.toml" --env-file "$work/guest.env" --kernel-cmdline "$short"
-for _ in $(seq 120); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 1; done
-check "badhash: the guest stopped itself (QEMU exited within 120 s)" qemu_exited
-check "badhash: one line says why" grep -q 'podmesh-init: podmesh.verity_root_hash has 63 hex digits, not 64 (sha256); stopping the boot (fail closed)' "$work/badhash.serial.log"
-shutdown_guest badhash
+verity() { sed -n "s/^$1=//p" build/image/test/podmesh-root.verity; }
+hash=$(verity root_hash) salt=$(verity salt) blocks=$(verity data_blocks)
+bad_cmdline() {  # bad_cmdline NAME FROM TO LINE: boot with FROM replaced by TO, expect LINE
+    local name=$1 cmdline=${good/"$2"/"$3"}
+    check "$name: the command line differs ($2 -> ${3:-nothing})" test "$cmdline" != "$good"
+    boot "$name" --initdata "$work/initdata.toml" --env-file "$work/guest.env" --kernel-cmdline "$cmdline"
+    for _ in $(seq 120); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 1; done
+    check "$name: the guest stopped itself (QEMU exited within 120 s)" qemu_exited
+    check "$name: one line says why ($4)" grep -qF "podmesh-init: $4; stopping the boot (fail closed)" "$work/$name.serial.log"
+    shutdown_guest "$name"
+}
+bad_cmdline badhash "verity_root_hash=$hash" "verity_root_hash=${hash:1}" \
+    "podmesh.verity_root_hash has 63 hex digits, not 64 (sha256)"
+bad_cmdline nohash "podmesh.verity_root_hash=$hash " "" "no podmesh.verity_root_hash= on the kernel command line"
+bad_cmdline badsalt "verity_salt=$salt" "verity_salt=${salt^^}" "podmesh.verity_salt is not lower-case hex"
+bad_cmdline oddsalt "verity_salt=$salt" "verity_salt=${salt:1}" "podmesh.verity_salt is not whole bytes (at most 256)"
+bad_cmdline zeroblocks "verity_data_blocks=$blocks" "verity_data_blocks=0" \
+    "podmesh.verity_data_blocks is missing or not a positive number"
 [ ${#failures[@]} -eq "$nfail" ] || { pmvm_log "serial log of boot 'disk':"; tail -n 30 "$work/disk.serial.log" >&2; }
 fi
 
