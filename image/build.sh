@@ -68,7 +68,7 @@ stage=$work/stage-$profile
 out=$work/$profile
 # mkosi's incremental cache (the package-installed tree) per profile and per mkosi.conf + profile
 # config: its own key ignores settings such as SourceDateEpoch, and a tree cached under other
-# settings would differ from a fresh build (image/README.md "Reproducible"). Older keys go.
+# settings would differ from a fresh build (README.md "Reference values"). Older keys go.
 mkosi_cache=$cache/mkosi-$profile-$(cat mkosi.conf "image/profiles/$profile.conf" | sha256sum | cut -c1-12)
 for old in "$cache/mkosi-$profile" "$cache/mkosi-$profile"-*; do
     [ "$old" = "$mkosi_cache" ] || [ ! -e "$old" ] || rm -rf "$old"

@@ -2,7 +2,7 @@
 # mkosi finalize script. A fixed /etc/machine-id: with an empty one systemd treats every boot as
 # a first boot and re-runs `preset-all` (7 s under TCG); the presets were applied at build time.
 # Derived from the profile, not random: a random one made every build's root hash, and so the
-# reference values, differ (image/README.md "Reproducible"). Every podVM of an image shares it
+# reference values, differ (README.md "Reference values"). Every podVM of an image shares it
 # either way; the journal's boot ID tells boots apart.
 set -eu
 printf 'podmesh podVM image, profile %s\n' "${PROFILE:-production}" | sha256sum | cut -c1-32 >"$BUILDROOT/etc/machine-id"
