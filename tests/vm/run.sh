@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The VM boot test: builds the test image once (with the real kata-agent, ../shared/kata),
-# boots it under QEMU (TCG) ten times and proves the boot contract from the guest's own
+# boots it under QEMU (TCG) fifteen times and proves the boot contract from the guest's own
 # journal (streamed as JSON over virtio-serial). Every boot starts like a shipped podVM: the
 # small initrd opens the root disk through dm-verity with the root hash on the measured kernel
 # command line (image/verity/README.md). The coordinator's manifest admits the podVM by
