@@ -99,6 +99,8 @@ cargo_secs=$((SECONDS - t_build))
 bash image/build.sh --profile test --no-cargo --cargo-profile "$cargo_profile"
 build_secs=$((SECONDS - t_build - cargo_secs))
 pmvm_require_bins podmesh podmesh-coordinator tsm-sim
+# verity KEY: a dm-verity parameter of the test image's root disk (root_hash, salt, data_blocks).
+verity() { sed -n "s/^$1=//p" build/image/test/podmesh-root.verity; }
 img_bytes=$(stat -c %s build/image/test/podmesh.cpio)
 kernel_bytes=$(stat -c %s build/image/test/podmesh.vmlinuz)
 
@@ -278,7 +280,7 @@ mtls_checks mesh
 verity_msg=$(pmvm_first "$J" 'select(.SYSLOG_IDENTIFIER == "podmesh-init") | .MESSAGE')
 pmvm_log "     $verity_msg"
 check "mesh: the root is the disk verified with the image's root hash" \
-    grep -q "verified by dm-verity (root hash $(sed -n 's/^root_hash=//p' build/image/test/podmesh-root.verity))" <<<"$verity_msg"
+    grep -q "verified by dm-verity (root hash $(verity root_hash))" <<<"$verity_msg"
 # Guest memory (podvm-meminfo.service): the OS is read from the disk on demand; only what the
 # boot wrote (the overlay's tmpfs) stays in RAM. Budget: a tenth of the OS cpio.
 if pmvm_wait "$J" 90 "PODMESH_EVENT=guest_memory" '.PODMESH_EVENT == "guest_memory"' "$qemu_pid"; then
@@ -522,6 +524,8 @@ fi
 # guest when the block is read, before podmesh runs (panic_on_corruption; no certificate,
 # nothing listens). Then no disk at all: the initrd gives up with one line.
 qemu_exited() { ! kill -0 "$qemu_pid" 2>/dev/null; }
+# await_qemu_exit SECONDS: wait until the guest has stopped itself, at most SECONDS.
+await_qemu_exit() { for _ in $(seq "$1"); do qemu_exited && return; sleep 1; done; }
 # issued_lines FROM TO: certificates the coordinator logged on lines FROM..TO-1 (TO 0: to the end).
 issued_lines() {
     awk -v from="$1" -v to="$2" 'NR >= from && (to == 0 || NR < to) && /certificate_issued/ { n++ } END { print n + 0 }' \
@@ -548,7 +552,7 @@ pmvm_flip_byte "$tampered_disk" $((at + 2048))
 coord_lines=$(($(wc -l <"$work/coordinator.log") + 1))
 boot disk --initdata "$work/initdata.toml" --env-file "$work/guest.env" --root-disk "$tampered_disk"
 check "disk: the launch digest is the admitted one (the host changed only the disk)" test "$PMVM_BOOT_MEASUREMENT" = "$PMVM_MEASUREMENT"
-for _ in $(seq 240); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 1; done
+await_qemu_exit 240
 check "disk: the guest stopped itself (QEMU exited within 240 s)" qemu_exited
 pmvm_log "     serial: $(grep -m1 -E 'verity.*corrupted' "$work/disk.serial.log" || true)"
 check "disk: dm-verity reported the changed block" grep -qE 'verity.*data block [0-9]+ is corrupted' "$work/disk.serial.log"
@@ -558,7 +562,7 @@ check "disk: podmesh never ran (no deny table, no certificate)" \
 check "disk: the coordinator issued nothing" nothing_issued_since "$coord_lines"
 shutdown_guest disk
 boot nodisk --initdata "$work/initdata.toml" --env-file "$work/guest.env" --root-disk none
-for _ in $(seq 120); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 1; done
+await_qemu_exit 120
 check "nodisk: the guest stopped itself (QEMU exited within 120 s)" qemu_exited
 pmvm_log "     serial: $(grep -m1 'podmesh-init:' "$work/nodisk.serial.log" || true)"
 check "nodisk: one line says why" grep -q 'podmesh-init: no root disk: no virtio block device with serial podmesh-root after 10 s; stopping the boot (fail closed)' "$work/nodisk.serial.log"
@@ -567,13 +571,12 @@ shutdown_guest nodisk
 # host would have to launch it, so the measurement changes too) is refused by name in one
 # line, before any disk is touched.
 good=$(image/run-qemu --profile test --netns "$ns" --print-cmdline)
-verity() { sed -n "s/^$1=//p" build/image/test/podmesh-root.verity; }
 hash=$(verity root_hash) salt=$(verity salt) blocks=$(verity data_blocks)
 bad_cmdline() {  # bad_cmdline NAME FROM TO LINE: boot with FROM replaced by TO, expect LINE
     local name=$1 cmdline=${good/"$2"/"$3"}
     check "$name: the command line differs ($2 -> ${3:-nothing})" test "$cmdline" != "$good"
     boot "$name" --initdata "$work/initdata.toml" --env-file "$work/guest.env" --kernel-cmdline "$cmdline"
-    for _ in $(seq 120); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 1; done
+    await_qemu_exit 120
     check "$name: the guest stopped itself (QEMU exited within 120 s)" qemu_exited
     check "$name: one line says why ($4)" grep -qF "podmesh-init: $4; stopping the boot (fail closed)" "$work/$name.serial.log"
     shutdown_guest "$name"
